@@ -1,0 +1,1 @@
+"""Shared vocabulary of Ponder: types, errors and the think-tag parser."""

@@ -1,0 +1,1 @@
+"""Engines: one narrow interface (``Engine``) over vLLM, transformers, an upstream server, or a fake."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP server: wire models, routes, services, SSE, CLI."""

@@ -1,0 +1,1 @@
+"""Decoding strategies: one module per strategy, selected per request."""

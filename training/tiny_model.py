@@ -1,0 +1,93 @@
+"""Build a tiny, randomly initialised Llama with a chat-templated tokenizer (no download)."""
+
+from __future__ import annotations
+
+import argparse
+import string
+from pathlib import Path
+
+# `{% generation %}` marks the assistant turn so TRL can train on it alone.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{{ message['content'] }}"
+    "{% if not loop.last or not continue_final_message %}{{ '<|end|>' }}{% endif %}"
+    "{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+# Not "special": they must survive detokenisation so the server can split the reasoning off.
+THINK_TOKENS = ["<think>", "</think>"]
+ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n"
+
+
+def build_tokenizer():
+    """A character-level fast tokenizer with role tokens, think tags and a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in ALPHABET:
+        vocab.setdefault(ch, len(vocab))
+    vocab["<unk>"] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<|pad|>",
+        eos_token="<|end|>",
+        unk_token="<unk>",
+        model_max_length=2048,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(out_dir: str | Path, *, hidden: int = 128, layers: int = 2, max_len: int = 1024, seed: int = 0) -> Path:
+    """Save a random tiny Llama (head dim 64, as vLLM's CPU attention needs) and its tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
+        head_dim=64,
+        max_position_embeddings=max_len,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=build_tiny_model.__doc__)
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_tiny_model(args.out_dir, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Verifiers: outcome and process reward models, rules and judges that score answers."""
