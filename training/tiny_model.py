@@ -26,8 +26,7 @@ ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n"
 
 def build_tokenizer():
     """A character-level fast tokenizer with role tokens, think tags and a chat template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
@@ -50,7 +49,9 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(out_dir: str | Path, *, hidden: int = 128, layers: int = 2, max_len: int = 1024, seed: int = 0) -> Path:
+def build_tiny_model(
+    out_dir: str | Path, *, hidden: int = 128, layers: int = 2, max_len: int = 1024, seed: int = 0
+) -> Path:
     """Save a random tiny Llama (head dim 64, as vLLM's CPU attention needs) and its tokenizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -1,0 +1,81 @@
+"""Split ``<think>...</think>`` reasoning from the visible answer, whole or incrementally while streaming."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+@dataclass
+class Split:
+    """Reasoning and visible content of some text."""
+
+    reasoning: str = ""
+    content: str = ""
+
+
+def split_reasoning(text: str, *, starts_in_reasoning: bool = False) -> Split:
+    """Split a whole completion; an unclosed ``<think>`` makes everything after it reasoning."""
+    splitter = ThinkSplitter(starts_in_reasoning=starts_in_reasoning)
+    first = splitter.feed(text)
+    rest = splitter.flush()
+    return Split(first.reasoning + rest.reasoning, first.content + rest.content)
+
+
+def _partial_tag_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-size:]):
+            return size
+    return 0
+
+
+class ThinkSplitter:
+    """Incremental splitter: feed deltas, get reasoning/content deltas; tags split across deltas are held back.
+
+    Reasoning is recognised only when the output opens with ``<think>`` (after whitespace),
+    or when the prompt already opened it (``starts_in_reasoning``): a model that merely
+    mentions the tag later in its answer keeps it as content.
+    """
+
+    def __init__(self, *, starts_in_reasoning: bool = False) -> None:
+        self._state = "reasoning" if starts_in_reasoning else "start"
+        self._pending = ""
+
+    def feed(self, text: str) -> Split:
+        self._pending += text
+        out = Split()
+        while self._pending:
+            if self._state == "start":
+                stripped = self._pending.lstrip()
+                if stripped.startswith(THINK_OPEN):
+                    self._pending = stripped[len(THINK_OPEN) :]
+                    self._state = "reasoning"
+                elif THINK_OPEN.startswith(stripped):  # could still become the tag
+                    break
+                else:
+                    self._state = "content"
+            elif self._state == "reasoning":
+                end = self._pending.find(THINK_CLOSE)
+                if end != -1:
+                    out.reasoning += self._pending[:end]
+                    self._pending = self._pending[end + len(THINK_CLOSE) :]
+                    self._state = "content"
+                    continue
+                hold = _partial_tag_suffix(self._pending, THINK_CLOSE)
+                out.reasoning += self._pending[: len(self._pending) - hold]
+                self._pending = self._pending[len(self._pending) - hold :]
+                break
+            else:
+                out.content += self._pending
+                self._pending = ""
+        return out
+
+    def flush(self) -> Split:
+        """Whatever was held back, at the end of the stream."""
+        pending, self._pending = self._pending, ""
+        if self._state == "reasoning":
+            return Split(reasoning=pending)
+        return Split(content=pending)

@@ -1,0 +1,137 @@
+"""The ``ponder`` command: ``serve``, ``bench`` (and, as they land, ``train`` and ``eval``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from engines.factory import ENGINE_KINDS
+from server.settings import EngineSettings, Limits, ServerSettings, default_model
+
+log = logging.getLogger("ponder")
+
+
+def _tiny_model_fallback() -> str:
+    """Until a policy is bundled, serve a tiny random model built once into the cache."""
+    from training.tiny_model import build_tiny_model
+
+    path = Path(os.environ.get("PONDER_HOME", Path.home() / ".cache" / "ponder")) / "tiny-llama"
+    if not (path / "config.json").exists():
+        log.warning("no bundled model under models/ yet: building a tiny random model at %s", path)
+        build_tiny_model(path)
+    return str(path)
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="Serve the OpenAI-compatible API.", description="Serve the OpenAI-compatible API.")
+    p.add_argument("--model", default=None, help="Model folder or hub id (default: the bundled policy).")
+    p.add_argument("--served-model-name", action="append", default=[], help="Name(s) clients use; default: --model.")
+    p.add_argument("--engine", choices=ENGINE_KINDS, default="auto", help="auto: vllm if importable, else hf.")
+    p.add_argument("--upstream", default=None, help="Base URL of an OpenAI-compatible server (--engine openai).")
+    p.add_argument("--upstream-api-key", default=os.environ.get("PONDER_UPSTREAM_API_KEY"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("PONDER_API_KEY"), help="Require 'Authorization: Bearer KEY'.")
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--gpu-memory-utilization", type=float, default=None)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device", default="auto", help="hf engine: cpu, cuda, or auto.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reasoning-parser",
+        choices=("think", "none"),
+        default="think",
+        help="Split <think>...</think> into reasoning_content.",
+    )
+    limits = Limits()
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=limits.max_concurrency,
+        help="Requests in flight; more get 503 with Retry-After.",
+    )
+    p.add_argument("--max-n", type=int, default=limits.max_n)
+    p.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
+    p.add_argument("--max-samples", type=int, default=limits.max_samples, help="Ceiling of a request's budget.")
+    p.add_argument("--max-budget-tokens", type=int, default=limits.max_tokens, help="Ceiling of a request's budget.")
+    p.add_argument("--max-seconds", type=float, default=limits.max_seconds, help="Ceiling of a request's budget.")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=serve)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    model = args.model
+    if model is None and args.engine != "openai":
+        model = default_model() or _tiny_model_fallback()
+    engine = EngineSettings(
+        kind=args.engine,
+        model=model or "",
+        served_model_names=tuple(args.served_model_name),
+        upstream=args.upstream,
+        upstream_api_key=args.upstream_api_key,
+        tensor_parallel_size=args.tensor_parallel_size,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        enable_prefix_caching=args.enable_prefix_caching,
+        enforce_eager=args.enforce_eager,
+        seed=args.seed,
+        device=args.device,
+    )
+    limits = Limits(
+        max_concurrency=args.max_concurrency,
+        max_n=args.max_n,
+        max_body_bytes=args.max_body_bytes,
+        max_samples=args.max_samples,
+        max_tokens=args.max_budget_tokens,
+        max_seconds=args.max_seconds,
+    )
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        engine=engine,
+        limits=limits,
+        reasoning_parser=args.reasoning_parser,
+        log_level=args.log_level,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    if args.engine == "openai" and not args.upstream:
+        raise SystemExit("ponder serve: --engine openai needs --upstream URL")
+    settings = settings_from_args(args)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="ponder", description="Test-time-scaling inference server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_serve_parser(sub)
+    from server.bench import add_bench_parser
+
+    add_bench_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

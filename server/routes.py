@@ -1,0 +1,83 @@
+"""Thin HTTP routes: parse, admit, hand to the service, frame the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from server.metrics import CONTENT_TYPE_LATEST
+from server.middleware import ClientDisconnected, DisconnectAwareStreamingResponse, until_disconnect
+from server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from server.serving import Admission
+
+router = APIRouter()
+CLIENT_CLOSED = 499
+
+
+async def _released(events: AsyncIterator[str], admission: Admission) -> AsyncIterator[str]:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        admission.leave()
+
+
+async def _serve(request: Request, service, body):
+    admission: Admission = request.app.state.admission
+    admission.enter()
+    try:
+        if body.stream:
+            events = await until_disconnect(request, service.stream(body))
+        else:
+            result = await until_disconnect(request, service.create(body))
+    except ClientDisconnected:
+        admission.leave()
+        service.metrics.cancelled.labels(service.route).inc()
+        return Response(status_code=CLIENT_CLOSED)
+    except BaseException:
+        admission.leave()
+        raise
+    if not body.stream:
+        admission.leave()
+        return result
+    return DisconnectAwareStreamingResponse(
+        _released(events, admission), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    return await _serve(request, request.app.state.chat, body)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    return await _serve(request, request.app.state.completions, body)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> ModelList:
+    engine = request.app.state.engine
+    root = getattr(engine, "model_path", None) or engine.model_id
+    cards = [
+        ModelCard(id=name, root=root, max_model_len=engine.capabilities.max_model_len)
+        for name in request.app.state.model_names
+    ]
+    return ModelList(data=cards)
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    return Response(status_code=200) if getattr(request.app.state, "engine", None) else Response(status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/version")
+async def version(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.version_info)

@@ -1,0 +1,55 @@
+"""Server settings: the `ponder serve` flags, fixed at start-up and never written per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_model() -> str:
+    """The bundled policy when it is shipped, else empty (the CLI then builds a tiny model)."""
+    bundled = Path(__file__).resolve().parent.parent / "models" / "policy"
+    return str(bundled) if (bundled / "config.json").exists() else ""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Which engine to run and the arguments passed through to it."""
+
+    kind: str = "auto"  # auto | vllm | hf | openai
+    model: str = ""
+    served_model_names: tuple[str, ...] = ()
+    upstream: str | None = None
+    upstream_api_key: str | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    enable_prefix_caching: bool = True
+    enforce_eager: bool | None = None
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request, and the server as a whole, may ask for."""
+
+    max_concurrency: int = 64
+    max_n: int = 32
+    max_stop: int = 16
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_samples: int = 64
+    max_tokens: int = 65536
+    max_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    limits: Limits = field(default_factory=Limits)
+    reasoning_parser: str = "think"  # think | none
+    log_level: str = "info"
