@@ -86,6 +86,7 @@ class SampleDelta:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
+    stop_reason: str | None = None  # on the finishing delta: the stop string that ended it, if any
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ class FakeEngine:
                     prompt_tokens=prompt_tokens,
                     logprobs=lps,
                     cumulative_logprob=sum(t.logprob for t in lps) if lps else None,
+                    stop_reason=finished[i].stop_reason,
                 )
             )
         return samples
@@ -125,7 +126,7 @@ class FakeEngine:
                     await asyncio.sleep(self.token_delay)
                 else:
                     await asyncio.sleep(0)
-                for i, (tokens, reason, _stop) in enumerate(plans):
+                for i, (tokens, reason, stop) in enumerate(plans):
                     if step < len(tokens):
                         lp = self._logprobs(tokens, params.logprobs)
                         yield SampleDelta(
@@ -136,7 +137,9 @@ class FakeEngine:
                             prompt_tokens=prompt_tokens,
                         )
                     if step == len(tokens):
-                        yield SampleDelta(index=i, text="", finish_reason=reason, prompt_tokens=prompt_tokens)
+                        yield SampleDelta(
+                            index=i, text="", finish_reason=reason, prompt_tokens=prompt_tokens, stop_reason=stop
+                        )
         finally:
             self.active -= 1
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.errors import InvalidRequestError, NotFoundError, OverloadedError, PonderError
 from core.reasoning import THINK_CLOSE, THINK_OPEN, ThinkSplitter, split_reasoning
@@ -273,13 +273,8 @@ class ChatService(ServingBase):
         rid, created = new_id("chatcmpl"), now()
 
         def chunk(choices: list[ChatChunkChoice], **extra) -> str:
-            usage = {"usage": None} if ctx.include_usage else {}
-            body = ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices, **(usage | extra))
-            data = body.model_dump(exclude_unset=True)
-            for choice in data["choices"]:
-                choice.setdefault("logprobs", None)
-                choice.setdefault("finish_reason", None)
-            return sse(data)
+            body = ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices, **extra)
+            return sse(chunk_dict(body, ctx.include_usage))
 
         splitters = [ThinkSplitter(starts_in_reasoning=self._starts_in_reasoning(prompt)) for _ in range(ctx.n)]
         parse = self._parses_reasoning()
@@ -311,7 +306,12 @@ class ChatService(ServingBase):
                     message = DeltaMessage(reasoning_content=reasoning or None, content=content or None)
                     yield chunk([ChatChunkChoice(index=delta.index, delta=message, logprobs=logprobs)])
                 if delta.finish_reason:
-                    finish = ChatChunkChoice(index=delta.index, delta=DeltaMessage(), finish_reason=delta.finish_reason)
+                    finish = ChatChunkChoice(
+                        index=delta.index,
+                        delta=DeltaMessage(),
+                        finish_reason=delta.finish_reason,
+                        stop_reason=delta.stop_reason,
+                    )
                     yield chunk([finish])
             if ctx.include_usage:
                 usage = usage_info(prompt_tokens, completion_tokens)
@@ -386,12 +386,7 @@ class CompletionService(ServingBase):
 
         def chunk(choices: list[CompletionChoice], usage=None) -> str:
             body = CompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
-            data = body.model_dump(exclude_none=False)
-            if not ctx.include_usage:
-                data.pop("usage")
-            data.pop("ponder")
-            data.pop("system_fingerprint")
-            return sse(data)
+            return sse(chunk_dict(body, ctx.include_usage))
 
         try:
             if req.echo:
@@ -410,7 +405,10 @@ class CompletionService(ServingBase):
                     offsets[index] = offsets.get(index, 0) + len(delta.text)
                     yield chunk([CompletionChoice(index=index, text=delta.text, logprobs=logprobs)])
                 if delta.finish_reason:
-                    yield chunk([CompletionChoice(index=index, text="", finish_reason=delta.finish_reason)])
+                    finish = CompletionChoice(
+                        index=index, text="", finish_reason=delta.finish_reason, stop_reason=delta.stop_reason
+                    )
+                    yield chunk([finish])
             if ctx.include_usage:
                 yield chunk([], usage=usage_info(sum(prompt_tokens.values()), completion_tokens))
         except asyncio.CancelledError:
@@ -424,6 +422,22 @@ class CompletionService(ServingBase):
             await merged.aclose()
             self.record(ctx, status, sum(prompt_tokens.values()), completion_tokens)
         yield DONE
+
+
+def chunk_dict(body: BaseModel, include_usage: bool) -> dict[str, Any]:
+    """A stream chunk as OpenAI sends it: deltas without unset keys, ``usage: null`` only when usage was asked for."""
+    data = body.model_dump()
+    for choice in data["choices"]:
+        if "delta" in choice:
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        if choice.get("stop_reason") is None:
+            choice.pop("stop_reason", None)
+    if not include_usage:
+        data.pop("usage", None)
+    for optional in ("ponder", "system_fingerprint"):
+        if data.get(optional) is None:
+            data.pop(optional, None)
+    return data
 
 
 async def _prepend(first: SampleDelta, rest: AsyncIterator[SampleDelta]) -> AsyncIterator[SampleDelta]:

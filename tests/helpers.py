@@ -1,0 +1,39 @@
+"""Test helpers: an app over the fake engine, and SSE parsing."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from fastapi import FastAPI
+
+from engines.fake import FakeEngine
+from server.app import attach, create_app
+from server.settings import ServerSettings
+
+
+def fake_app(engine: FakeEngine | None = None, settings: ServerSettings | None = None) -> tuple[FastAPI, FakeEngine]:
+    """The real app with the fake engine attached (no lifespan needed)."""
+    engine = engine or FakeEngine()
+    settings = settings or ServerSettings()
+    app = create_app(settings, engine=engine)
+    attach(app, settings, engine, kind="fake")
+    return app, engine
+
+
+def client(app: FastAPI, **kwargs) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://ponder", **kwargs
+    )
+
+
+def sse_events(body: str) -> list:
+    """The ``data:`` payloads of an SSE body, JSON-decoded, with ``[DONE]`` kept as the string."""
+    events = []
+    for block in body.split("\n\n"):
+        if not block.strip():
+            continue
+        assert block.startswith("data: "), block
+        payload = block[len("data: ") :]
+        events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events

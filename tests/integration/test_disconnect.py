@@ -1,0 +1,97 @@
+"""A client that disconnects cancels its work: a real uvicorn server over the fake engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+import pytest
+import uvicorn
+
+from engines.fake import FakeEngine
+from tests.helpers import fake_app
+
+BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "go"}]}
+
+
+@contextlib.asynccontextmanager
+async def live(app):
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def wait_until(predicate, timeout: float = 3.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def slow_app():
+    return fake_app(FakeEngine(lambda p, s, i: "tok " * 5000, token_delay=0.002))
+
+
+async def test_stream_disconnect_cancels_engine_work(slow_app):
+    app, engine = slow_app
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as resp:
+            assert resp.status_code == 200
+            lines = resp.aiter_lines()
+            assert (await anext(lines)).startswith("data: ")
+            assert engine.active == 1
+        # the response is closed here, mid-stream
+        assert await wait_until(lambda: engine.active == 0)
+        assert await wait_until(lambda: app.state.admission.in_flight == 0)
+        metrics = (await client.get("/metrics")).text
+    assert 'ponder_requests_cancelled_total{route="/v1/chat/completions"} 1.0' in metrics
+    assert 'status="499"' in metrics
+
+
+async def test_non_streaming_disconnect_cancels_engine_work(slow_app):
+    app, engine = slow_app
+    async with live(app) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            request = asyncio.create_task(client.post("/v1/chat/completions", json=BODY))
+            assert await wait_until(lambda: engine.active == 1)
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+        assert await wait_until(lambda: engine.active == 0)
+        assert await wait_until(lambda: app.state.admission.in_flight == 0)
+        async with httpx.AsyncClient(base_url=url) as client:
+            metrics = (await client.get("/metrics")).text
+    assert 'ponder_requests_cancelled_total{route="/v1/chat/completions"} 1.0' in metrics
+
+
+async def test_stream_disconnect_is_noticed_while_the_engine_is_silent():
+    class Thinker(FakeEngine):
+        """Sends one token, then thinks for a long time without sending anything."""
+
+        async def stream(self, prompt, params, n=1):
+            self.active += 1
+            try:
+                first = await anext(super().stream(prompt, params, n))
+                yield first
+                await asyncio.sleep(60)
+            finally:
+                self.active -= 1
+
+    app, engine = fake_app(Thinker(lambda p, s, i: "a b"))
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", "/v1/chat/completions", json={**BODY, "stream": True}) as resp:
+            lines = resp.aiter_lines()
+            assert (await anext(lines)).startswith("data: ")
+            assert await wait_until(lambda: engine.active >= 1)
+        assert await wait_until(lambda: engine.active == 0, timeout=5)
