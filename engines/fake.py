@@ -143,6 +143,9 @@ class FakeEngine:
         finally:
             self.active -= 1
 
+    def num_unfinished_requests(self) -> int:
+        return self.active
+
     async def score(self, prompt: Prompt, continuation: str) -> list[float]:
         return [-0.5 for _ in tokenize(continuation)]
 

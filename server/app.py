@@ -52,6 +52,8 @@ def attach(app: FastAPI, settings: ServerSettings, engine, kind: str) -> None:
     metrics = Metrics()
     instrumented = InstrumentedEngine(engine, metrics)
     names = list(settings.engine.served_model_names) or [engine.model_id]
+    if hasattr(engine, "num_unfinished_requests"):
+        metrics.engine_running.set_function(engine.num_unfinished_requests)
     app.state.metrics = metrics
     app.state.engine = instrumented
     app.state.model_names = names

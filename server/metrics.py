@@ -49,6 +49,9 @@ class Metrics:
             "ponder_completion_tokens", "Tokens generated, every candidate counted.", ["strategy"], registry=r
         )
         self.in_flight = Gauge("ponder_requests_in_flight", "Requests being served now.", registry=r)
+        self.engine_running = Gauge(
+            "ponder_engine_requests_running", "Requests unfinished inside the engine (vLLM, hf, upstream).", registry=r
+        )
         self.engine_calls = Counter("ponder_engine_calls", "Engine calls by method.", ["method"], registry=r)
         self.engine_errors = Counter("ponder_engine_errors", "Engine calls that raised.", ["method"], registry=r)
         self.cancelled = Counter(
