@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     from server.bench import add_bench_parser
 
     add_bench_parser(sub)
+    from training.cli import add_train_parser
+
+    add_train_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

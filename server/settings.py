@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def models_dir() -> Path:
+    """Where the bundled models live: ``$PONDER_MODELS_DIR``, else the source checkout's ``models/``."""
+    env = os.environ.get("PONDER_MODELS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
 def default_model() -> str:
     """The bundled policy when it is shipped, else empty (the CLI then builds a tiny model)."""
-    bundled = Path(__file__).resolve().parent.parent / "models" / "policy"
+    bundled = models_dir() / "policy"
     return str(bundled) if (bundled / "config.json").exists() else ""
 
 
