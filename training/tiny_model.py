@@ -3,83 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import string
 from pathlib import Path
 
-# `{% generation %}` marks the assistant turn so TRL can train on it alone.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}"
-    "{{ message['content'] }}"
-    "{% if not loop.last or not continue_final_message %}{{ '<|end|>' }}{% endif %}"
-    "{% endgeneration %}"
-    "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
-)
-SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
-# Not "special": they must survive detokenisation so the server can split the reasoning off.
-THINK_TOKENS = ["<think>", "</think>"]
-ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n"
+from training.tokenizer import ALPHABET, CHAT_TEMPLATE, SPECIAL_TOKENS, THINK_TOKENS, build_tokenizer, new_llama
 
-
-def build_tokenizer():
-    """A character-level fast tokenizer with role tokens, think tags and a chat template."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in ALPHABET:
-        vocab.setdefault(ch, len(vocab))
-    vocab["<unk>"] = len(vocab)
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<|pad|>",
-        eos_token="<|end|>",
-        unk_token="<unk>",
-        model_max_length=2048,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+__all__ = ["ALPHABET", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "THINK_TOKENS", "build_tiny_model", "build_tokenizer"]
 
 
 def build_tiny_model(
     out_dir: str | Path, *, hidden: int = 128, layers: int = 2, max_len: int = 1024, seed: int = 0
 ) -> Path:
     """Save a random tiny Llama (head dim 64, as vLLM's CPU attention needs) and its tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     out = Path(out_dir)
     tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        num_key_value_heads=hidden // 64,
-        head_dim=64,
-        max_position_embeddings=max_len,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        torch_dtype="float32",
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = new_llama(tokenizer, hidden=hidden, layers=layers, max_len=max_len, seed=seed)
+    _mute_special_tokens(model, tokenizer)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def _mute_special_tokens(model, tokenizer) -> None:
+    """Shrink the special tokens' (tied) embeddings so a random model emits visible text, not role tokens or EOS.
+
+    Tests then see non-empty greedy text and generations that run to ``max_tokens``.
+    """
+    import torch
+
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for token in SPECIAL_TOKENS:
+            weight[tokenizer.convert_tokens_to_ids(token)] *= 0.01
 
 
 def main(argv: list[str] | None = None) -> None:
