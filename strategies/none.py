@@ -1,17 +1,20 @@
-"""The ``none`` strategy: one sample per choice, tokens streamed as the engine makes them."""
+"""The ``none`` strategy: one sample per choice; the server streams it token by token from the engine."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
+from strategies.base import Strategy, StrategyRequest
 from strategies.registry import register
+from strategies.trace import Candidate, Trace
 
 
 @register("none")
-class NoneStrategy:
-    """Plain decoding; the server streams it straight from the engine."""
+class NoneStrategy(Strategy):
+    """Plain decoding: ``n`` samples in one engine call, returned as they are."""
 
-    name = "none"
+    streams_tokens = True
 
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    async def search(self, request: StrategyRequest, engine, verifier, budget, trace: Trace) -> list[Candidate]:
+        samples = await engine.generate(request.prompt, request.params, request.n)
+        return [
+            trace.add(Candidate(s.text, s.num_tokens, s.finish_reason, logprob=s.cumulative_logprob)) for s in samples
+        ]

@@ -1,1 +1,1 @@
-"""Verifiers: outcome and process reward models, rules and judges that score answers."""
+"""Verifiers: score whole answers (outcome) or single reasoning steps (process); higher is better."""
