@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from core.types import (
     EngineCapabilities,
@@ -17,6 +17,7 @@ from core.types import (
 from engines.base import check_logprobs, resolve_max_tokens
 
 Responder = Callable[[Prompt, SamplingParams, int], str]
+TopLogprobs = Callable[[Prompt, str], Sequence[tuple[str, float]]]
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
 
@@ -35,6 +36,7 @@ class FakeEngine:
 
     ``token_delay`` seconds pass between tokens, so tests can cancel mid-generation;
     ``active`` counts requests still running (a cancelled request must leave it at 0).
+    ``top_logprobs(prompt, token)``, when given, scripts the alternatives (best first) reported for each token.
     """
 
     def __init__(
@@ -44,11 +46,13 @@ class FakeEngine:
         model_id: str = "fake-model",
         capabilities: EngineCapabilities | None = None,
         token_delay: float = 0.0,
+        top_logprobs: TopLogprobs | None = None,
     ) -> None:
         self.model_id = model_id
         self.capabilities = capabilities or EngineCapabilities(max_model_len=512)
         self.responder = responder or _default_responder
         self.token_delay = token_delay
+        self.top_logprobs = top_logprobs
         self.active = 0
         self.calls: list[tuple[Prompt, SamplingParams, int]] = []
         self.closed = False
@@ -75,12 +79,16 @@ class FakeEngine:
             return tokens[:max_tokens], "length", None
         return tokens, "stop", stop_hit
 
-    def _logprobs(self, tokens: list[str], k: int | None) -> list[TokenLogprob] | None:
+    def _logprobs(self, tokens: list[str], k: int | None, prompt: Prompt) -> list[TokenLogprob] | None:
         if k is None:
             return None
         out = []
         for i, tok in enumerate(tokens):
             lp = -0.1 * (i % 5 + 1)
+            if self.top_logprobs is not None:
+                scripted = tuple(self.top_logprobs(prompt, tok))
+                out.append(TokenLogprob(tok, dict(scripted).get(tok, lp), scripted[:k]))
+                continue
             top = tuple((f"{tok}#{j}" if j else tok, lp - j) for j in range(k))
             out.append(TokenLogprob(tok, lp, top))
         return out
@@ -128,7 +136,7 @@ class FakeEngine:
                     await asyncio.sleep(0)
                 for i, (tokens, reason, stop) in enumerate(plans):
                     if step < len(tokens):
-                        lp = self._logprobs(tokens, params.logprobs)
+                        lp = self._logprobs(tokens, params.logprobs, prompt)
                         yield SampleDelta(
                             index=i,
                             text=tokens[step],

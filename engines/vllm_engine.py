@@ -188,6 +188,11 @@ class VLLMEngine:
         }
         if block_size is not None:
             kwargs["block_size"] = block_size
+        if on_cpu:
+            # A prompt prefilled in chunks samples a token that is thrown away, and vLLM then rewinds the
+            # request's generator offset; CPU generators have none, so a request with a `seed` killed the
+            # engine core ("CPU Generator does not use offset"). Whole-prompt prefill avoids the rewind.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(extra or {})
         # Start in a separate frame: vLLM's first import keeps this frame alive (a stored traceback reaches
         # it), and a frame that held the AsyncLLM would keep it from being freed after ``aclose``.

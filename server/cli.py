@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     from server.bench import add_bench_parser
 
     add_bench_parser(sub)
+    from server.eval.cli import add_eval_parser
+
+    add_eval_parser(sub)
     from training.cli import add_train_parser
 
     add_train_parser(sub)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from core.errors import InvalidRequestError, NotFoundError, OverloadedError, PonderError
 from core.reasoning import THINK_CLOSE, THINK_OPEN, ThinkSplitter, split_reasoning
@@ -33,9 +33,18 @@ from server.protocol import (
 )
 from server.settings import ServerSettings
 from server.sse import DONE, merge_streams, sse
-from strategies import registry
-
-BudgetDict = dict[str, Any]
+from server.strategy_serving import (
+    StrategyPlan,
+    StrategyPlanner,
+    StrategyRunner,
+    answer_parts,
+    pieces,
+    run_with_progress,
+    strategy_ponder,
+    strategy_usage,
+)
+from strategies.steps import StepFormat
+from strategies.trace import Trace
 
 
 @dataclass
@@ -49,6 +58,7 @@ class RequestContext:
     top_k: int
     include_usage: bool
     ponder: dict[str, Any]
+    plan: StrategyPlan
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -78,11 +88,22 @@ class ServingBase:
 
     route = ""
 
-    def __init__(self, engine, settings: ServerSettings, metrics: Metrics, model_names: list[str]) -> None:
+    def __init__(
+        self,
+        engine,
+        settings: ServerSettings,
+        metrics: Metrics,
+        model_names: list[str],
+        verifiers=None,
+        step_format: StepFormat | None = None,
+        content_filter=None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
         self.model_names = model_names
+        self.planner = StrategyPlanner(engine, settings, verifiers)
+        self.runner = StrategyRunner(engine, step_format or StepFormat(), content_filter)
 
     # ---- validation ----
 
@@ -91,51 +112,6 @@ class ServingBase:
             raise NotFoundError(
                 f"The model '{name}' does not exist; this server serves {', '.join(self.model_names)}.", param="model"
             )
-
-    def check_extensions(self, req: PonderFields) -> tuple[str, dict[str, Any]]:
-        """Validate strategy, options, verifier and budget; returns the strategy and the ``ponder`` block."""
-        strategy = req.strategy or "none"
-        valid = registry.names()
-        if strategy not in valid:
-            raise InvalidRequestError(
-                f"Unknown strategy '{strategy}'. Valid values: {', '.join(valid)}.", param="strategy"
-            )
-        options_model = registry.get(strategy).Options
-        try:
-            options_model.model_validate(req.strategy_options or {})
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise InvalidRequestError(
-                f"Invalid strategy_options for '{strategy}': {problems}", param="strategy_options"
-            ) from exc
-        if req.verifier is not None:
-            raise InvalidRequestError(
-                f"Unknown verifier '{req.verifier}'. No verifiers are loaded on this server.", param="verifier"
-            )
-        budget, clamped = self._clamp_budget(req)
-        ponder = {
-            "strategy": strategy,
-            "verifier": None,
-            "effort": req.reasoning_effort or req.thinking_level,
-            "thinking_budget": req.thinking_budget,
-            "budget": budget,
-        }
-        if clamped:
-            ponder["budget_clamped"] = clamped
-        return strategy, ponder
-
-    def _clamp_budget(self, req: PonderFields) -> tuple[BudgetDict, list[str]]:
-        limits = self.settings.limits
-        maxima = {"max_samples": limits.max_samples, "max_tokens": limits.max_tokens, "max_seconds": limits.max_seconds}
-        asked = req.budget.model_dump() if req.budget else {}
-        budget: BudgetDict = {}
-        clamped = []
-        for key, ceiling in maxima.items():
-            value = asked.get(key)
-            if value is not None and value > ceiling:
-                clamped.append(key)
-            budget[key] = ceiling if value is None else min(value, ceiling)
-        return budget, clamped
 
     def sampling_params(self, req: PonderFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
         caps = self.engine.capabilities
@@ -168,10 +144,16 @@ class ServingBase:
 
     def context(self, req: PonderFields, max_tokens: int | None, logprobs: int | None) -> RequestContext:
         self.check_model(req.model)
-        strategy, ponder = self.check_extensions(req)
+        plan = self.planner.plan(req)
         params = self.sampling_params(req, max_tokens, logprobs)
+        if not plan.direct and logprobs is not None:
+            raise InvalidRequestError(
+                f"logprobs are returned only with strategy 'none', not '{plan.name}'.", param="logprobs"
+            )
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return RequestContext(self.route, params, req.n, strategy, logprobs or 0, include_usage, ponder)
+        return RequestContext(
+            self.route, params, req.n, plan.name, logprobs or 0, include_usage, plan.ponder_block(), plan
+        )
 
     # ---- accounting ----
 
@@ -226,6 +208,8 @@ class ChatService(ServingBase):
 
     async def create(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
         ctx, prompt = self.plan(req)
+        if not ctx.plan.direct:
+            return await self._create_searched(req, ctx, prompt)
         try:
             samples = await self.engine.generate(prompt, ctx.params, ctx.n)
         except PonderError as exc:
@@ -263,6 +247,8 @@ class ChatService(ServingBase):
     async def stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
         """Validate and start the engine stream; returns the SSE event iterator (errors before it are plain HTTP)."""
         ctx, prompt = self.plan(req)
+        if not ctx.plan.direct:
+            return self._searched_events(req, ctx, prompt)
         deltas = self.engine.stream(prompt, ctx.params, ctx.n)
         [first] = await self.prime(ctx, [deltas])
         return self._events(req, ctx, prompt, first, deltas)
@@ -328,6 +314,78 @@ class ChatService(ServingBase):
             self.record(ctx, status, prompt_tokens, completion_tokens)
         yield DONE
 
+    async def _create_searched(
+        self, req: ChatCompletionRequest, ctx: RequestContext, prompt: Prompt
+    ) -> ChatCompletionResponse:
+        try:
+            result = await self.runner.run(ctx.plan, prompt, ctx.params, ctx.n, Trace(keep=ctx.plan.return_trace))
+        except PonderError as exc:
+            self.record(ctx, exc.status)
+            raise
+        choices = []
+        for i, cand in enumerate(result.choices):
+            reasoning, content = answer_parts(cand, self._parses_reasoning())
+            message = AssistantMessage(content=content, reasoning_content=reasoning if req.include_reasoning else None)
+            choices.append(ChatChoice(index=i, message=message, finish_reason=cand.finish_reason))
+        prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result)
+        self.record(ctx, 200, prompt_tokens, completion_tokens)
+        return ChatCompletionResponse(
+            id=new_id("chatcmpl"),
+            created=now(),
+            model=req.model,
+            choices=choices,
+            usage=usage_info(prompt_tokens, completion_tokens, cached, reasoning_tokens),
+            ponder=strategy_ponder(ctx.plan, result),
+        )
+
+    async def _searched_events(
+        self, req: ChatCompletionRequest, ctx: RequestContext, prompt: Prompt
+    ) -> AsyncIterator[str]:
+        """The search's progress as reasoning deltas while it runs, then each chosen answer, then usage."""
+        rid, created = new_id("chatcmpl"), now()
+
+        def chunk(choices: list[ChatChunkChoice], **extra) -> str:
+            body = ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices, **extra)
+            return sse(chunk_dict(body, ctx.include_usage))
+
+        def delta(index: int, **fields) -> str:
+            return chunk([ChatChunkChoice(index=index, delta=DeltaMessage(**fields))])
+
+        status, prompt_tokens, completion_tokens = 200, 0, 0
+        progress = run_with_progress(self.runner, ctx.plan, prompt, ctx.params, ctx.n)
+        try:
+            for i in range(ctx.n):
+                yield delta(i, role="assistant", content="")
+            async for item in progress:
+                if isinstance(item, str):
+                    if req.include_reasoning:
+                        yield delta(0, reasoning_content=item + "\n")
+                    continue
+                result = item
+            self.metrics.ttft.labels(ctx.route, ctx.strategy).observe(time.perf_counter() - ctx.started)
+            for i, cand in enumerate(result.choices):
+                reasoning, content = answer_parts(cand, self._parses_reasoning())
+                if reasoning and req.include_reasoning:
+                    yield delta(i, reasoning_content=reasoning)
+                for piece in pieces(content):
+                    yield delta(i, content=piece)
+                yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason=cand.finish_reason)])
+            prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result)
+            if ctx.include_usage:
+                usage = usage_info(prompt_tokens, completion_tokens, cached, reasoning_tokens)
+                yield chunk([], usage=usage, ponder=strategy_ponder(ctx.plan, result))
+        except asyncio.CancelledError:
+            status = 499
+            self.metrics.cancelled.labels(ctx.route).inc()
+            raise
+        except Exception as exc:
+            status = error_from_exception(exc)[0]
+            yield sse_error_event(exc)
+        finally:
+            await progress.aclose()
+            self.record(ctx, status, prompt_tokens, completion_tokens)
+        yield DONE
+
 
 class CompletionService(ServingBase):
     """``/v1/completions``: raw text prompts, one or many, ``n`` samples each."""
@@ -339,6 +397,8 @@ class CompletionService(ServingBase):
 
     async def create(self, req: CompletionRequest) -> CompletionResponse:
         ctx = self.plan(req)
+        if not ctx.plan.direct:
+            return await self._create_searched(req, ctx)
         prompts = req.prompts
         try:
             results = await asyncio.gather(*(self.engine.generate(Prompt.raw(p), ctx.params, ctx.n) for p in prompts))
@@ -371,6 +431,10 @@ class CompletionService(ServingBase):
 
     async def stream(self, req: CompletionRequest) -> AsyncIterator[str]:
         ctx = self.plan(req)
+        if not ctx.plan.direct:
+            if len(req.prompts) != 1:
+                raise InvalidRequestError("Streaming a strategy takes one prompt at a time.", param="prompt")
+            return self._searched_events(req, ctx)
         streams = [self.engine.stream(Prompt.raw(p), ctx.params, ctx.n) for p in req.prompts]
         firsts = await self.prime(ctx, streams)
         merged = merge_streams([_prepend(f, s) for f, s in zip(firsts, streams, strict=True)])
@@ -421,6 +485,58 @@ class CompletionService(ServingBase):
         finally:
             await merged.aclose()
             self.record(ctx, status, sum(prompt_tokens.values()), completion_tokens)
+        yield DONE
+
+    async def _searched(self, ctx: RequestContext, text: str):
+        return await self.runner.run(ctx.plan, Prompt.raw(text), ctx.params, ctx.n, Trace(keep=ctx.plan.return_trace))
+
+    async def _create_searched(self, req: CompletionRequest, ctx: RequestContext) -> CompletionResponse:
+        try:
+            results = await asyncio.gather(*(self._searched(ctx, text) for text in req.prompts))
+        except PonderError as exc:
+            self.record(ctx, exc.status)
+            raise
+        choices = [
+            CompletionChoice(
+                index=p * ctx.n + j, text=(text if req.echo else "") + cand.text, finish_reason=cand.finish_reason
+            )
+            for p, (text, result) in enumerate(zip(req.prompts, results, strict=True))
+            for j, cand in enumerate(result.choices)
+        ]
+        totals = [sum(u) for u in zip(*(strategy_usage(r) for r in results), strict=True)]
+        self.record(ctx, 200, totals[0], totals[1])
+        ponder = strategy_ponder(ctx.plan, results[0]) if len(results) == 1 else ctx.ponder
+        return CompletionResponse(
+            id=new_id("cmpl"), created=now(), model=req.model, choices=choices, usage=usage_info(*totals), ponder=ponder
+        )
+
+    async def _searched_events(self, req: CompletionRequest, ctx: RequestContext) -> AsyncIterator[str]:
+        """Completions carry no reasoning field: the search runs, then the chosen texts stream as deltas."""
+        rid, created = new_id("cmpl"), now()
+        status, usage = 200, (0, 0, 0, 0)
+
+        def chunk(choices: list[CompletionChoice], usage=None) -> str:
+            body = CompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
+            return sse(chunk_dict(body, ctx.include_usage))
+
+        try:
+            result = await self._searched(ctx, req.prompts[0])
+            for i, cand in enumerate(result.choices):
+                for piece in pieces((req.prompts[0] if req.echo else "") + cand.text):
+                    yield chunk([CompletionChoice(index=i, text=piece)])
+                yield chunk([CompletionChoice(index=i, text="", finish_reason=cand.finish_reason)])
+            usage = strategy_usage(result)
+            if ctx.include_usage:
+                yield chunk([], usage=usage_info(*usage))
+        except asyncio.CancelledError:
+            status = 499
+            self.metrics.cancelled.labels(ctx.route).inc()
+            raise
+        except Exception as exc:
+            status = error_from_exception(exc)[0]
+            yield sse_error_event(exc)
+        finally:
+            self.record(ctx, status, usage[0], usage[1])
         yield DONE
 
 

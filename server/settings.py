@@ -59,4 +59,7 @@ class ServerSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     limits: Limits = field(default_factory=Limits)
     reasoning_parser: str = "think"  # think | none
+    verifiers: tuple[str, ...] = ()  # --verifier NAME=PATH[:KIND] specs, loaded besides the bundled defaults
+    default_verifiers: bool = True  # load the bundled ORM/PRM and the built-in rule and judge verifiers
+    default_strategy: str | None = None  # what reasoning_effort low/medium/high runs; None: by verifiers loaded
     log_level: str = "info"

@@ -89,6 +89,20 @@ async def test_seed_makes_samples_reproducible(engine):
     assert other[0].text != first[0].text
 
 
+async def test_many_seeded_requests_with_long_prompts_keep_the_engine_alive(engine):
+    # Enough prompt tokens at once that chunked prefill would split one; with a seed that used to kill
+    # the CPU engine core ("CPU Generator does not use offset").
+    question = "What is " + " + ".join(str(100 + i) for i in range(30)) + "?"
+
+    async def one(i: int):
+        prompt = Prompt.chat([{"role": "user", "content": f"{question} {i}"}])
+        return await engine.generate(prompt, SamplingParams(max_tokens=4, temperature=1.0, seed=i), n=2)
+
+    results = await asyncio.gather(*(one(i) for i in range(24)))
+    assert sum(r[0].prompt_tokens for r in results) > 4096
+    assert all(len(r) == 2 for r in results)
+
+
 async def test_concurrent_calls(engine):
     params = SamplingParams(max_tokens=8, temperature=1.0)
     results = await asyncio.gather(*(engine.generate(CHAT, params, n=2) for _ in range(4)))
