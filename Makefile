@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ponder-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Small KV blocks: the bundled models see short prompts, and prefix-cache hits come in whole blocks.
+SERVE_ARGS ?= --block-size 32
 
 .PHONY: install serve test lint models bench-overhead clean
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 serve: install
-	$(VENV)/bin/ponder serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/ponder serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
 test: install
 	$(PY) -m ruff check .

@@ -45,6 +45,7 @@ async def build_engine(settings: EngineSettings):
             enable_prefix_caching=settings.enable_prefix_caching,
             enforce_eager=settings.enforce_eager,
             seed=settings.seed,
+            block_size=settings.block_size,
         )
     from engines.hf_engine import HFEngine
 

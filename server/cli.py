@@ -41,6 +41,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="vLLM KV-cache block size; prefix-cache hits come in whole blocks (CPU build: a multiple of 32).",
+    )
     p.add_argument("--device", default="auto", help="hf engine: cpu, cuda, or auto.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -48,6 +54,25 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         choices=("think", "none"),
         default="think",
         help="Split <think>...</think> into reasoning_content.",
+    )
+    p.add_argument(
+        "--verifier",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:KIND]",
+        help="Load a verifier (repeatable), e.g. prm=models/prm, orm=/path:orm, safety=spec.yaml:policy.",
+    )
+    p.add_argument(
+        "--default-verifiers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Load the bundled ORM and PRM (models/orm, models/prm) and the built-in math_rule and llm_judge.",
+    )
+    p.add_argument(
+        "--default-strategy",
+        default=None,
+        help="Strategy run by reasoning_effort low/medium/high (default: best_of_n with a verifier, "
+        "else self_consistency).",
     )
     limits = Limits()
     p.add_argument(
@@ -81,6 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         dtype=args.dtype,
         enable_prefix_caching=args.enable_prefix_caching,
         enforce_eager=args.enforce_eager,
+        block_size=args.block_size,
         seed=args.seed,
         device=args.device,
     )
@@ -99,6 +125,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         engine=engine,
         limits=limits,
         reasoning_parser=args.reasoning_parser,
+        verifiers=tuple(args.verifier),
+        default_verifiers=args.default_verifiers,
+        default_strategy=args.default_strategy,
         log_level=args.log_level,
     )
 

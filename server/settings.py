@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,20 @@ def default_model() -> str:
     return str(bundled) if (bundled / "config.json").exists() else ""
 
 
+def model_sidecar(model: str) -> dict:
+    """The ``ponder.json`` a Ponder-trained model ships (step separator, think tags, answer format); {} if none."""
+    path = Path(model) / "ponder.json" if model else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return data
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """Which engine to run and the arguments passed through to it."""
@@ -34,6 +49,7 @@ class EngineSettings:
     dtype: str = "auto"
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = None
+    block_size: int | None = None  # KV-cache block: prefix-cache hits come in whole blocks
     seed: int = 0
     device: str = "auto"
 

@@ -1,0 +1,139 @@
+"""``ponder eval`` in process on the bundled policy (transformers engine): rows, grades, summaries, plots, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from server.eval.cli import main
+from server.settings import default_model
+from training.data import generate_problems, grade
+
+pytestmark = pytest.mark.skipif(not default_model(), reason="needs the bundled policy under models/policy")
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> tuple[Path, int]:
+    out = tmp_path_factory.mktemp("eval")
+    argv = [
+        "--engine", "hf", "--levels", "1,2", "--count", "1", "--max-tokens", "48",
+        "--run", "greedy:temperature=0",
+        "--run", "sampled:temperature=0.8,seed=3",
+        "--run", "unknown:strategy=no_such_strategy,budget.max_samples=4",
+        "--concurrency", "2", "--warmup", "0", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    return out, main(argv)
+
+
+def test_writes_every_output(evaluated):
+    out, rc = evaluated
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "accuracy_vs_tokens.png",
+        "accuracy_vs_tokens_by_level.png",
+        "greedy.jsonl",
+        "sampled.jsonl",
+        "summary.json",
+        "summary.md",
+        "unknown.jsonl",
+    ]
+    assert (out / "accuracy_vs_tokens.png").stat().st_size > 1000
+
+
+def test_rows_are_graded_by_reasoning_gym(evaluated):
+    out, _ = evaluated
+    problems = generate_problems("test", 2, [1, 2])
+    for run in ("greedy", "sampled"):
+        rows = read_rows(out / f"{run}.jsonl")
+        assert [r["index"] for r in rows] == [0, 1]
+        for row, problem in zip(rows, problems, strict=True):
+            assert row["run"] == run and row["error"] is None
+            assert (row["question"], row["reference"], row["level"], row["task"], row["seed"]) == (
+                problem.question,
+                problem.answer,
+                problem.level,
+                problem.task,
+                problem.seed,
+            )
+            assert row["score"] == grade(problem, row["answer"])
+            assert row["correct"] == (grade(problem, row["answer"]) >= 1.0)
+            assert "<think>" not in (row["answer"] or "")  # the server split the reasoning off
+            assert row["reasoning"]
+            assert 0 < row["completion_tokens"] <= 48
+            assert row["spent"]["samples"] == 1 and row["spent"]["tokens"] == row["completion_tokens"]
+            assert row["choices"] == 1 and row["choices_correct"] == int(row["correct"])
+            assert row["latency_s"] > 0 and row["finish_reason"] in ("stop", "length")
+    greedy = read_rows(out / "greedy.jsonl")
+    assert greedy[0]["correct"], "the policy solves this level-1 problem greedily (97.5% of level 1 in eval.json)"
+
+
+def test_an_http_error_is_recorded_per_problem(evaluated):
+    out, _ = evaluated
+    rows = read_rows(out / "unknown.jsonl")
+    assert len(rows) == 2
+    for row in rows:
+        assert row["error"].startswith("HTTP 400: Unknown strategy 'no_such_strategy'")
+        assert row["correct"] is False and row["answer"] is None and row["completion_tokens"] is None
+
+
+def test_summaries_agree_with_the_rows(evaluated):
+    out, _ = evaluated
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["problems"] == {
+        "split": "test",
+        "levels": [1, 2],
+        "tasks": ["chain_sum"],
+        "per_level": 1,
+        "offset": 0,
+        "total": 2,
+    }
+    assert summary["command"].startswith("ponder eval --engine hf --levels 1,2 --count 1")
+    assert summary["target"] == "in process (hf engine)"
+    runs = {r["name"]: r for r in summary["runs"]}
+    assert list(runs) == ["greedy", "sampled", "unknown"]
+    for name in ("greedy", "sampled"):
+        rows = read_rows(out / f"{name}.jsonl")
+        overall = runs[name]["overall"]
+        assert overall["accuracy"] == sum(r["correct"] for r in rows) / 2
+        assert overall["mean_completion_tokens"] == sum(r["completion_tokens"] for r in rows) / 2
+        assert runs[name]["by_level"]["1"]["accuracy"] == float(rows[0]["correct"])
+    assert runs["sampled"]["request"] == {"max_tokens": 48, "temperature": 0.8, "seed": 3}
+    assert runs["unknown"]["overall"]["errors"] == 2 and runs["unknown"]["overall"]["accuracy"] == 0.0
+
+    text = (out / "summary.md").read_text()
+    assert f"`{summary['command']}`" in text
+    acc = runs["greedy"]["overall"]["accuracy"]
+    assert f"| greedy | max_tokens=48, temperature=0 | 2 | {acc:.1%} | {acc:.1%} |" in text
+    assert "## Accuracy by level" in text and "| run | L1 | L2 | all |" in text
+    assert "first error: `HTTP 400: Unknown strategy 'no_such_strategy'" in text
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    assert main(["--run", "a:temprature=0", "--out", str(tmp_path)]) == 2
+    assert "unknown request field 'temprature'" in capsys.readouterr().err
+    assert main(["--levels", "9", "--out", str(tmp_path)]) == 2
+    assert "valid levels are [1, 2, 3, 4, 5]" in capsys.readouterr().err
+    assert main(["--base-url", "http://127.0.0.1:9/v1", "--model", "x", "--out", str(tmp_path)]) == 2
+    assert "--base-url talks to a running server" in capsys.readouterr().err
+
+
+def test_an_unreachable_server_is_recorded_row_by_row(tmp_path):
+    argv = ["--base-url", "http://127.0.0.1:9/v1", "--model-name", "m", "--levels", "1", "--count", "2"]
+    assert main([*argv, "--warmup", "0", "--no-progress", "--out", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "default.jsonl")
+    assert [r["error"].split(":")[0] for r in rows] == ["APIConnectionError", "APIConnectionError"]
+
+
+def test_in_process_enters_the_app_lifespan(tmp_path, capsys):
+    """ASGITransport sends no lifespan events; eval enters the lifespan, which starts (here: fails) the engine."""
+    argv = ["--engine", "openai", "--upstream", "http://127.0.0.1:9/v1", "--levels", "1", "--count", "1"]
+    assert main([*argv, "--warmup", "0", "--no-progress", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ponder eval: error:") and "Traceback" not in err
