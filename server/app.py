@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from engines.factory import build_engine, resolve_kind
+from server.content_policy import policy_filter
 from server.errors import install_error_handlers
 from server.metrics import InstrumentedEngine, Metrics
 from server.middleware import APIKeyMiddleware, BodyLimitMiddleware
 from server.routes import router
 from server.serving import Admission, ChatService, CompletionService
-from server.settings import ServerSettings
+from server.settings import ServerSettings, model_sidecar, models_dir
+from strategies.steps import StepFormat
+
+log = logging.getLogger("ponder.server")
 
 
 def _version(dist: str) -> str | None:
@@ -30,11 +36,24 @@ def create_app(settings: ServerSettings, engine=None) -> FastAPI:
     async def lifespan(app: FastAPI):
         owned = engine is None
         started = await build_engine(settings.engine) if owned else engine
-        attach(app, settings, started, kind=resolve_kind(settings.engine.kind) if owned else type(started).__name__)
+        try:
+            verifiers = await asyncio.to_thread(load_verifiers, settings, started)
+        except BaseException:
+            if owned:
+                await started.aclose()
+            raise
+        attach(
+            app,
+            settings,
+            started,
+            kind=resolve_kind(settings.engine.kind) if owned else type(started).__name__,
+            verifiers=verifiers,
+        )
         try:
             yield
         finally:
             app.state.engine = None
+            await verifiers.aclose()
             if owned:
                 await started.aclose()
 
@@ -47,10 +66,30 @@ def create_app(settings: ServerSettings, engine=None) -> FastAPI:
     return app
 
 
-def attach(app: FastAPI, settings: ServerSettings, engine, kind: str) -> None:
+def load_verifiers(settings: ServerSettings, engine):
+    """The bundled verifiers (unless turned off) and the ``--verifier`` specs; the judge asks ``engine``."""
+    from verifiers.registry import VerifierSet
+
+    bundled = models_dir() if settings.default_verifiers else None
+    verifiers = VerifierSet.from_specs(settings.verifiers, engine=engine, models_dir=bundled)
+    log.info("verifiers: %s", verifiers)
+    return verifiers
+
+
+def step_format(settings: ServerSettings) -> StepFormat:
+    """How the served model writes steps, from its ``ponder.json`` sidecar when it ships one."""
+    sidecar = model_sidecar(settings.engine.model)
+    tags = sidecar.get("think_tags") or ("<think>", "</think>")
+    return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1])
+
+
+def attach(app: FastAPI, settings: ServerSettings, engine, kind: str, verifiers=None) -> None:
     """Put the engine and the services built on it into ``app.state``."""
     metrics = Metrics()
     instrumented = InstrumentedEngine(engine, metrics)
+    fmt = step_format(settings)
+    content_filter = policy_filter(verifiers.policies()) if verifiers is not None else None
+    services = {"verifiers": verifiers, "step_format": fmt, "content_filter": content_filter}
     names = list(settings.engine.served_model_names) or [engine.model_id]
     if hasattr(engine, "num_unfinished_requests"):
         metrics.engine_running.set_function(engine.num_unfinished_requests)
@@ -58,8 +97,9 @@ def attach(app: FastAPI, settings: ServerSettings, engine, kind: str) -> None:
     app.state.engine = instrumented
     app.state.model_names = names
     app.state.admission = Admission(settings.limits.max_concurrency, metrics)
-    app.state.chat = ChatService(instrumented, settings, metrics, names)
-    app.state.completions = CompletionService(instrumented, settings, metrics, names)
+    app.state.verifiers = verifiers
+    app.state.chat = ChatService(instrumented, settings, metrics, names, **services)
+    app.state.completions = CompletionService(instrumented, settings, metrics, names, **services)
     app.state.version_info = {
         "version": _version("ponder"),
         "engine": kind,

@@ -102,7 +102,7 @@ class ServingBase:
         self.settings = settings
         self.metrics = metrics
         self.model_names = model_names
-        self.planner = StrategyPlanner(engine, settings, verifiers)
+        self.planner = StrategyPlanner(engine, settings, verifiers, filtered=content_filter is not None)
         self.runner = StrategyRunner(engine, step_format or StepFormat(), content_filter)
 
     # ---- validation ----

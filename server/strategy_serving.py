@@ -36,11 +36,12 @@ class StrategyPlan:
     clamped: list[str]
     effort: str | None
     return_trace: bool
+    filtered: bool = False  # a content policy must see the candidates before any token is sent
 
     @property
     def direct(self) -> bool:
-        """Plain decoding without a trace: the server streams the engine's tokens straight through."""
-        return self.strategy.streams_tokens and not self.return_trace
+        """Plain decoding, unfiltered, without a trace: the server streams the engine's tokens straight through."""
+        return self.strategy.streams_tokens and not self.return_trace and not self.filtered
 
     def ponder_block(self) -> dict[str, Any]:
         asked = {k: getattr(self.budget, k) for k in ("max_samples", "max_tokens", "max_seconds")}
@@ -59,10 +60,11 @@ class StrategyPlan:
 class StrategyPlanner:
     """Turns the extension fields of a request into a :class:`StrategyPlan`, refusing what cannot run."""
 
-    def __init__(self, engine: Any, settings: ServerSettings, verifiers: Any | None) -> None:
+    def __init__(self, engine: Any, settings: ServerSettings, verifiers: Any | None, filtered: bool = False) -> None:
         self.engine = engine
         self.settings = settings
         self.verifiers = verifiers
+        self.filtered = filtered
 
     def plan(self, req: PonderFields) -> StrategyPlan:
         effort = resolve_effort(
@@ -83,7 +85,9 @@ class StrategyPlanner:
             ) from exc
         verifier = self.verifier(req.verifier)
         budget, ceiling, clamped = self.budget(req, effort.max_samples, effort.max_tokens)
-        plan = StrategyPlan(name, strategy, verifier, budget, ceiling, clamped, effort.effort, req.return_trace)
+        plan = StrategyPlan(
+            name, strategy, verifier, budget, ceiling, clamped, effort.effort, req.return_trace, self.filtered
+        )
         if not plan.direct:
             strategy.check(self.engine, verifier)
         return plan
@@ -105,9 +109,9 @@ class StrategyPlanner:
             return self.verifiers.default
         try:
             return self.verifiers.get(name)
-        except KeyError:
-            valid = ", ".join(self.verifiers.names()) or "none"
-            raise InvalidRequestError(f"Unknown verifier '{name}'. Valid values: {valid}.", param="verifier") from None
+        except KeyError as exc:
+            message = exc.args[0] if exc.args else f"Unknown verifier '{name}'."
+            raise InvalidRequestError(str(message), param="verifier") from None
 
     def budget(
         self, req: PonderFields, effort_samples: int | None, effort_tokens: int | None

@@ -66,6 +66,11 @@ def ponder_server(request, tiny_model_dir, tmp_path_factory) -> Iterator:
     def get(kind: str) -> str:
         if kind not in servers:
             log = tmp_path_factory.mktemp(f"ponder-{kind}") / "server.log"
+            if kind == "bundled":  # `ponder serve` with its defaults: the bundled policy, ORM and PRM
+                argv = [PONDER, "serve", "--engine", "vllm", "--served-model-name", "policy", "--block-size", "32"]
+                argv += ["--max-model-len", "512", "--gpu-memory-utilization", "0.1", "--dtype", "float32"]
+                servers[kind] = start_server(argv, log)
+                return servers[kind][1]
             argv = [PONDER, "serve", "--engine", kind, "--served-model-name", "tiny", "--max-concurrency", "8"]
             if kind == "openai":
                 argv += ["--upstream", f"{request.getfixturevalue('vllm_upstream')}/v1"]
