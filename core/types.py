@@ -44,6 +44,8 @@ class SamplingParams:
     """Per-call sampling settings, in OpenAI's terms; engines translate them."""
 
     max_tokens: int | None = None  # None: whatever the context window leaves
+    # A ceiling applied after fitting to the context (budgets set it): unlike max_tokens, never an error.
+    token_cap: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()

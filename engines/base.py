@@ -60,7 +60,7 @@ def resolve_max_tokens(params: SamplingParams, prompt_tokens: int, max_model_len
             param="messages",
         )
     if params.max_tokens is None:
-        return room
+        return room if params.token_cap is None else min(room, params.token_cap)
     if params.max_tokens > room:
         raise PromptTooLongError(
             f"This model's maximum context length is {max_model_len} tokens. "
@@ -68,7 +68,7 @@ def resolve_max_tokens(params: SamplingParams, prompt_tokens: int, max_model_len
             f"(max_tokens); at most {room} fit.",
             param="max_tokens",
         )
-    return params.max_tokens
+    return params.max_tokens if params.token_cap is None else min(params.max_tokens, params.token_cap)
 
 
 def check_logprobs(params: SamplingParams, capabilities: EngineCapabilities) -> None:

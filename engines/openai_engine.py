@@ -446,8 +446,9 @@ class OpenAIEngine:
             "temperature": params.temperature,
             "top_p": params.top_p,
         }
-        if params.max_tokens is not None:
-            body["max_tokens"] = params.max_tokens
+        limits = [t for t in (params.max_tokens, params.token_cap) if t is not None]
+        if limits:
+            body["max_tokens"] = min(limits)
         if params.stop:
             body["stop"] = list(params.stop)
         if params.seed is not None:

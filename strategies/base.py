@@ -83,11 +83,21 @@ class Strategy(ABC):
             )
 
     async def run(
-        self, request: StrategyRequest, engine: Any, verifier: Any, budget: Budget, trace: Trace | None = None
+        self,
+        request: StrategyRequest,
+        engine: Any,
+        verifier: Any,
+        budget: Budget,
+        trace: Trace | None = None,
+        ceiling: Budget | None = None,
     ) -> StrategyResult:
-        """Search within ``budget``; out of budget (samples, tokens or seconds), return the best found so far."""
+        """Search within ``budget``; out of budget (samples, tokens or seconds), return the best found so far.
+
+        ``budget`` is what the request asked for (strategies size their search from it); ``ceiling`` holds
+        the server's limits, enforced for whatever the budget leaves unset.
+        """
         self.check(engine, verifier)
-        meter = Meter(budget)
+        meter = Meter(budget, ceiling or Budget())
         trace = trace or Trace()
         metered_engine = MeteredEngine(engine, meter, request.format.separator)
         metered_verifier = MeteredVerifier(verifier, meter) if verifier is not None else None

@@ -27,6 +27,7 @@ class Spent:
     sequences: int = 0
     tokens: int = 0
     prompt_tokens: int = 0
+    prompt_tokens_total: int = 0
     cached_tokens: int = 0
     engine_calls: int = 0
     verifier_calls: int = 0
@@ -49,15 +50,19 @@ class Meter:
     """The budget of one request and what has been spent against it."""
 
     budget: Budget
+    ceiling: Budget = field(default_factory=Budget)  # the server's limits, for what the budget leaves open
     spent: Spent = field(default_factory=Spent)
     started: float = field(default_factory=time.perf_counter)
     exhausted: str | None = None  # which limit stopped the search, if any
     reserved_samples: int = 0  # admitted by calls still in flight, so concurrent calls cannot overspend
 
+    def limit(self, name: str) -> float | None:
+        asked = getattr(self.budget, name)
+        return asked if asked is not None else getattr(self.ceiling, name)
+
     def remaining_seconds(self) -> float | None:
-        if self.budget.max_seconds is None:
-            return None
-        return self.budget.max_seconds - (time.perf_counter() - self.started)
+        limit = self.limit("max_seconds")
+        return None if limit is None else limit - (time.perf_counter() - self.started)
 
     def admit(self, params: SamplingParams, n: int) -> tuple[SamplingParams, int]:
         """Clamp a call to what is left of the budget; raise when nothing is left.
@@ -66,19 +71,20 @@ class Meter:
         checked against what finished calls used: calls in flight finish, so a search that runs many
         calls at once can end at most one round over its token budget.
         """
-        b, s = self.budget, self.spent
-        if b.max_samples is not None:
-            left = b.max_samples - s.samples - self.reserved_samples
+        s = self.spent
+        max_samples, max_tokens = self.limit("max_samples"), self.limit("max_tokens")
+        if max_samples is not None:
+            left = max_samples - s.samples - self.reserved_samples
             if left <= 0:
                 self._stop("max_samples")
             n = min(n, left)
-        if b.max_tokens is not None:
-            left = b.max_tokens - s.tokens
+        if max_tokens is not None:
+            left = max_tokens - s.tokens
             if left < n:
                 self._stop("max_tokens")
             share = left // n
-            if params.max_tokens is None or params.max_tokens > share:
-                params = dataclasses.replace(params, max_tokens=share)
+            if params.token_cap is None or params.token_cap > share:
+                params = dataclasses.replace(params, token_cap=share)
         return params, n
 
     def _stop(self, limit: str) -> None:
@@ -92,7 +98,10 @@ class Meter:
         s.samples += finished
         s.tokens += sum(x.num_tokens for x in samples)
         if samples:
-            s.prompt_tokens += samples[0].prompt_tokens
+            # The request's own prompt is the shortest any call sends; longer ones carry partial solutions.
+            prompt = samples[0].prompt_tokens
+            s.prompt_tokens = prompt if not s.prompt_tokens else min(s.prompt_tokens, prompt)
+            s.prompt_tokens_total += prompt
             s.cached_tokens += samples[0].cached_tokens
 
     def seal(self) -> Spent:

@@ -12,12 +12,14 @@ from server.app import attach, create_app
 from server.settings import ServerSettings
 
 
-def fake_app(engine: FakeEngine | None = None, settings: ServerSettings | None = None) -> tuple[FastAPI, FakeEngine]:
-    """The real app with the fake engine attached (no lifespan needed)."""
+def fake_app(
+    engine: FakeEngine | None = None, settings: ServerSettings | None = None, verifiers=None
+) -> tuple[FastAPI, FakeEngine]:
+    """The real app with the fake engine (and optionally a ``VerifierSet``) attached (no lifespan needed)."""
     engine = engine or FakeEngine()
     settings = settings or ServerSettings()
     app = create_app(settings, engine=engine)
-    attach(app, settings, engine, kind="fake")
+    attach(app, settings, engine, kind="fake", verifiers=verifiers)
     return app, engine
 
 

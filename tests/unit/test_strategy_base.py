@@ -69,7 +69,7 @@ async def test_token_budget_clamps_max_tokens():
     result = await OneAtATime().run(request(), engine, None, Budget(max_tokens=10))
     assert result.exhausted == "max_tokens"
     assert result.spent.tokens <= 10
-    assert all(params.max_tokens <= 10 for _, params, _ in engine.calls)
+    assert all(params.token_cap <= 10 for _, params, _ in engine.calls)
 
 
 async def test_time_budget_returns_what_was_found():
