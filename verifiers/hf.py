@@ -1,0 +1,190 @@
+"""Loading Hugging Face verifier models from a folder, and running their forward passes off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+SIDECAR = "ponder.json"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
+class VerifierLoadError(ValueError):
+    """A verifier spec, folder or file that cannot be loaded; the message says why and what would work."""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; a clear error when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VerifierLoadError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise VerifierLoadError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_sidecar(folder: Path) -> dict[str, Any]:
+    """The folder's ``ponder.json`` (empty when absent)."""
+    path = folder / SIDECAR
+    return read_json(path) if path.is_file() else {}
+
+
+def check_model_folder(folder: str | Path) -> Path:
+    """``folder`` if it holds a Hugging Face model (config, weights, tokenizer); a clear error otherwise."""
+    path = Path(folder)
+    if not path.exists():
+        raise VerifierLoadError(f"verifier path {path} does not exist")
+    if not path.is_dir():
+        raise VerifierLoadError(f"{path} is a file, not a model folder")
+    if not (path / "config.json").is_file():
+        raise VerifierLoadError(f"{path} is not a model folder: it has no config.json")
+    if not any((path / name).is_file() for name in WEIGHT_FILES) and not any(path.glob("model-*.safetensors")):
+        raise VerifierLoadError(f"{path} has a config.json but no weights (model.safetensors)")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise VerifierLoadError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json)")
+    return path
+
+
+def pick_device(device: str | None) -> str:
+    """``device`` or, when None, CUDA if there is one, else the CPU."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The folder's fast tokenizer with a pad token (batched scoring pads; EOS stands in when there is none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:  # a broken tokenizer file surfaces as many exception types
+        raise VerifierLoadError(f"{folder}: cannot load its tokenizer: {exc}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise VerifierLoadError(f"{folder}: verifiers need a fast tokenizer (tokenizer.json) for token offsets")
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise VerifierLoadError(f"{folder}: the tokenizer has neither a pad nor an EOS token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(folder: Path, auto_class: str, device: str, **kwargs: Any) -> Any:
+    """``transformers.<auto_class>.from_pretrained(folder)`` in eval mode; refuse a checkpoint missing weights.
+
+    A head that is missing from the checkpoint would be initialised at random and score noise, so it is an error.
+    """
+    import transformers
+
+    cls = getattr(transformers, auto_class)
+    dtype = "auto" if device.startswith("cuda") else "float32"
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True, dtype=dtype, **kwargs)
+    except Exception as exc:  # corrupt or mismatched weights surface as many exception types
+        raise VerifierLoadError(f"{folder}: cannot load it as {auto_class}: {exc}") from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise VerifierLoadError(
+            f"{folder}: the checkpoint lacks weights that {type(model).__name__} needs ({', '.join(missing[:5])}); "
+            "it is not a model of this kind"
+        )
+    return model.to(device).eval()
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[Any, Any]:
+    """Right-padded ``input_ids`` and ``attention_mask`` tensors."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def length_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped, shortest first, so that a padded chunk holds at most ``max_tokens`` tokens (or one row)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    chunks: list[list[int]] = []
+    for i in order:
+        if chunks and lengths[i] * (len(chunks[-1]) + 1) <= max_tokens:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def model_max_len(model: Any, tokenizer: Any) -> int:
+    """Longest input the model takes: its position limit, or the tokenizer's if that is smaller."""
+    limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+    tok_limit = getattr(tokenizer, "model_max_length", None) or 1 << 30
+    return int(min(limit, tok_limit if tok_limit < 1 << 30 else limit))
+
+
+class MicroBatcher:
+    """Runs ``fn(items) -> results`` in one worker thread, merging the items of concurrent calls into one batch.
+
+    One thread per model keeps concurrent requests from oversubscribing the CPU (torch already uses all cores
+    per forward pass); while a batch runs, new calls queue up and go together in the next one.
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_items: int = 64, name: str = "verifier") -> None:
+        self._fn = fn
+        self._max_items = max_items
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._queue: list[tuple[Any, asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+        self.batches = 0  # forward batches run so far (tests and metrics)
+
+    async def run(self, items: Sequence[Any]) -> list[Any]:
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._queue.extend(zip(items, futures, strict=True))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return list(await asyncio.gather(*futures))
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        live: list[tuple[Any, asyncio.Future]] = []
+        try:
+            while self._queue:
+                taken, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
+                live = [(item, fut) for item, fut in taken if not fut.done()]  # cancelled callers drop out
+                if not live:
+                    continue
+                self.batches += 1
+                try:
+                    results = await loop.run_in_executor(self._executor, self._fn, [item for item, _ in live])
+                except Exception as exc:
+                    for _, fut in live:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), result in zip(live, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            for _, fut in live + self._queue:
+                if not fut.done():
+                    fut.set_exception(RuntimeError("verifier batcher stopped"))
+            self._queue = []
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
