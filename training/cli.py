@@ -1,12 +1,17 @@
-"""``ponder train``: one subcommand per trainer (``sft`` now; ``rm`` and ``prm`` register here too)."""
+"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from training.config_args import add_dataclass_arguments, dataclass_from_args
+from training.prm_config import PRMArgs
+from training.rm_config import RMArgs
 from training.sft_config import SFTArgs
+
+TRAINERS = "{sft,rm,prm}"
 
 
 def _run_sft(args: argparse.Namespace) -> int:
@@ -33,20 +38,64 @@ def add_sft_parser(train_sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_sft)
 
 
+def _run(name: str, cls: type, train: str) -> Any:
+    """The handler of ``ponder train NAME``: build the config, train, print the output folder."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        from training.common import TrainingInputError
+
+        module, func = train.rsplit(".", 1)
+        try:
+            out = getattr(importlib.import_module(module), func)(dataclass_from_args(cls, args))
+        except TrainingInputError as exc:
+            print(f"ponder train {name}: error: {exc}", file=sys.stderr)
+            return 2
+        print(out)
+        return 0
+
+    return run
+
+
+def add_rm_parser(train_sub: argparse._SubParsersAction) -> None:
+    """``ponder train rm``: flags generated from ``RMArgs``."""
+    p = train_sub.add_parser(
+        "rm",
+        help="Outcome reward model (--loss bt: Bradley-Terry via TRL; pl: Plackett-Luce) on policy samples.",
+        description=RMArgs.__doc__,
+    )
+    add_dataclass_arguments(p, RMArgs)
+    p.set_defaults(func=_run("rm", RMArgs, "training.rm.train_rm"))
+
+
+def add_prm_parser(train_sub: argparse._SubParsersAction) -> None:
+    """``ponder train prm``: flags generated from ``PRMArgs``."""
+    p = train_sub.add_parser(
+        "prm",
+        help="Process reward model (--labels exact | mc-hard | mc-soft) on policy samples.",
+        description=PRMArgs.__doc__,
+    )
+    add_dataclass_arguments(p, PRMArgs)
+    p.set_defaults(func=_run("prm", PRMArgs, "training.prm.train_prm"))
+
+
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``ponder train`` and its trainers on the top-level ``ponder`` subparsers."""
     p = sub.add_parser("train", help="Train the policies and verifiers Ponder serves.", description=__doc__)
-    train_sub = p.add_subparsers(dest="trainer", required=True, metavar="{sft}")
+    train_sub = p.add_subparsers(dest="trainer", required=True, metavar=TRAINERS)
     add_sft_parser(train_sub)
-    # Further trainers register here, one add_<name>_parser(train_sub) each:
-    # `ponder train rm` (outcome reward model, --loss bt|pl) and `ponder train prm` (--labels exact|mc-hard|mc-soft).
+    add_rm_parser(train_sub)
+    add_prm_parser(train_sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.cli sft ...``: the same as ``ponder train sft ...``."""
     parser = argparse.ArgumentParser(prog="ponder train", description=__doc__)
-    add_train_parser_sub = parser.add_subparsers(dest="trainer", required=True, metavar="{sft}")
+    add_train_parser_sub = parser.add_subparsers(dest="trainer", required=True, metavar=TRAINERS)
     add_sft_parser(add_train_parser_sub)
+    add_rm_parser(add_train_parser_sub)
+    add_prm_parser(add_train_parser_sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,91 @@
+"""``ponder train rm`` end to end for a few steps: BT on policy samples (real HF engine), BT and PL on user files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from server.cli import main as ponder
+from training.data import generate_problems, render_trace
+
+POLICY = Path(__file__).resolve().parents[2] / "models" / "policy"
+ORM_SIDECAR = {
+    "kind": "orm",
+    "format": "sequence_classification",
+    "step_separator": "\n",
+    "answer_format": "final_number",
+    "think_tags": ["<think>", "</think>"],
+}
+# A handful of level-2/3 problems, sampled through the real transformers engine: mixed right and wrong answers.
+SAMPLES = ["--engine", "hf", "--levels", "2", "3", "--train-problems", "6", "--k", "6"]
+EVAL = ["--eval-problems", "4", "--eval-k", "4"]
+FEW_STEPS = ["--max-steps", "2", "--batch-size", "4", "--logging-steps", "1", "--threads", "2"]
+
+
+def _load(out: Path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(out), AutoModelForSequenceClassification.from_pretrained(out)
+
+
+def _scores(out: Path, completions: list[str]) -> list[float]:
+    from training.verifier_metrics import orm_scores
+
+    tokenizer, model = _load(out)
+    problem = generate_problems("test", 1, [2])[0]
+    records = [{"messages": problem.prompt_messages(), "completion": c} for c in completions]
+    return orm_scores(model, tokenizer, records)
+
+
+def test_bt_on_policy_samples_writes_a_loadable_orm_with_metrics(tmp_path: Path):
+    out = tmp_path / "orm"
+    samples, held_out = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    argv = ["train", "rm", "--output-dir", str(out), "--samples", str(samples), "--eval-samples", str(held_out)]
+    assert ponder([*argv, *SAMPLES, *EVAL, *FEW_STEPS]) == 0
+    tokenizer, model = _load(out)
+    assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 1
+    assert model.config.pad_token_id == tokenizer.pad_token_id == 0
+    assert tokenizer.chat_template and (out / "chat_template.jinja").is_file()
+    assert json.loads((out / "ponder.json").read_text()) == ORM_SIDECAR
+    header = json.loads(samples.read_text().splitlines()[0])["header"]
+    assert header["count"] == 6 and header["k"] == 6 and header["split"] == "train"
+    assert len(samples.read_text().splitlines()) == 1 + 36
+    report = json.loads((out / "eval.json").read_text())
+    assert report["kind"] == "orm" and report["baselines"]["k"] == 4 and report["baselines"]["problems"] == 4
+    assert 0 <= report["selection"]["best_of_k"] <= report["baselines"]["pass@4"]
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["steps"] == 2 and config["data"]["train"]["pairs"] > 0
+    card = (out / "README.md").read_text()
+    assert "Pairwise accuracy" in card and "ponder train rm --output-dir" in card and "| all | 4 |" in card
+    scores = _scores(out, [render_trace(generate_problems("test", 1, [2])[0]), "<think>1+1=3\n</think>3"])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    assert (out / "logs" / "train.jsonl").read_text().count('"loss"') >= 2
+
+
+@pytest.mark.parametrize("loss", ["bt", "pl"])
+def test_on_a_user_file(tmp_path: Path, loss: str):
+    problems = generate_problems("train", 6, [2])
+    rows = []
+    for p in problems:
+        right, wrong = render_trace(p), f"<think>1+1=3\n</think>{int(p.answer) + 1}"
+        if loss == "bt":
+            rows.append({"prompt": p.prompt_messages(), "chosen": right, "rejected": wrong})
+        else:
+            rows.append({"prompt": p.question, "completions": [wrong, right, "<think>"], "ranks": [1, 0, 2]})
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / loss
+    argv = ["train", "rm", "--output-dir", str(out), "--dataset", str(data), "--loss", loss, *FEW_STEPS]
+    assert ponder([*argv, "--learning-rate", "1e-3"]) == 0
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["args"]["loss"] == loss and config["data"]["train"]["source"] == str(data)
+    assert not (out / "eval.json").exists()  # user data: nothing arithmetic to measure on
+    assert json.loads((out / "ponder.json").read_text())["kind"] == "orm"
+    losses = [
+        json.loads(line)["loss"] for line in (out / "logs" / "train.jsonl").read_text().splitlines() if '"loss"' in line
+    ]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert len(_scores(out, ["<think>1+1=2\n</think>2"])) == 1
