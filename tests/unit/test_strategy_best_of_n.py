@@ -1,0 +1,252 @@
+"""best_of_n: one batched draw and one batched score; argmax or score-sum per answer; chunks survive a budget cut."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.errors import InvalidRequestError
+from core.types import Budget, Prompt, SamplingParams
+from engines.fake import FakeEngine
+from strategies import registry
+from strategies.base import StrategyRequest
+from strategies.best_of_n import BestOfN, BestOfNResult, vote_weights
+from strategies.trace import Trace
+
+PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+934?"}])
+
+
+class TableVerifier:
+    """Scores a completion by the ``#k`` tag in its reasoning: ``scores[k]``."""
+
+    name = "table"
+
+    def __init__(self, scores):
+        self.scores = scores
+        self.calls: list[int] = []
+
+    async def score(self, problem, answers, reference=None):
+        self.calls.append(len(answers))
+        return [self.scores[int(a.split("#")[1].split("\n")[0])] for a in answers]
+
+
+class StepValueVerifier:
+    """A fake PRM: every step is a number, and that number is its score."""
+
+    name = "steps"
+
+    def __init__(self):
+        self.calls: list[list[list[str]]] = []
+
+    async def score(self, problem, answers, reference=None):
+        raise AssertionError("a step verifier is asked for step scores")
+
+    async def score_steps(self, problem, solutions):
+        self.calls.append([list(s) for s in solutions])
+        return [[float(step) for step in steps] for steps in solutions]
+
+
+def tagged(answers):
+    """Responder: sample ``index`` of a call answers ``answers[index]``, tagged ``#index``."""
+    return lambda prompt, params, index: f"<think>try #{index}\n</think>{answers[index]}"
+
+
+def request(n: int = 1) -> StrategyRequest:
+    return StrategyRequest(PROMPT, SamplingParams(temperature=0.8), n=n)
+
+
+def bon(**options) -> BestOfN:
+    return BestOfN.from_request(options)
+
+
+async def test_picks_the_argmax_score_from_one_engine_call_and_one_verifier_call():
+    answers = ["1401", "1301", "1401", "141", "1401", "1300", "1400", "1401"]
+    scores = [0.2, 0.3, 0.1, 0.05, 0.4, 0.93, 0.5, 0.35]
+    engine, verifier = FakeEngine(tagged(answers)), TableVerifier(scores)
+    trace = Trace(keep=True)
+    result = await bon().run(request(), engine, verifier, Budget(max_samples=8), trace)
+    assert [n for _, _, n in engine.calls] == [8]
+    assert verifier.calls == [8]
+    assert result.spent.samples == 8 and result.spent.verifier_calls == 1
+    [best] = result.choices
+    assert best.answer == "1300" and best.score == 0.93 and "#5" in best.text
+    messages = [e.data.get("message") for e in trace.events if e.data.get("message")]
+    assert messages == ["8 candidates scored; best 0.930 for answer 1300"]
+    assert isinstance(result, BestOfNResult)
+    summary = result.summary()
+    assert summary["samples"] == 8 and summary["selection"] == "best"
+    assert [(r["answer"], r["count"], r["best_score"]) for r in summary["ranking"][:3]] == [
+        ("1300", 1, 0.93),
+        ("1400", 1, 0.5),
+        ("1401", 4, 0.4),
+    ]
+
+
+async def test_n_best_distinct_answers():
+    answers = ["7", "7", "8", "9"]
+    engine, verifier = FakeEngine(tagged(answers)), TableVerifier([0.9, 0.8, 0.1, 0.5])
+    result = await bon(n_samples=4).run(request(n=2), engine, verifier, Budget())
+    assert [(c.answer, c.score) for c in result.choices] == [("7", 0.9), ("9", 0.5)]
+
+
+async def test_weighted_picks_the_largest_score_sum_over_the_single_best_score():
+    answers = ["1401", "1301", "1401", "1401", "141"]
+    scores = [0.4, 0.9, 0.35, 0.45, 0.2]  # 1401 totals 1.2 against 1301's single 0.9
+    trace = Trace(keep=True)
+    best = await bon().run(request(), FakeEngine(tagged(answers)), TableVerifier(scores), Budget(max_samples=5))
+    assert best.choices[0].answer == "1301"
+    weighted = await bon(selection="weighted").run(
+        request(n=2), FakeEngine(tagged(answers)), TableVerifier(scores), Budget(max_samples=5), trace
+    )
+    first, second = weighted.choices
+    assert first.answer == "1401" and first.score == 0.45  # represented by its best-scored candidate
+    assert second.answer == "1301"
+    ranking = weighted.summary()["ranking"]
+    assert [(r["answer"], r["count"], r["weight"]) for r in ranking] == [
+        ("1401", 3, pytest.approx(1.2)),
+        ("1301", 1, 0.9),
+        ("141", 1, 0.2),
+    ]
+    messages = [e.data["message"] for e in trace.events if e.data.get("message")]
+    assert messages[-1] == "score totals after 5: 1401 1.20 (x3), 1301 0.90 (x1), 141 0.20 (x1)"
+
+
+async def test_weighted_maps_raw_logits_through_a_sigmoid():
+    answers = ["5", "5", "5", "6"]
+    logits = [-1.0, -1.0, -1.0, 0.5]  # summed raw, 5 would total -3; as probabilities 3 x 0.27 > 0.62
+    result = await bon(selection="weighted").run(
+        request(), FakeEngine(tagged(answers)), TableVerifier(logits), Budget(max_samples=4)
+    )
+    assert result.choices[0].answer == "5"
+    assert vote_weights([-1.0, 0.5, None]) == [pytest.approx(0.2689, abs=1e-4), pytest.approx(0.6225, abs=1e-4), 0.0]
+    assert vote_weights([0.2, 0.7]) == [0.2, 0.7]  # probabilities are summed as they are
+    assert vote_weights([-1.0, 2.0], "identity") == [0.0, 2.0]
+
+
+async def test_weighted_groups_by_the_chosen_answer_extraction():
+    texts = ["The answer is 42.", "42", "It is 41", "41 then", "42!"]
+    scores = [0.3, 0.3, 0.5, 0.4, 0.35]
+
+    def responder(prompt, params, index):
+        return f"<think>try #{index}\n</think>{texts[index]}"
+
+    by_content = await bon(selection="weighted").run(
+        request(), FakeEngine(responder), TableVerifier(scores), Budget(max_samples=5)
+    )
+    assert by_content.choices[0].answer == "It is 41"  # every text differs: the single best wins
+    by_number = await bon(selection="weighted", answer_extraction="last_number").run(
+        request(), FakeEngine(responder), TableVerifier(scores), Budget(max_samples=5)
+    )
+    assert by_number.choices[0].answer == "42"  # 0.95 in three votes against 41's 0.9 in two
+    assert by_number.summary()["ranking"][0]["count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "winner"),
+    [("min", "a"), ("prod", "b"), ("last", "c"), ("mean", "d")],
+)
+async def test_step_verifier_aggregation_decides_the_winner(aggregation, winner):
+    solutions = {
+        "a": ["0.6", "0.6"],  # min 0.6 is the best minimum
+        "b": ["0.55", "0.88"],  # prod 0.484 is the best product
+        "c": ["0.1", "0.95"],  # last 0.95 is the best last step
+        "d": ["0.3", "1.0", "1.0", "0.9"],  # mean 0.8 is the best mean
+    }
+    names = list(solutions)
+
+    def responder(prompt, params, index):
+        name = names[index]
+        return "<think>" + "".join(s + "\n" for s in solutions[name]) + "</think>" + name
+
+    verifier = StepValueVerifier()
+    result = await bon(aggregation=aggregation).run(request(), FakeEngine(responder), verifier, Budget(max_samples=4))
+    assert result.choices[0].answer == winner
+    assert len(verifier.calls) == 1 and verifier.calls[0] == [solutions[n] for n in names]
+    assert result.choices[0].step_scores == [float(s) for s in solutions[winner]]
+
+
+async def test_sample_count_follows_options_then_budget_then_default():
+    def run(options, budget):
+        engine = FakeEngine(tagged([str(i) for i in range(64)]))
+        return engine, bon(**options).run(request(), engine, TableVerifier([0.5] * 64), budget)
+
+    engine, job = run({}, Budget())
+    assert (await job).summary()["samples"] == 16 and [n for _, _, n in engine.calls] == [16]
+    engine, job = run({}, Budget(max_samples=4))
+    await job
+    assert [n for _, _, n in engine.calls] == [4]
+    engine, job = run({"n_samples": 6}, Budget(max_samples=64))
+    await job
+    assert [n for _, _, n in engine.calls] == [6]
+    engine, job = run({"n_samples": 32}, Budget(max_samples=5))  # the budget caps the option
+    result = await job
+    assert [n for _, _, n in engine.calls] == [5] and result.spent.samples == 5 and result.exhausted is None
+
+
+async def test_chunks_are_scored_as_they_finish_and_kept_when_tokens_run_out():
+    # 4 fake tokens per sample; chunks of 2 take 8 tokens: two chunks fit in 20, the third is clamped to 2 each
+    def responder(prompt, params, index):
+        return f"<think>step #{index}\n two\n</think>{index}"
+
+    calls = []
+
+    def counting(prompt, params, index):
+        if index == 0:
+            calls.append(params.token_cap)
+        return responder(prompt, params, index)
+
+    verifier = TableVerifier([0.1, 0.7])
+    trace = Trace(keep=True)
+    result = await bon(n_samples=8, batch_size=2).run(
+        request(), FakeEngine(counting), verifier, Budget(max_tokens=20), trace
+    )
+    assert result.exhausted == "max_tokens"
+    assert calls == [10, 6, 2]  # each chunk clamped to its share of what is left
+    assert verifier.calls == [2, 2, 2]
+    assert len(result.trace.candidates) == 6 and result.spent.tokens == 20
+    best = result.choices[0]
+    assert best.finish_reason == "stop" and best.score == 0.7  # finished solutions outrank truncated ones
+    messages = [e.data["message"] for e in trace.events if e.data.get("message")]
+    assert messages[:2] == [
+        "2 candidates scored (2 of 8); best 0.700 for answer 1",
+        "2 candidates scored (4 of 8); best 0.700 for answer 1",
+    ]
+    assert messages[-1].startswith("budget exhausted (max_tokens)")
+
+
+async def test_time_budget_keeps_the_scored_chunks_with_the_weighted_selection():
+    answers = ["3", "4"]
+    engine = FakeEngine(tagged(answers), token_delay=0.05)  # ~0.15 s per chunk of 2 (3 tokens)
+    result = await bon(n_samples=64, batch_size=2, selection="weighted").run(
+        request(), engine, TableVerifier([0.2, 0.9]), Budget(max_seconds=0.8)
+    )
+    assert result.exhausted == "max_seconds"
+    assert 2 <= len(result.trace.candidates) < 64
+    assert result.choices[0].answer == "4"
+    assert engine.active == 0
+
+
+def test_needs_a_verifier_and_is_registered():
+    assert registry.get("best_of_n") is BestOfN
+    with pytest.raises(InvalidRequestError, match="needs a verifier") as err:
+        bon().check(FakeEngine(), None)
+    assert err.value.param == "verifier"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"samples": 4}, "samples"),
+        ({"n_samples": 0}, "n_samples"),
+        ({"n_samples": 100_000}, "n_samples"),
+        ({"answer_extraction": "last_word"}, "answer_extraction"),
+        ({"selection": "max"}, "selection"),
+        ({"aggregation": "median"}, "aggregation"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"weight_transform": "softmax"}, "weight_transform"),
+    ],
+)
+def test_bad_options_are_errors(options, field):
+    with pytest.raises(ValidationError) as err:
+        BestOfN.from_request(options)
+    assert err.value.errors()[0]["loc"] == (field,)
