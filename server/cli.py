@@ -150,11 +150,25 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_strategies(args: argparse.Namespace) -> int:
+    from strategies.describe import reference_markdown, strategy_markdown
+
+    print(strategy_markdown(args.name) if args.name else reference_markdown())
+    return 0
+
+
+def add_strategies_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("strategies", help="List the decoding strategies and their strategy_options (markdown).")
+    p.add_argument("name", nargs="?", help="One strategy (default: all).")
+    p.set_defaults(func=_print_strategies)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="ponder", description="Test-time-scaling inference server.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(sub)
+    add_strategies_parser(sub)
     from server.bench import add_bench_parser
 
     add_bench_parser(sub)

@@ -1,0 +1,55 @@
+"""Human-readable reference of the registered strategies and their options (``ponder strategies``)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from strategies import registry
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if inspect.isclass(annotation) else None
+    text = text or str(annotation)
+    return text.replace("typing.", "").replace("strategies.compute_optimal.", "")
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    return "null" if value is None else repr(value)
+
+
+def strategy_markdown(name: str) -> str:
+    """One strategy: its summary line, its needs, and a table of its options."""
+    cls = registry.get(name)
+    doc = inspect.getdoc(cls) or ""
+    needs = [
+        label
+        for flag, label in (
+            ("needs_verifier", "a verifier"),
+            ("needs_step_verifier", "a step verifier (PRM)"),
+            ("needs_prefix_continuation", "an engine that continues partial turns"),
+        )
+        if getattr(cls, flag, False)
+    ]
+    lines = [f"### `{name}`", "", doc.split("\n\n")[0].replace("\n", " "), ""]
+    if needs:
+        lines += [f"Needs {', '.join(needs)}.", ""]
+    fields = cls.Options.model_fields
+    if not fields:
+        return "\n".join([*lines, "No options.", ""])
+    lines += ["| option | type | default | meaning |", "|---|---|---|---|"]
+    for key, field in fields.items():
+        meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        kind = _type_name(field.annotation).replace("|", "\\|")
+        lines.append(f"| `{key}` | `{kind}` | `{_default(field)}` | {meaning} |")
+    return "\n".join([*lines, ""])
+
+
+def reference_markdown() -> str:
+    """Every registered strategy, alphabetically."""
+    return "\n".join(strategy_markdown(name) for name in registry.names())
