@@ -92,12 +92,15 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     model = args.model
+    served = tuple(args.served_model_name)
     if model is None and args.engine != "openai":
-        model = default_model() or _tiny_model_fallback()
+        model = default_model()
+        served = served or (("policy",) if model else ())  # clients say "policy", not a local path
+        model = model or _tiny_model_fallback()
     engine = EngineSettings(
         kind=args.engine,
         model=model or "",
-        served_model_names=tuple(args.served_model_name),
+        served_model_names=served,
         upstream=args.upstream,
         upstream_api_key=args.upstream_api_key,
         tensor_parallel_size=args.tensor_parallel_size,
