@@ -64,16 +64,17 @@ class Meter:
         limit = self.limit("max_seconds")
         return None if limit is None else limit - (time.perf_counter() - self.started)
 
-    def admit(self, params: SamplingParams, n: int) -> tuple[SamplingParams, int]:
+    def admit(self, params: SamplingParams, n: int, *, solutions: bool = True) -> tuple[SamplingParams, int]:
         """Clamp a call to what is left of the budget; raise when nothing is left.
 
         Samples are reserved until the call returns, so they are exact under concurrency. Tokens are
         checked against what finished calls used: calls in flight finish, so a search that runs many
-        calls at once can end at most one round over its token budget.
+        calls at once can end at most one round over its token budget. A call that draws no solutions
+        (``solutions=False``) is held to the token budget only.
         """
         s = self.spent
         max_samples, max_tokens = self.limit("max_samples"), self.limit("max_tokens")
-        if max_samples is not None:
+        if max_samples is not None and solutions:
             left = max_samples - s.samples - self.reserved_samples
             if left <= 0:
                 self._stop("max_samples")
@@ -142,6 +143,16 @@ class MeteredEngine:
             self.meter.reserved_samples -= n
         finished = sum(not is_step_end(x, self.separator) for x in samples) if step else len(samples)
         self.meter.charge(samples, finished=finished)
+        return samples
+
+    async def ask(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        """An auxiliary call (the model judging a partial solution): its tokens count, its sequences are no samples."""
+        params, n = self.meter.admit(params, n, solutions=False)
+        samples = await self._engine.generate(prompt, params, n)
+        shortest = self.meter.spent.prompt_tokens
+        self.meter.charge(samples, finished=0)
+        # A judgement's prompt is not the request's own: it must not become the reported prompt size.
+        self.meter.spent.prompt_tokens = shortest or self.meter.spent.prompt_tokens
         return samples
 
     def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:

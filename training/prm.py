@@ -103,8 +103,10 @@ def _prm_trainer_class() -> type:
         def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None):
             rows, cols, targets = inputs.pop("step_rows"), inputs.pop("step_cols"), inputs.pop("targets")
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            weights = inputs.pop("weights")
             logits = outputs.logits.squeeze(-1)[rows, cols]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            loss = (losses * weights).sum() / weights.sum()
             return (loss, outputs) if return_outputs else loss
 
     return PRMTrainer
@@ -126,6 +128,9 @@ def prm_collator(pad_token_id: int) -> Any:
             "step_rows": torch.tensor([b for b, ex in enumerate(examples) for _ in ex["positions"]]),
             "step_cols": torch.tensor([p for ex in examples for p in ex["positions"]]),
             "targets": torch.tensor([t for ex in examples for t in ex["targets"]], dtype=torch.float32),
+            "weights": torch.tensor(
+                [w for ex in examples for w in ex.get("weights") or [1.0] * len(ex["targets"])], dtype=torch.float32
+            ),
         }
 
     return collate
@@ -143,6 +148,23 @@ def featurise(tokenizer: Any, rows: list[tuple[list[dict], list[str], list[float
     return out
 
 
+def balance_by_depth(examples: list[dict]) -> None:
+    """Set ``weights`` so that, at every step position, good and bad steps carry half the position's weight each.
+
+    A position with only one class keeps weight 1 (soft targets count as good when >= 0.5).
+    """
+    counts: dict[tuple[int, bool], int] = {}
+    for ex in examples:
+        for d, t in enumerate(ex["targets"]):
+            counts[d, t >= 0.5] = counts.get((d, t >= 0.5), 0) + 1
+    for ex in examples:
+        weights = []
+        for d, t in enumerate(ex["targets"]):
+            good, bad = counts.get((d, True), 0), counts.get((d, False), 0)
+            weights.append(1.0 if not good or not bad else (good + bad) / (2 * (good if t >= 0.5 else bad)))
+        ex["weights"] = weights
+
+
 # ------------------------------------------------------------------------------------------------ train
 
 
@@ -150,6 +172,10 @@ def check_args(cfg: PRMArgs) -> None:
     check_verifier_args(cfg)
     if cfg.labels != "exact" and not cfg.dataset and cfg.mc_rollouts <= 0:
         raise TrainingInputError("--mc-rollouts must be positive for --labels mc-hard / mc-soft")
+    if cfg.hard_negatives < 0:
+        raise TrainingInputError(f"--hard-negatives must be 0 or more, got {cfg.hard_negatives}")
+    if cfg.hard_negatives and cfg.dataset:
+        raise TrainingInputError("--hard-negatives corrupts gold traces of policy-sample problems; not with --dataset")
 
 
 def train_prm(cfg: PRMArgs) -> Path:
@@ -200,6 +226,21 @@ def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
                 f"(`Prompt.chat(messages, prefix=...)`, n={cfg.mc_rollouts} per call, temperature {cfg.temperature}); "
                 "prefixes shared by several samples are rolled out once."
             )
+    if cfg.hard_negatives:
+        from training.prm_negatives import hard_negative_rows
+
+        have = {(msgs[-1]["content"], tuple(steps)) for msgs, steps, _ in rows}
+        extra = [
+            row
+            for row in hard_negative_rows(records, cfg.hard_negatives, cfg.seed)
+            if (row[0][-1]["content"], tuple(row[1])) not in have
+        ]
+        rows += extra
+        notes.append(
+            f"Hard negatives: for each training problem its gold trace and {cfg.hard_negatives} corrupted copies "
+            "(one step with a wrong result, a wrong operand or a skipped term, later steps carried forward from it, "
+            f"exact labels; `training.prm_negatives`): {len(extra)} solutions not already among the samples."
+        )
     if not rows:
         raise TrainingInputError("no solution with steps among the training data")
     held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
@@ -210,6 +251,9 @@ def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
     examples = featurise(tokenizer, rows, cfg.max_length)
     if not examples:
         raise TrainingInputError(f"every training sequence is longer than --max-length {cfg.max_length}")
+    if cfg.balance_depth:
+        balance_by_depth(examples)
+        notes.append("Step losses weighted so that good and bad steps weigh the same at every step position.")
     targets = [t for ex in examples for t in ex["targets"]]
     data["train"].update(solutions=len(examples), steps=len(targets), mean_target=round(sum(targets) / len(targets), 4))
     data["notes"] = [

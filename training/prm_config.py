@@ -33,3 +33,19 @@ class PRMArgs(VerifierArgs):
     mc_rollouts: int = field(
         default=8, metadata=_h("mc-hard / mc-soft: rollouts per step prefix (one engine call with n=this).")
     )
+    hard_negatives: int = field(
+        default=0,
+        metadata=_h(
+            "Add, for every training problem, its gold trace and this many corrupted copies: one step gets a wrong "
+            "result (off by 1 or 10, swapped/dropped/doubled digit), a wrong operand (another number of the question) "
+            "or a skipped term, and every later step is carried forward from it; labelled exactly. 0 = none.",
+            metavar="K",
+        ),
+    )
+    balance_depth: bool = field(
+        default=False,
+        metadata=_h(
+            "Weight the step losses so that good and bad steps weigh the same at every step position, "
+            "so that depth alone stops predicting the label."
+        ),
+    )

@@ -11,8 +11,9 @@ import pytest
 from core.types import Prompt, SamplingParams
 from engines.fake import FakeEngine
 from server.cli import main as ponder
-from training.data import generate_problems, render_trace
-from training.prm import rows_from_samples, targets_of
+from training.data import Problem, check_step, generate_problems, gold_steps, render_trace, step_labels
+from training.prm import balance_by_depth, rows_from_samples, targets_of
+from training.prm_negatives import corrupt, hard_negative_rows
 from training.rm import lists_from_samples, pairs_from_samples, plackett_luce_loss, sample_rank
 from training.samples import monte_carlo_labels, sample_record, step_prefix
 from training.verifier_metrics import auroc, pairwise_accuracy, prm_report, selection
@@ -116,6 +117,79 @@ def test_prm_targets_exact_hard_and_soft():
     assert targets_of(record, "mc-soft")[0] == 0.75
     rows = rows_from_samples([*_records(), sample_record(generate_problems("train", 1)[0], "</think>5")], "exact")
     assert len(rows) == 3  # the duplicate and the solution without steps are dropped
+
+
+def _problem(task: str, expression: str, answer: str) -> Problem:
+    question = f"State the final answer to the following arithmetic problem: {expression} ="
+    return Problem("train", 7, 3, task, question, answer, expression)
+
+
+def _result(step: str) -> int:
+    return int(step.split("=")[1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_corrupted_result_changes_one_step_and_carries_it_forward(seed):
+    import random
+
+    chain = _problem("chain_sum", "20 - 56 - 31 + 95", "28")
+    gold = gold_steps(chain)
+    steps = corrupt(chain, random.Random(seed), "result", at=1)
+    assert steps[0] == gold[0] and steps[1] != gold[1] and len(steps) == len(gold)
+    assert [check_step(s) for s in steps] == [True, False, True]  # only the corrupted step is a false equation
+    assert steps[1].split("=")[0] == gold[1].split("=")[0]  # same operands, wrong result
+    assert steps[2].startswith(f"{_result(steps[1])}+95=")  # the next step starts from the wrong value
+    assert step_labels(chain, steps) == [True, False, False]
+
+    product = _problem("products", "86 * 25", "2150")
+    assert gold_steps(product) == ["86*5=430", "86*20=1720", "430+1720=2150"]
+    wrong = corrupt(product, random.Random(seed), "result", at=0)
+    assert wrong[0].startswith("86*5=") and wrong[0] != "86*5=430" and wrong[1] == "86*20=1720"
+    assert wrong[2] == f"{_result(wrong[0])}+1720={_result(wrong[0]) + 1720}"
+    assert step_labels(product, wrong) == [False, False, False]
+
+
+def test_corrupted_operand_and_skipped_term_are_true_equations_labelled_bad():
+    import random
+
+    chain = _problem("chain_sum", "20 - 56 - 31 + 95", "28")
+    operand = corrupt(chain, random.Random(0), "operand", at=1)
+    assert operand[0] == "20-56=-36" and operand[1].startswith("-36-") and operand[1] != "-36-31=-67"
+    assert all(check_step(s) for s in operand)  # computed right, on a wrong number
+    assert step_labels(chain, operand) == [True, False, False]
+    assert corrupt(chain, random.Random(0), "skip", at=1) == ["20-56=-36", "-36+95=59"]
+    assert corrupt(chain, random.Random(0), "skip", at=0) == ["20-31=-11", "-11+95=84"]
+    assert corrupt(_problem("products", "86 * 25", "2150"), random.Random(0), "skip", at=0) == ["86*20=1720"]
+    assert corrupt(_problem("chain_sum", "42 - 25", "17"), random.Random(0), "skip", at=0) is None
+
+
+def test_hard_negative_rows_gold_first_then_distinct_corruptions_with_exact_labels():
+    records = [{**generate_problems("train", 6)[i].to_record(), "steps": []} for i in range(6)]
+    rows = hard_negative_rows(records, per_trace=3, seed=0)
+    assert rows == hard_negative_rows(records, per_trace=3, seed=0)  # deterministic
+    by_question: dict[str, list] = {}
+    for messages, steps, targets in rows:
+        by_question.setdefault(messages[0]["content"], []).append((steps, targets))
+    assert len(by_question) == 6
+    for r in records:
+        (gold, gold_targets), *bad = by_question[r["question"]]
+        problem = Problem.from_record(r)
+        assert gold == gold_steps(problem) and gold_targets == [1.0] * len(gold)
+        assert len(bad) <= 3 and len({tuple(s) for s, _ in bad}) == len(bad)
+        for steps, targets in bad:
+            assert targets == [float(y) for y in step_labels(problem, steps)] and 0.0 in targets
+
+
+def test_balance_by_depth_gives_good_and_bad_equal_weight_at_each_position():
+    examples = [{"targets": [1.0, 1.0, 0.0]}, {"targets": [1.0, 0.0]}, {"targets": [0.0]}, {"targets": [1.0, 1.0]}]
+    balance_by_depth(examples)
+    for depth in range(2):
+        cells = [(ex["weights"][depth], ex["targets"][depth]) for ex in examples if len(ex["targets"]) > depth]
+        good = sum(w for w, t in cells if t >= 0.5)
+        bad = sum(w for w, t in cells if t < 0.5)
+        assert good == pytest.approx(bad) and good + bad == pytest.approx(len(cells))
+    assert examples[0]["weights"][0] == pytest.approx(4 / 6)  # 3 good, 1 bad at depth 0
+    assert examples[0]["weights"][2] == 1.0  # only one class at depth 2: nothing to balance
 
 
 async def test_monte_carlo_labels_roll_out_each_shared_prefix_once():
@@ -243,6 +317,11 @@ def test_refuses_a_model_folder_that_is_not_a_model_and_bad_numbers(tmp_path: Pa
         ponder(["train", "prm", "--output-dir", str(tmp_path / "o"), "--labels", "mc-soft", "--mc-rollouts", "0"]) == 2
     )
     assert "--mc-rollouts must be positive" in capsys.readouterr().err
+    assert ponder(["train", "prm", "--output-dir", str(tmp_path / "o"), "--hard-negatives", "-1"]) == 2
+    assert "--hard-negatives must be 0 or more" in capsys.readouterr().err
+    argv = ["train", "prm", "--output-dir", str(tmp_path / "o"), "--hard-negatives", "2", "--dataset", "x.jsonl"]
+    assert ponder(argv) == 2
+    assert "not with --dataset" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
