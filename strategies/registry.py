@@ -66,11 +66,7 @@ def _load() -> None:
         return
     _loaded = True
     for module in BUILTIN:
-        try:
-            importlib.import_module(f"strategies.{module}")
-        except ModuleNotFoundError as exc:  # a built-in not written yet must not break the others
-            if exc.name != f"strategies.{module}":
-                raise
+        importlib.import_module(f"strategies.{module}")
     for ep in entry_points(group="ponder.strategies"):
         cls = ep.load()
         if _STRATEGIES.get(ep.name) is not cls:

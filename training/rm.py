@@ -113,6 +113,32 @@ def lists_from_samples(
     return out
 
 
+def hard_negative_lists(
+    records: list[dict[str, Any]], per_trace: int, seed: int
+) -> list[tuple[list[dict], list[str], list[int]]]:
+    """(messages, [gold, corrupted...], ranks) per problem: the gold trace ranks 0, a corruption ranks by how many
+    leading steps it keeps right (the later its first mistake, the better), as ``sample_rank`` orders policy samples."""
+    from training.data import STEP_SEPARATOR, THINK_CLOSE, THINK_OPEN
+    from training.prm_negatives import hard_negative_rows
+
+    def render(steps: list[str]) -> str:
+        answer = steps[-1].split("=")[-1]
+        return THINK_OPEN + "".join(s + STEP_SEPARATOR for s in steps) + THINK_CLOSE + answer
+
+    by_problem: dict[str, tuple[list[dict], list[tuple[int, str]]]] = {}
+    for messages, steps, targets in hard_negative_rows(records, per_trace, seed):
+        good = next((i for i, t in enumerate(targets) if t < 0.5), len(targets))
+        entry = by_problem.setdefault(messages[-1]["content"], (messages, []))
+        entry[1].append((0 if good == len(targets) else 1 + len(targets) - good, render(steps)))
+    out = []
+    for messages, ranked in by_problem.values():
+        if len(ranked) < 2:
+            continue
+        dense = {key: i for i, key in enumerate(sorted({k for k, _ in ranked}))}
+        out.append((messages, [text for _, text in ranked], [dense[k] for k, _ in ranked]))
+    return out
+
+
 def pairs_from_table(path: str) -> list[tuple[list[dict], str, str]]:
     """Validated (messages, chosen, rejected) rows of a user file."""
     rows = read_user_table(path, ("prompt", "chosen", "rejected"))
@@ -198,6 +224,10 @@ def check_args(cfg: RMArgs) -> None:
     check_verifier_args(cfg)
     if cfg.max_pairs_per_prompt <= 0 or cfg.max_list_size < 2:
         raise TrainingInputError("--max-pairs-per-prompt must be positive and --max-list-size at least 2")
+    if cfg.hard_negatives < 0:
+        raise TrainingInputError(f"--hard-negatives must be 0 or more, got {cfg.hard_negatives}")
+    if cfg.hard_negatives and cfg.dataset:
+        raise TrainingInputError("--hard-negatives corrupts gold traces of policy-sample problems; not with --dataset")
 
 
 def train_rm(cfg: RMArgs) -> Path:
@@ -232,6 +262,17 @@ def _train(cfg: RMArgs, out: Path, handler: logging.Handler) -> Path:
         data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
         pairs = pairs_from_samples(records, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else None
         lists = lists_from_samples(records, cfg.max_list_size, cfg.seed) if cfg.loss == "pl" else None
+        if cfg.hard_negatives:
+            extra = hard_negative_lists(records, cfg.hard_negatives, cfg.seed)
+            if pairs is not None:
+                pairs += [(m, texts[0], bad) for m, texts, _ in extra for bad in texts[1:]]
+            else:
+                lists += extra
+            notes.append(
+                f"Hard negatives: for {len(extra)} training problems, the gold trace against {cfg.hard_negatives} "
+                "corrupted copies (one step with a wrong result, a wrong operand or a skipped term, later steps and "
+                "the answer carried forward from it; `training.prm_negatives`)."
+            )
     held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
     timer.mark("samples")
 

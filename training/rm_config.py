@@ -107,6 +107,15 @@ class RMArgs(VerifierArgs):
     max_pairs_per_prompt: int = field(
         default=8, metadata=_h("--loss bt on policy samples: at most this many (correct, wrong) pairs per prompt.")
     )
+    hard_negatives: int = field(
+        default=0,
+        metadata=_h(
+            "Also learn, for every training problem, its gold trace against this many corrupted copies (one step "
+            "wrong, later steps carried forward, the final answer following them; `training.prm_negatives`): "
+            "--loss bt adds (gold, corrupted) pairs, --loss pl one list per problem with the gold trace first. 0 = none.",
+            metavar="K",
+        ),
+    )
     max_list_size: int = field(
         default=8, metadata=_h("--loss pl: at most this many completions per prompt's list (a seeded subset).")
     )

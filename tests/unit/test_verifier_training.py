@@ -337,3 +337,24 @@ def test_help_lists_every_config_field(capsys):
         text = capsys.readouterr().out
         for f in fields(cls):
             assert "--" + f.name.replace("_", "-") in text
+
+
+def test_orm_hard_negative_lists_put_the_gold_trace_first_and_later_mistakes_above_earlier_ones():
+    from training.rm import hard_negative_lists
+
+    records = [{**generate_problems("train", 6)[i].to_record(), "steps": []} for i in range(6)]
+    lists = hard_negative_lists(records, per_trace=3, seed=0)
+    assert lists and lists == hard_negative_lists(records, per_trace=3, seed=0)
+    for messages, texts, ranks in lists:
+        problem = next(Problem.from_record(r) for r in records if r["question"] == messages[-1]["content"])
+        assert texts[0] == render_trace(problem) and ranks[0] == 0 and min(ranks[1:]) >= 1
+        for text, rank in zip(texts[1:], ranks[1:], strict=True):
+            steps = text.split("<think>")[1].split("</think>")[0].strip("\n").split("\n")
+            labels = step_labels(problem, steps)
+            assert not all(labels) and text.endswith(steps[-1].split("=")[-1])
+            for other, other_rank in zip(texts[1:], ranks[1:], strict=True):
+                other_steps = other.split("<think>")[1].split("</think>")[0].strip("\n").split("\n")
+                first_bad = labels.index(False)
+                other_first_bad = step_labels(problem, other_steps).index(False)
+                if first_bad > other_first_bad and len(steps) == len(other_steps):
+                    assert rank < other_rank
