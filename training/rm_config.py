@@ -112,7 +112,8 @@ class RMArgs(VerifierArgs):
         metadata=_h(
             "Also learn, for every training problem, its gold trace against this many corrupted copies (one step "
             "wrong, later steps carried forward, the final answer following them; `training.prm_negatives`): "
-            "--loss bt adds (gold, corrupted) pairs, --loss pl one list per problem with the gold trace first. 0 = none.",
+            "--loss bt adds (gold, corrupted) pairs, --loss pl one list per problem with the gold trace first. "
+            "0 = none.",
             metavar="K",
         ),
     )
