@@ -6,7 +6,7 @@ Grammar (one spec per ``--verifier``)::
     orm=models/orm:orm                  or a kind: orm, prm, prm-step-tag (Math-Shepherd), prm-qwen (Qwen2.5-Math-PRM)
     prm=models/prm:prm,agg=last,device=cpu   options after the kind: agg (PRM step aggregation), device
     safety=policy.yaml                  a .yaml / .yml / .json file is a content policy (kind policy)
-    rule=math_rule   judge=llm_judge    the built-ins; a bare ``math_rule`` or ``llm_judge`` names itself
+    rule=math_rule   calc=calculator   judge=llm_judge    the built-ins; a bare built-in name names itself
     mix=ensemble:prm*0.7+orm*0.3        weighted sum of loaded verifiers, each min-max normalised per batch
     raw=ensemble-raw:prm+orm*0.5        the same without normalisation (a missing weight is 1)
 """
@@ -29,7 +29,7 @@ from verifiers.hf import VerifierLoadError, check_model_folder, read_json, read_
 log = logging.getLogger("ponder.verifiers")
 
 MODEL_KINDS = ("orm", "prm", "prm-step-tag", "prm-qwen")
-BUILTINS = ("math_rule", "llm_judge")
+BUILTINS = ("math_rule", "calculator", "llm_judge")
 ENSEMBLES = ("ensemble", "ensemble-raw")
 KINDS = (*MODEL_KINDS, "policy", *BUILTINS, *ENSEMBLES)
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
@@ -197,6 +197,10 @@ def load_verifier(
         from verifiers.math_rule import MathRule
 
         return MathRule(spec.name)
+    if kind == "calculator":
+        from verifiers.calculator import Calculator
+
+        return Calculator(spec.name)
     if kind == "llm_judge":
         if engine is None:
             raise VerifierLoadError(f"verifier {spec.name!r}: llm_judge needs the served engine, and none was given")
@@ -362,7 +366,7 @@ class VerifierSet:
 
 
 def default_verifiers(models_dir: str | Path, *, engine: Any = None, skip: Iterable[str] = ()) -> VerifierSet:
-    """``models_dir/orm`` and ``models_dir/prm`` when they exist, ``math_rule``, and ``llm_judge`` over ``engine``.
+    """``models_dir/orm`` and ``models_dir/prm`` when they exist, ``math_rule``, ``calculator``, and ``llm_judge``.
 
     The judge needs an engine that returns logprobs; without one it is left out and listed in ``unavailable``.
     Names in ``skip`` are not loaded (a spec replaces them).
@@ -376,8 +380,9 @@ def default_verifiers(models_dir: str | Path, *, engine: Any = None, skip: Itera
             continue
         vset.add(load_verifier(VerifierSpec(kind, str(folder), kind), engine=engine))
         log.info("loaded verifier %s from %s", kind, folder)
-    if "math_rule" not in skipped:
-        vset.add(load_verifier(VerifierSpec("math_rule", "math_rule", "math_rule")))
+    for builtin in ("math_rule", "calculator"):
+        if builtin not in skipped:
+            vset.add(load_verifier(VerifierSpec(builtin, builtin, builtin)))
     if "llm_judge" not in skipped:
         try:
             vset.add(load_verifier(VerifierSpec("llm_judge", "llm_judge", "llm_judge"), engine=engine))

@@ -85,6 +85,14 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-model-len", type=int, default=None)
     t.add_argument("--dtype", default="auto")
     t.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--block-size", type=int, default=None, help="In process, vllm engine: KV-cache block size.")
+    t.add_argument(
+        "--load-verifier",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:KIND]",
+        help="In process: load this verifier besides the bundled ones, as ponder serve --verifier (repeatable).",
+    )
     t.add_argument("--device", default="auto", help="hf engine: cpu, cuda, or auto.")
     t.add_argument("--engine-seed", type=int, default=0, help="In process: the engine-wide seed.")
     t.add_argument("--timeout", type=float, default=600.0, help="Seconds per request (default: %(default)s).")
@@ -179,9 +187,10 @@ def target_from_args(args: argparse.Namespace):
         enforce_eager=args.enforce_eager,
         seed=args.engine_seed,
         device=args.device,
+        block_size=args.block_size,
     )
     limits = Limits(max_concurrency=max(Limits().max_concurrency, args.concurrency))
-    settings = ServerSettings(engine=engine, limits=limits, api_key=None)
+    settings = ServerSettings(engine=engine, limits=limits, api_key=None, verifiers=tuple(args.load_verifier))
     return Target(settings=settings, model_name=args.model_name, timeout=args.timeout, max_retries=args.max_retries)
 
 

@@ -219,8 +219,8 @@ async def test_invalid_parameters_are_400_with_param(body, param, contains):
 
 async def test_unknown_strategy_names_valid_values():
     app, _ = fake_app()
-    err = assert_error(await post(app, "/v1/chat/completions", chat_body(strategy="mcts")), 400, "strategy")
-    assert "none" in err["message"] and "mcts" in err["message"]
+    err = assert_error(await post(app, "/v1/chat/completions", chat_body(strategy="monte_carlo")), 400, "strategy")
+    assert "monte_carlo" in err["message"] and "none" in err["message"] and "mcts" in err["message"]
 
 
 async def test_strategy_options_unknown_key_and_unknown_verifier():

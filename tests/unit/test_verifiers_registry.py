@@ -45,7 +45,10 @@ def test_parse_spec_grammar(tmp_path) -> None:
     ("spec", "message"),
     [
         ("", "empty --verifier spec; expected NAME=PATH"),
-        ("models/prm", r"expected NAME=PATH\[:KIND\] \(e\.g\. prm=models/prm\) or a built-in \(math_rule, llm_judge\)"),
+        (
+            "models/prm",
+            r"expected NAME=PATH\[:KIND\] \(e\.g\. prm=models/prm\) or a built-in \(math_rule, calculator, llm_judge\)",
+        ),
         ("9x=models/prm", "invalid name '9x'"),
         ("prm=", "nothing after '='"),
         ("prm=models/prm:reward", "unknown kind 'reward'; valid kinds: orm, prm, prm-step-tag, prm-qwen, policy"),
@@ -122,18 +125,22 @@ def _engine(**caps) -> FakeEngine:
 
 async def test_default_verifiers_and_lookup(models_dir) -> None:
     vset = default_verifiers(models_dir, engine=_engine())
-    assert vset.names() == ["prm", "orm", "math_rule", "llm_judge"]
+    assert vset.names() == ["prm", "orm", "math_rule", "calculator", "llm_judge"]
     assert vset.default_name == "prm" and vset.default is vset.get("prm")
     assert [(i.name, i.kind, i.is_step) for i in vset.describe()] == [
         ("prm", "prm", True),
         ("orm", "orm", False),
         ("math_rule", "math_rule", False),
+        ("calculator", "calculator", True),
         ("llm_judge", "llm_judge", False),
     ]
     assert len(await vset.get("orm").score("What is 1+1?", ["<think>1+1=2\n</think>2", "3"])) == 2
     with pytest.raises(UnknownVerifierError) as err:
         vset.get("rm")
-    assert str(err.value) == "Unknown verifier 'rm'. Valid verifiers: 'prm', 'orm', 'math_rule', 'llm_judge'."
+    assert (
+        str(err.value)
+        == "Unknown verifier 'rm'. Valid verifiers: 'prm', 'orm', 'math_rule', 'calculator', 'llm_judge'."
+    )
     assert isinstance(err.value, KeyError) and isinstance(err.value, InvalidRequestError)
     assert (err.value.status, err.value.param) == (400, "verifier")
     await vset.aclose()
@@ -142,11 +149,11 @@ async def test_default_verifiers_and_lookup(models_dir) -> None:
 def test_default_falls_back_to_orm_then_math_rule(models_dir, tmp_path) -> None:
     (tmp_path / "orm").symlink_to(models_dir / "orm")
     only_orm = default_verifiers(tmp_path, engine=_engine(logprobs=False))
-    assert only_orm.names() == ["orm", "math_rule"] and only_orm.default_name == "orm"
+    assert only_orm.names() == ["orm", "math_rule", "calculator"] and only_orm.default_name == "orm"
     with pytest.raises(UnknownVerifierError, match=r"'llm_judge' is not available on this server: .*logprobs"):
         only_orm.get("llm_judge")
     bare = default_verifiers(tmp_path / "none")
-    assert bare.names() == ["math_rule"] and bare.default_name == "math_rule"
+    assert bare.names() == ["math_rule", "calculator"] and bare.default_name == "math_rule"
     assert "llm_judge" in bare.unavailable
     empty = VerifierSet()
     assert empty.default is None
@@ -162,7 +169,7 @@ def test_from_specs_overrides_defaults_and_builds_ensembles_last(models_dir) -> 
         "rule=math_rule",
     ]
     vset = VerifierSet.from_specs(specs, engine=_engine(), models_dir=models_dir, default="mix")
-    assert vset.names() == ["orm", "math_rule", "llm_judge", "prm", "safety", "rule", "mix"]
+    assert vset.names() == ["orm", "math_rule", "calculator", "llm_judge", "prm", "safety", "rule", "mix"]
     assert vset.get("prm").source == str(models_dir / "bare_prm") and vset.get("prm").aggregation == "last"
     assert vset.default_name == "mix" and vset.get("mix").spec == "prm*0.7+orm*0.3"
     assert [i.is_step for i in vset.describe() if i.name == "mix"] == [False]  # the ORM scores no steps

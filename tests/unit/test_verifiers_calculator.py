@@ -1,0 +1,53 @@
+"""The calculator verifier: exact arithmetic per step, and the answer's agreement with the last computed value."""
+
+from __future__ import annotations
+
+import pytest
+
+from verifiers.base import is_step_verifier
+from verifiers.calculator import NEUTRAL, Calculator, check_equations, evaluate
+from verifiers.registry import VerifierSet
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("467+914=1381", [True]),
+        ("467+914=1382", [False]),
+        ("-36-31=-67", [True]),
+        ("86*5=430", [True]),
+        ("86*5=420", [False]),
+        ("So (3 + 4) × 2 = 14 and 7/2 = 3.5", [True, True]),
+        ("2^10 = 1024, 2^10 = 1000", [True, False]),
+        ("x = 5", []),
+        ("the answer is 12", []),
+        ("1/0 = 3", []),
+        ("9" * 80 + "+1=1", []),
+    ],
+)
+def test_check_equations(step, expected):
+    assert check_equations(step) == expected
+
+
+def test_evaluate_refuses_what_is_not_plain_arithmetic():
+    assert evaluate("(1+2)*3") == 9
+    for text in ("__import__('os')", "2**1000", "a+1", ""):
+        with pytest.raises(ValueError):
+            evaluate(text.replace("**", "^"))
+
+
+async def test_step_and_answer_scores():
+    calc = Calculator()
+    assert is_step_verifier(calc)
+    steps = await calc.score_steps("q", [["20-56=-36", "-36-31=-67"], ["20-56=-36", "-36-31=-66"], ["Let me add."]])
+    assert steps == [[1.0, 1.0], [1.0, 0.0], [NEUTRAL]]
+    good = "<think>22+14=36\n36-16=20\n</think>20"
+    wrong_step = "<think>22+14=39\n39-16=23\n</think>23"
+    disagrees = "<think>22+14=36\n36-16=20\n</think>21"
+    unfinished = "<think>22+14=36\n36-16="
+    assert await calc.score("q", [good, wrong_step, disagrees, unfinished, "20"]) == [1.0, 0.0, 0.0, 0.0, NEUTRAL]
+
+
+def test_loaded_by_default_and_by_spec():
+    vset = VerifierSet.from_specs(["calc=calculator"])
+    assert vset.get("calc").kind == "calculator"
