@@ -39,8 +39,9 @@ POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-la
 # The verifiers learn from the policy's own samples, drawn through the vLLM engine and cached in build/samples/
 # under a hash of the policy's weights (ORM: 800 train problems x 8, ~1 min; PRM: 2400 x 8, ~3 min), and are
 # measured on 200 validation problems x 16 samples (~1 min, shared). Training on 2 shared CPU cores: the ORM
-# (Bradley-Terry via TRL's RewardTrainer, 261 steps) took 11 min, the PRM (exact step labels, 375 steps) 5 min.
-ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --epochs 3 --seed 0 --threads 2
+# (Bradley-Terry via TRL's RewardTrainer plus 4 corrupted gold traces per problem, 864 steps, 1 thread) took
+# 8 min, the PRM (exact step labels, 375 steps) 5 min.
+ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --hard-negatives 4 --epochs 3 --seed 0 --threads 1
 PRM_FLAGS := --labels exact --train-problems 2400 --samples build/samples/train-2400.jsonl --epochs 1 \
 	--batch-size 32 --learning-rate 1e-3 --seed 0 --threads 1
 models: install
