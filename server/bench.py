@@ -203,3 +203,6 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--scratch", default="/tmp/ponder-bench")
     o.add_argument("--out", default=None, help="Append the markdown report to this file.")
     o.set_defaults(func=overhead)
+    from server.bench_strategies import add_strategies_parser
+
+    add_strategies_parser(kinds)
