@@ -69,6 +69,14 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="Load the bundled ORM and PRM (models/orm, models/prm) and the built-in math_rule and llm_judge.",
     )
     p.add_argument(
+        "--strategy-plugin",
+        action="append",
+        default=[],
+        metavar="MODULE:CLASS",
+        help="Register a third-party strategy class (repeatable); installed packages can instead declare a "
+        "'ponder.strategies' entry point.",
+    )
+    p.add_argument(
         "--default-strategy",
         default=None,
         help="Strategy run by reasoning_effort low/medium/high (default: best_of_n with a verifier, "
@@ -142,6 +150,7 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.engine == "openai" and not args.upstream:
         raise SystemExit("ponder serve: --engine openai needs --upstream URL")
+    check_extensions(args)
     settings = settings_from_args(args)
     uvicorn.run(
         create_app(settings),
@@ -151,6 +160,26 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def check_extensions(args: argparse.Namespace) -> None:
+    """Refuse bad ``--verifier`` / ``--strategy-plugin`` / ``--default-strategy`` flags before the engine starts."""
+    from strategies import registry
+    from verifiers.hf import VerifierLoadError
+    from verifiers.registry import check_specs
+
+    try:
+        check_specs(args.verifier)
+    except VerifierLoadError as exc:
+        raise SystemExit(f"ponder serve: {exc}") from None
+    for path in args.strategy_plugin:
+        try:
+            registry.load_path(path)
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
+            raise SystemExit(f"ponder serve: --strategy-plugin {path!r}: {exc}") from None
+    if args.default_strategy and args.default_strategy not in registry.names():
+        valid = ", ".join(registry.names())
+        raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")
 
 
 def _print_strategies(args: argparse.Namespace) -> int:

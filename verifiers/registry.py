@@ -146,6 +146,25 @@ def _parse_options(pieces: list[str], kind: str, raw: str) -> dict[str, str]:
     return options
 
 
+def check_specs(specs: Sequence[str]) -> list[VerifierSpec]:
+    """Parse ``--verifier`` specs and check their paths and kinds without loading weights, so a server can refuse
+    bad flags before it starts its engine. Raises :class:`VerifierLoadError` naming the first bad spec."""
+    parsed = [parse_spec(text) for text in specs]
+    names = [spec.name for spec in parsed]
+    for spec in parsed:
+        if names.count(spec.name) > 1:
+            raise VerifierSpecError(f"--verifier: the name {spec.name!r} is given twice")
+        if spec.kind in BUILTINS or spec.kind in ENSEMBLES:
+            continue
+        if spec.kind is None:
+            detect_kind(spec.source)
+        elif not Path(spec.source).exists():
+            raise VerifierLoadError(f"verifier path {spec.source} does not exist")
+        elif spec.kind != "policy":
+            check_model_folder(Path(spec.source))
+    return parsed
+
+
 def detect_kind(path: str | Path) -> str:
     """The kind of a verifier path: a policy file, or a model folder's kind from ponder.json / config.json."""
     where = Path(path)

@@ -193,3 +193,18 @@ def test_from_specs_errors(models_dir) -> None:
         load_verifier(f"orm={models_dir / 'policy_lm'}:orm")
     with pytest.raises(VerifierLoadError, match="two verifiers are named 'math_rule'"):
         VerifierSet.from_specs(["x=math_rule"], models_dir=models_dir / "none").add(load_verifier("math_rule"))
+
+
+def test_check_specs_refuses_bad_flags_without_loading_weights(tmp_path, models_dir) -> None:
+    from verifiers.registry import check_specs
+
+    good = check_specs(["rule=math_rule", f"p={models_dir / 'prm'}", "mix=ensemble:p+rule"])
+    assert [s.name for s in good] == ["rule", "p", "mix"]
+    with pytest.raises(VerifierLoadError, match="does not exist"):
+        check_specs(["bad=/nonexistent/prm"])
+    with pytest.raises(VerifierLoadError, match="does not exist"):
+        check_specs(["bad=/nonexistent/prm:prm"])
+    with pytest.raises(VerifierLoadError, match="given twice"):
+        check_specs(["a=math_rule", "a=calculator"])
+    with pytest.raises(VerifierLoadError):
+        check_specs([str(tmp_path)])  # no NAME=

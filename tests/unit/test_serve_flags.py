@@ -1,0 +1,38 @@
+"""`ponder serve` refuses bad extension flags before it starts an engine, and loads strategy plugins by path."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.cli import check_extensions, main
+from strategies import registry
+
+
+def _args(**extra):
+    import argparse
+
+    return argparse.Namespace(**{"verifier": [], "strategy_plugin": [], "default_strategy": None, **extra})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--verifier", "bad=/nonexistent/prm"], "verifier path /nonexistent/prm does not exist"),
+        (["--verifier", "models/prm"], "expected NAME=PATH"),
+        (["--strategy-plugin", "no_such_module:Thing"], "--strategy-plugin 'no_such_module:Thing'"),
+        (["--strategy-plugin", "tests.unit.plugins.echo_strategy"], "must look like 'package.module:Class'"),
+        (["--default-strategy", "magic"], "--default-strategy 'magic' is unknown; valid: beam_search"),
+    ],
+)
+def test_bad_flags_exit_with_one_clear_line(argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--engine", "hf", *argv])
+    assert message in str(exit_.value) and str(exit_.value).startswith("ponder serve: ")
+
+
+def test_strategy_plugin_by_dotted_path_is_registered_and_selectable():
+    check_extensions(_args(strategy_plugin=["tests.unit.plugins.echo_strategy:Echo"], default_strategy="plugin_echo"))
+    try:
+        assert registry.get("plugin_echo").__name__ == "Echo"
+    finally:
+        registry._STRATEGIES.pop("plugin_echo", None)
