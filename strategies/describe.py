@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -50,6 +51,25 @@ def strategy_markdown(name: str) -> str:
     return "\n".join([*lines, ""])
 
 
-def reference_markdown() -> str:
-    """Every registered strategy, alphabetically."""
-    return "\n".join(strategy_markdown(name) for name in registry.names())
+def reference_markdown(names: Iterable[str] | None = None) -> str:
+    """Every registered strategy (or those of ``names``), alphabetically."""
+    return "\n".join(strategy_markdown(name) for name in sorted(registry.names() if names is None else names))
+
+
+START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+
+
+def with_reference(document: str) -> str:
+    """``document`` with the text between its reference markers replaced by the built-ins' current reference."""
+    head, _, rest = document.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{reference_markdown(registry.BUILTIN)}{END}{tail}"
+
+
+if __name__ == "__main__":  # python -m strategies.describe docs/strategies.md: refresh the reference section
+    import sys
+    from pathlib import Path
+
+    for name in sys.argv[1:]:
+        path = Path(name)
+        path.write_text(with_reference(path.read_text()))

@@ -21,3 +21,13 @@ def test_reference_lists_every_strategy(capsys):
     assert main(["strategies", "best_of_n"]) == 0
     out = capsys.readouterr().out
     assert "| `n_samples` |" in out and "\\|" in out  # union types escaped inside the table
+
+
+def test_docs_reference_section_is_the_current_reference():
+    from pathlib import Path
+
+    from strategies.describe import with_reference
+
+    doc = Path(__file__).parents[2] / "docs" / "strategies.md"
+    text = doc.read_text()
+    assert text == with_reference(text), "stale: run python -m strategies.describe docs/strategies.md"
