@@ -81,3 +81,29 @@ async def metrics(request: Request) -> Response:
 @router.get("/version")
 async def version(request: Request) -> JSONResponse:
     return JSONResponse(request.app.state.version_info)
+
+
+@router.get("/v1/verifiers")
+async def verifiers(request: Request) -> JSONResponse:
+    """The loaded verifiers (name, kind, whether it scores steps, where it came from) and the default one."""
+    loaded = getattr(request.app.state, "verifiers", None)
+    data = [info.as_dict() for info in loaded.describe()] if loaded is not None else []
+    unavailable = dict(getattr(loaded, "unavailable", {}) or {})
+    default = loaded.default_name if loaded is not None else None
+    return JSONResponse({"object": "list", "data": data, "default": default, "unavailable": unavailable})
+
+
+@router.get("/v1/strategies")
+async def strategies(request: Request) -> JSONResponse:
+    """The selectable strategies with what each needs and its options' JSON schema."""
+    from strategies import registry
+
+    data = []
+    for name in registry.names():
+        cls = registry.get(name)
+        needs = [flag[len("needs_") :] for flag in _NEEDS if getattr(cls, flag, False)]
+        data.append({"name": name, "needs": needs, "options": cls.Options.model_json_schema()})
+    return JSONResponse({"object": "list", "data": data})
+
+
+_NEEDS = ("needs_verifier", "needs_step_verifier", "needs_prefix_continuation")

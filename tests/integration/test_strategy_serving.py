@@ -189,3 +189,16 @@ async def test_client_disconnect_cancels_the_search():
             break
         await asyncio.sleep(0.01)
     assert engine.active == 0
+
+
+async def test_verifiers_and_strategies_are_listed():
+    app, _ = app_with([PrefersFive(), StepRule()])
+    async with client(app) as c:
+        verifiers = (await c.get("/v1/verifiers")).json()
+        strategies = (await c.get("/v1/strategies")).json()
+    assert [v["name"] for v in verifiers["data"]] == ["five", "steps"]
+    assert [v["is_step"] for v in verifiers["data"]] == [False, True] and verifiers["default"] in {"five", "steps"}
+    by_name = {s["name"]: s for s in strategies["data"]}
+    assert {"none", "best_of_n", "beam_search", "mcts"} <= set(by_name)
+    assert by_name["beam_search"]["needs"] == ["verifier", "step_verifier", "prefix_continuation"]
+    assert "expansions" in by_name["beam_search"]["options"]["properties"]
