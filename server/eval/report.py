@@ -154,20 +154,34 @@ def _budget_label(body: dict[str, Any]) -> str:
     return ",".join(f"{k.removeprefix('max_')}={v}" for k, v in budget.items())
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def _short_labels(points: list[tuple[float, float, str]]) -> list[str]:
+    """``max_samples=16`` becomes ``16`` when every point of the series varies the same one key."""
+    keys = {label.partition("=")[0] for _, _, label in points if label}
+    if len(keys) == 1 and all("=" in label and "," not in label for _, _, label in points if label):
+        return [label.partition("=")[2] for _, _, label in points]
+    return [label for _, _, label in points]
+
+
 def _draw(ax, series: dict[str, list[tuple[float, float, str]]], title: str) -> None:
-    for name, points in series.items():
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors
+    for i, (name, points) in enumerate(series.items()):
         xs, ys, _ = zip(*points, strict=True)
-        ax.plot(xs, ys, marker="o", label=name)
-        for x, y, label in points:
+        style = {"color": colors[(2 * i) % 20 + (i // 10) % 2], "marker": _MARKERS[i % len(_MARKERS)]}
+        ax.plot(xs, ys, label=name, markersize=5, **style)
+        for (x, y, _), label in zip(points, _short_labels(points), strict=True):
             if label:
-                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=style["color"])
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("mean generated tokens per problem (log)")
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
 
 
 def plot(summary: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -182,8 +196,9 @@ def plot(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     overall = _series(runs, lambda r: r["overall"])
     if not overall:
         return written
-    fig, ax = plt.subplots(figsize=(7, 5))
-    _draw(ax, overall, f"accuracy vs tokens ({summary['problems']['total']} problems)")
+    fig, ax = plt.subplots(figsize=(10, 6))
+    _draw(ax, overall, f"accuracy vs tokens ({summary['problems']['total']} problems; points: budget)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path = out_dir / "accuracy_vs_tokens.png"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -197,8 +212,14 @@ def plot(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
         for ax, lv in zip(axes.flat, levels, strict=False):
             _draw(ax, _series(runs, lambda r, lv=lv: r["by_level"].get(lv)), f"level {lv}")
-        for ax in list(axes.flat)[len(levels) :]:
-            ax.set_visible(False)
+        handles, names = axes.flat[0].get_legend_handles_labels()
+        spare = list(axes.flat)[len(levels) :]
+        for ax in spare:
+            ax.set_axis_off()
+        if spare:
+            spare[0].legend(handles, names, fontsize=8, loc="center")
+        else:
+            fig.legend(handles, names, fontsize=8, loc="lower center", ncol=4)
         path = out_dir / "accuracy_vs_tokens_by_level.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
