@@ -71,7 +71,16 @@ def load_verifiers(settings: ServerSettings, engine):
     from verifiers.registry import VerifierSet
 
     bundled = models_dir() if settings.default_verifiers else None
-    verifiers = VerifierSet.from_specs(settings.verifiers, engine=engine, models_dir=bundled)
+    verifiers = VerifierSet.from_specs(
+        settings.verifiers, engine=engine, models_dir=bundled, default=settings.default_verifier
+    )
+    recommended = model_sidecar(settings.engine.model).get("default_verifier")
+    if settings.default_verifier is None and recommended:
+        # a model trained here says which verifier measured best for it (docs/results/strategies.md)
+        if recommended in verifiers:
+            verifiers.set_default(recommended)
+        else:
+            log.warning("model recommends verifier %r, not loaded; default: %r", recommended, verifiers.default_name)
     log.info("verifiers: %s", verifiers)
     return verifiers
 

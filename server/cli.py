@@ -69,6 +69,13 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="Load the bundled ORM and PRM (models/orm, models/prm) and the built-in math_rule and llm_judge.",
     )
     p.add_argument(
+        "--default-verifier",
+        default=None,
+        metavar="NAME",
+        help="Verifier of requests that name none (default: the one the model's ponder.json recommends, else prm, "
+        "else orm, else math_rule).",
+    )
+    p.add_argument(
         "--strategy-plugin",
         action="append",
         default=[],
@@ -139,6 +146,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         verifiers=tuple(args.verifier),
         default_verifiers=args.default_verifiers,
         default_strategy=args.default_strategy,
+        default_verifier=args.default_verifier,
         log_level=args.log_level,
     )
 
@@ -177,6 +185,11 @@ def check_extensions(args: argparse.Namespace) -> None:
             registry.load_path(path)
         except (ImportError, AttributeError, ValueError, TypeError) as exc:
             raise SystemExit(f"ponder serve: --strategy-plugin {path!r}: {exc}") from None
+    loadable = {s.name for s in check_specs(args.verifier)} | {"prm", "orm", "math_rule", "calculator", "llm_judge"}
+    if getattr(args, "default_verifier", None) and args.default_verifier not in loadable:
+        raise SystemExit(
+            f"ponder serve: --default-verifier {args.default_verifier!r} is neither a --verifier name nor a built-in"
+        )
     if args.default_strategy and args.default_strategy not in registry.names():
         valid = ", ".join(registry.names())
         raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")

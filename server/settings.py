@@ -77,5 +77,6 @@ class ServerSettings:
     reasoning_parser: str = "think"  # think | none
     verifiers: tuple[str, ...] = ()  # --verifier NAME=PATH[:KIND] specs, loaded besides the bundled defaults
     default_verifiers: bool = True  # load the bundled ORM/PRM and the built-in rule and judge verifiers
+    default_verifier: str | None = None  # what a request without `verifier` gets; None: the model's sidecar, else prm
     default_strategy: str | None = None  # what reasoning_effort low/medium/high runs; None: by verifiers loaded
     log_level: str = "info"

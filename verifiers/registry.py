@@ -284,6 +284,12 @@ class VerifierSet:
             raise VerifierLoadError(f"default verifier {default!r} is not loaded; loaded: {', '.join(self.names())}")
         self._default = default
 
+    def set_default(self, name: str) -> None:
+        """Make ``name`` what a request without ``verifier`` gets; it must be loaded."""
+        if name not in self._verifiers:
+            raise VerifierLoadError(f"default verifier {name!r} is not loaded; loaded: {', '.join(self.names())}")
+        self._default = name
+
     def add(self, verifier: Verifier, *, name: str | None = None) -> None:
         key = name or verifier.name
         if key in self._verifiers:
@@ -366,11 +372,7 @@ class VerifierSet:
         for spec in sorted(parsed, key=lambda s: s.kind in ENSEMBLES):  # stable: ensembles last, in order
             vset.add(load_verifier(spec, engine=engine, loaded=vset._verifiers), name=spec.name)
         if default is not None:
-            if default not in vset:
-                raise VerifierLoadError(
-                    f"default verifier {default!r} is not loaded; loaded: {', '.join(vset.names())}"
-                )
-            vset._default = default
+            vset.set_default(default)
         return vset
 
     async def aclose(self) -> None:

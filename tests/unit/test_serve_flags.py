@@ -36,3 +36,27 @@ def test_strategy_plugin_by_dotted_path_is_registered_and_selectable():
         assert registry.get("plugin_echo").__name__ == "Echo"
     finally:
         registry._STRATEGIES.pop("plugin_echo", None)
+
+
+def test_default_verifier_flag_must_name_a_loadable_verifier():
+    with pytest.raises(SystemExit, match="--default-verifier 'oracle' is neither"):
+        main(["serve", "--engine", "hf", "--default-verifier", "oracle"])
+
+
+def test_the_models_recommended_verifier_is_the_default_unless_the_flag_says_otherwise(tmp_path):
+    import json
+
+    from server.app import load_verifiers
+    from server.settings import EngineSettings, ServerSettings
+
+    (tmp_path / "ponder.json").write_text(json.dumps({"step_separator": "\n", "default_verifier": "calculator"}))
+    engine = EngineSettings(model=str(tmp_path))
+    both = ("rule=math_rule", "calculator")
+    recommended = load_verifiers(ServerSettings(engine=engine, verifiers=both, default_verifiers=False), None)
+    assert recommended.default_name == "calculator"
+    settings = ServerSettings(engine=engine, verifiers=both, default_verifiers=False, default_verifier="rule")
+    chosen = load_verifiers(settings, None)
+    assert chosen.default_name == "rule"
+    (tmp_path / "ponder.json").write_text(json.dumps({"default_verifier": "absent"}))
+    settings = ServerSettings(engine=engine, verifiers=both, default_verifiers=False)
+    assert load_verifiers(settings, None).default_name is None  # not loaded: prm, orm, math_rule by name decide
