@@ -244,17 +244,25 @@ class MCTS(Strategy):
 
     async def _choose(self, tree: StepTree, n: int) -> list[Candidate]:
         finished = list(tree.finished)
-        if len(finished) < n:  # too few solutions finished: the best open paths, as they are
+        if len(finished) < n:  # too few solutions finished: complete the best open paths while the budget allows
             open_leaves = sorted(
                 (leaf for leaf in tree.root.leaves() if not leaf.terminal and leaf.depth), key=lambda x: -x.mean
             )
-            closed = [tree.close(leaf) for leaf in open_leaves[: n - len(finished)]]
-            await tree.score(closed)
-            finished += closed
+            completed = [await self._complete(tree, leaf) for leaf in open_leaves[: n - len(finished)]]
+            await tree.score(completed)
+            finished += completed
         if self.options.final == "visits" and (end := most_visited_terminal(tree.root)) is not None:
             chosen = end.candidate
             return best_distinct(finished, n, key=lambda x: (x is chosen, *rank_key(x)))
         return best_distinct(finished, n)
+
+    @staticmethod
+    async def _complete(tree: StepTree, leaf: Node) -> Candidate:
+        """The leaf's solution finished by one rollout; the open path as it is when the budget refuses the call."""
+        try:
+            return await tree.rollout(leaf)
+        except BudgetExhausted:
+            return tree.close(leaf)
 
     def _record(self, tree: StepTree, simulations: int, stop: str | None) -> None:
         self._figures.update(

@@ -172,7 +172,8 @@ async def test_the_exploration_constant_decides_between_a_proven_and_a_fresh_chi
     # good 1 (.75 + .5 * sqrt 5 / 2 = 1.309) beats good 0 (.917 + .5 * sqrt 5 / 4 = 1.196); with c = 0, Q decides.
     engine = FakeEngine(tree(depth=5, kinds={"": "gg", "0": "xx"}))
     await mcts(simulations=3, expansion_width=2, c_puct=c_puct).run(request(), engine, RulePRM(), Budget())
-    assert [p.prefix for p, _, _ in engine.calls] == ["<think>", "<think>good 0\n", third]
+    assert [p.prefix for p, _, _ in engine.calls][:3] == ["<think>", "<think>good 0\n", third]
+    assert "\n" not in engine.calls[3][1].stop  # nothing finished in 3 simulations: the best path is rolled out
 
 
 async def test_priors_are_step_probabilities_normalised_among_siblings():
@@ -243,10 +244,19 @@ async def test_the_sample_budget_ends_the_search():
 async def test_simulations_default_to_the_sample_budget():
     engine = FakeEngine(tree(depth=100))  # never finishes: only the simulation count stops it
     result = await mcts().run(request(), engine, RulePRM(), Budget(max_samples=4))
-    assert len(engine.calls) == 4 and result.summary()["simulations"] == 4
+    assert len(engine.calls) == 5 and result.summary()["simulations"] == 4
     [best] = result.choices
-    assert best.finish_reason == "length"  # no solution finished: the best open path, as it is
-    assert best.text.startswith("<think>good 0\ngood 0.0\n")
+    # no solution finished in the simulations: the best open path is completed by one rollout (the fifth call)
+    assert best.finish_reason == "stop" and "\n" not in engine.calls[4][1].stop
+    assert best.text.startswith("<think>good 0\ngood 0.0\n") and best.text.endswith("</think>" + best.answer)
+
+
+async def test_an_open_path_is_returned_as_it_is_when_the_budget_refuses_its_rollout():
+    engine = FakeEngine(tree(depth=100))
+    result = await mcts(simulations=2).run(request(), engine, RulePRM(), Budget(max_tokens=12))
+    [best] = result.choices
+    assert best.finish_reason == "length" and best.text.startswith("<think>good 0\n")
+    assert all("\n" in params.stop for _, params, _ in engine.calls)  # no rollout was admitted
 
 
 async def test_max_depth_closes_paths_and_an_exhausted_tree_stops():
