@@ -119,6 +119,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run", action="append", default=[], metavar="NAME:key=value,...", help="Repeatable.")
     s.add_argument("--sweep", action="append", default=[], metavar="key=v1,v2,...", help="Repeatable (product).")
     s.add_argument("--runs-file", default=None, help="JSON or YAML runs file.")
+    s.add_argument(
+        "--only", default=None, metavar="NAME,...", help="Run only these runs or series (e.g. of a runs file)."
+    )
     s.add_argument("--name", default="default", help="Name of the run when no --run/--runs-file is given.")
 
     o = p.add_argument_group("execution and output")
@@ -244,6 +247,12 @@ def evaluate(args: argparse.Namespace) -> int:
         if args.concurrency < 1:
             raise SpecError("--concurrency must be at least 1")
         runs = build_runs(request_defaults(args), args.run, args.sweep, args.runs_file, args.name)
+        if args.only:
+            wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+            unknown = wanted - {r.series for r in runs} - {r.name for r in runs}
+            if unknown:
+                raise SpecError(f"--only: no run or series named {', '.join(sorted(unknown))}")
+            runs = [r for r in runs if r.series in wanted or r.name in wanted]
         problems = problems_from_args(args)
         target = target_from_args(args)
     except SpecError as exc:

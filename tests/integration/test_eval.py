@@ -137,3 +137,14 @@ def test_in_process_enters_the_app_lifespan(tmp_path, capsys):
     assert main([*argv, "--warmup", "0", "--no-progress", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ponder eval: error:") and "Traceback" not in err
+
+
+def test_only_runs_the_named_runs_of_a_runs_file(tmp_path, capsys):
+    runs = tmp_path / "runs.json"
+    runs.write_text('{"runs": [{"name": "a", "temperature": 0}, {"name": "b", "sweep": {"n": [1, 2]}}]}')
+    argv = ["--base-url", "http://127.0.0.1:9/v1", "--model-name", "m", "--levels", "1", "--count", "1"]
+    argv += ["--runs-file", str(runs), "--warmup", "0", "--no-progress", "--no-plot"]
+    assert main([*argv, "--only", "b", "--out", str(tmp_path / "o")]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.jsonl")) == ["b.n=1.jsonl", "b.n=2.jsonl"]
+    assert main([*argv, "--only", "c", "--out", str(tmp_path / "o2")]) == 2
+    assert "--only: no run or series named c" in capsys.readouterr().err
