@@ -30,6 +30,15 @@ def arithmetic_sidecar() -> dict[str, Any]:
     }
 
 
+def policy_sidecar() -> dict[str, Any]:
+    """The policy's ``ponder.json``: the arithmetic format, and the verifier requests get when they name none.
+
+    The calculator, because it is the one that measured best for this policy (docs/results/strategies.md): the
+    learned ORM/PRM are the policy's size and do not check its arithmetic, so ranking by them loses accuracy.
+    """
+    return {**arithmetic_sidecar(), "default_verifier": "calculator"}
+
+
 def write_json(path: Path, data: Any) -> None:
     """Pretty JSON with a trailing newline."""
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

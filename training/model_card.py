@@ -36,38 +36,33 @@ def seed_table() -> str:
     return "\n".join(lines)
 
 
-def render_card(
-    folder: Path, train: dict[str, Any], evaluation: dict[str, Any] | None, vllm_eval: dict[str, Any] | None = None
-) -> str:
-    """The model card text."""
-    args = train["args"]
-    config = json.loads((folder / "config.json").read_text())
-    data = train["data"]
-    seconds = train["seconds"]
-    name = folder.name
-    recipe = {
-        "train_size",
-        "levels",
-        "hidden_size",
-        "num_layers",
-        "intermediate_size",
-        "batch_size",
-        "learning_rate",
-        "group_by_length",
-        "seed",
-        "threads",
-    }  # the flags `make models` spells out; the rest stay default
-    skip = tuple(name for name in args if name not in recipe)
-    flags = " ".join(to_cli_flags(SFTArgs(**args), skip=skip, defaults=True))
-    logged = (
-        [json.loads(line) for line in (folder / "logs" / "train.jsonl").read_text().splitlines()]
-        if (folder / "logs" / "train.jsonl").is_file()
-        else []
-    )
-    last_loss = next((r["loss"] for r in reversed(logged) if "loss" in r), None)
+# the flags `make models` spells out; the rest stay default
+_RECIPE_FLAGS = (
+    "train_size",
+    "levels",
+    "hidden_size",
+    "num_layers",
+    "intermediate_size",
+    "batch_size",
+    "learning_rate",
+    "group_by_length",
+    "seed",
+    "threads",
+)
+
+
+def _last_logged_loss(folder: Path) -> float | None:
+    """The last ``loss`` in ``logs/train.jsonl``, None without one."""
+    path = folder / "logs" / "train.jsonl"
+    logged = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return next((r["loss"] for r in reversed(logged) if "loss" in r), None)
+
+
+def _format_section(folder: Path) -> list[str | None]:
+    """Title, summary and the Format section (None marks a line left out)."""
     sidecar = (folder / "ponder.json").read_text() if (folder / "ponder.json").is_file() else None
-    parts = [
-        f"# {name}: the bundled tiny arithmetic thinker",
+    return [
+        f"# {folder.name}: the bundled tiny arithmetic thinker",
         "",
         "A character-level Llama trained from scratch by `ponder train sft` (TRL `SFTTrainer`, loss on the "
         "assistant turn only) to solve reasoning-gym arithmetic in steps: it writes `<think>`, one equation per "
@@ -86,6 +81,13 @@ def render_card(
         "- Tokenizer: one token per character; role tokens (`<|user|>`, `<|assistant|>`, `<|end|>` = EOS, ...) are "
         "special; `<think>` and `</think>` are single, non-special tokens (they survive decoding).",
         "",
+    ]
+
+
+def _data_section(train: dict[str, Any]) -> list[str]:
+    """The Data section: reasoning-gym levels, seed ranges and what was trained on."""
+    data = train["data"]
+    parts = [
         "## Data",
         "",
         f"Problems from `reasoning-gym` {train['versions'].get('reasoning-gym', '')} (`chain_sum`, `products`), "
@@ -100,17 +102,22 @@ def render_card(
         seed_table(),
         "",
     ]
-    if "train" in data:
-        parts += [
-            f"Trained on {data['train']['count']:,} train problems (seeds {data['train']['seeds'][0]:,} to "
-            f"{data['train']['seeds'][1] - 1:,}), levels round-robin over `{data['levels_round_robin']}` (a repeated "
-            f"level is weighted), tasks alternating within a level; {data['validation']['count']} validation problems "
-            "for the eval loss.",
-            "",
-        ]
-    else:
-        parts += [f"Trained on {data['rows']:,} chats from `{data['source']}`.", ""]
-    parts += [
+    if "train" not in data:
+        return [*parts, f"Trained on {data['rows']:,} chats from `{data['source']}`.", ""]
+    return [
+        *parts,
+        f"Trained on {data['train']['count']:,} train problems (seeds {data['train']['seeds'][0]:,} to "
+        f"{data['train']['seeds'][1] - 1:,}), levels round-robin over `{data['levels_round_robin']}` (a repeated "
+        f"level is weighted), tasks alternating within a level; {data['validation']['count']} validation problems "
+        "for the eval loss.",
+        "",
+    ]
+
+
+def _training_section(train: dict[str, Any], config: dict[str, Any], last_loss: float | None) -> list[str]:
+    """The Model and training section: architecture, optimiser, time, losses, versions."""
+    args, seconds = train["args"], train["seconds"]
+    return [
         "## Model and training",
         "",
         f"- `LlamaForCausalLM`: {train['parameters'] / 1e6:.2f}M parameters, hidden {config['hidden_size']}, "
@@ -128,6 +135,14 @@ def render_card(
         + ". Logs: `logs/train.log`, `logs/train.jsonl`.",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in train['versions'].items())}.",
         "",
+    ]
+
+
+def _reproduce_section(folder: Path, args: dict[str, Any]) -> list[str]:
+    """The command that retrains this folder, with the recipe's flags spelled out."""
+    skip = tuple(name for name in args if name not in _RECIPE_FLAGS)
+    flags = " ".join(to_cli_flags(SFTArgs(**args), skip=skip, defaults=True))
+    return [
         "Reproduce (this is what `make models` runs; the same flags give the same data, initialisation and data "
         "order, though float results may differ across CPUs and thread counts):",
         "",
@@ -136,56 +151,83 @@ def render_card(
         "```",
         "",
     ]
-    if evaluation:
-        k = evaluation["samples"]
-        seen = evaluation["overall"].get("seen_in_training")
-        parts += [
-            "## Measured",
-            "",
-            f"{evaluation['count']} held-out `{evaluation['split']}` problems, levels round-robin "
-            f"({evaluation['count'] // len(evaluation['levels'])} per level, half chain_sum, half products), "
-            f"{evaluation['engine']} engine: greedy accuracy, pass@{k} of {k} samples at temperature "
-            f"{evaluation['temperature']}, and the mean accuracy of those samples. A problem counts as solved "
-            "when reasoning-gym's `score_answer` gives the text after `</think>` a full 1.0.",
-            "",
-            format_table(evaluation),
-            "",
-            "By task:",
-            "",
-            "| task | greedy | " + f"pass@{k} |",
-            "|---|---|---|",
-            *[
-                f"| {t} | {s['greedy']:.1%} | {s.get(f'pass@{k}', float('nan')):.1%} |"
-                for t, s in evaluation["by_task"].items()
-            ],
-            "",
-        ]
-        if seen is not None:
-            parts += [
-                f"The seeds are disjoint, but {seen:.0%} of these test questions also occur, as text, among the "
-                "training problems: small levels have few distinct questions (level 1: 4,200 chains and 100 "
-                "products), so different seeds draw the same one. The last two columns show how many, and the "
-                "greedy accuracy on the rest.",
-                "",
-            ]
-        commands = [evaluation.get("command", "python -m training.measure ...")]
-        if vllm_eval:
-            o, kv = vllm_eval["overall"], vllm_eval["samples"]
-            parts += [
-                "The same problems through vLLM's offline engine (CPU build), which loads this folder as it is: "
-                f"greedy {o['greedy']:.1%}, pass@{kv} {o.get(f'pass@{kv}', 0):.1%}, mean sampled accuracy "
-                f"{o.get('sample_acc', 0):.1%} (samples differ from run to run and engine to engine).",
-                "",
-            ]
-            commands.append(vllm_eval.get("command", ""))
-        parts += ["Commands:", "", "```", *commands, "```", ""]
-    parts += [
-        "## Limitations",
+
+
+def _measured_section(evaluation: dict[str, Any], vllm_eval: dict[str, Any] | None) -> list[str]:
+    """The Measured section: overall and per-task accuracy, train overlap, the vLLM cross-check, commands."""
+    k = evaluation["samples"]
+    parts = [
+        "## Measured",
         "",
-        "Only the arithmetic above, in this exact wording; anything else is out of distribution. Accuracy falls "
-        "with the number of steps and digits by design.",
+        f"{evaluation['count']} held-out `{evaluation['split']}` problems, levels round-robin "
+        f"({evaluation['count'] // len(evaluation['levels'])} per level, half chain_sum, half products), "
+        f"{evaluation['engine']} engine: greedy accuracy, pass@{k} of {k} samples at temperature "
+        f"{evaluation['temperature']}, and the mean accuracy of those samples. A problem counts as solved "
+        "when reasoning-gym's `score_answer` gives the text after `</think>` a full 1.0.",
+        "",
+        format_table(evaluation),
+        "",
+        "By task:",
+        "",
+        "| task | greedy | " + f"pass@{k} |",
+        "|---|---|---|",
+        *[
+            f"| {t} | {s['greedy']:.1%} | {s.get(f'pass@{k}', float('nan')):.1%} |"
+            for t, s in evaluation["by_task"].items()
+        ],
         "",
     ]
+    seen = evaluation["overall"].get("seen_in_training")
+    if seen is not None:
+        parts += [
+            f"The seeds are disjoint, but {seen:.0%} of these test questions also occur, as text, among the "
+            "training problems: small levels have few distinct questions (level 1: 4,200 chains and 100 "
+            "products), so different seeds draw the same one. The last two columns show how many, and the "
+            "greedy accuracy on the rest.",
+            "",
+        ]
+    commands = [evaluation.get("command", "python -m training.measure ...")]
+    if vllm_eval:
+        parts += _vllm_lines(vllm_eval)
+        commands.append(vllm_eval.get("command", ""))
+    return [*parts, "Commands:", "", "```", *commands, "```", ""]
+
+
+def _vllm_lines(vllm_eval: dict[str, Any]) -> list[str]:
+    """The vLLM cross-check paragraph."""
+    o, kv = vllm_eval["overall"], vllm_eval["samples"]
+    return [
+        "The same problems through vLLM's offline engine (CPU build), which loads this folder as it is: "
+        f"greedy {o['greedy']:.1%}, pass@{kv} {o.get(f'pass@{kv}', 0):.1%}, mean sampled accuracy "
+        f"{o.get('sample_acc', 0):.1%} (samples differ from run to run and engine to engine).",
+        "",
+    ]
+
+
+_LIMITATIONS = (
+    "## Limitations",
+    "",
+    "Only the arithmetic above, in this exact wording; anything else is out of distribution. Accuracy falls "
+    "with the number of steps and digits by design.",
+    "",
+)
+
+
+def render_card(
+    folder: Path, train: dict[str, Any], evaluation: dict[str, Any] | None, vllm_eval: dict[str, Any] | None = None
+) -> str:
+    """The model card text."""
+    config = json.loads((folder / "config.json").read_text())
+    last_loss = _last_logged_loss(folder)
+    parts = [
+        *_format_section(folder),
+        *_data_section(train),
+        *_training_section(train, config, last_loss),
+        *_reproduce_section(folder, train["args"]),
+    ]
+    if evaluation:
+        parts += _measured_section(evaluation, vllm_eval)
+    parts += _LIMITATIONS
     return "\n".join(p for p in parts if p is not None)
 
 

@@ -191,15 +191,49 @@ def train_prm(cfg: PRMArgs) -> Path:
         detach_log_file(handler)
 
 
-def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
-    import torch
-    from transformers import set_seed
+def _label_notes(cfg: PRMArgs, solutions: int) -> list[str]:
+    """The card's notes on the policy-sample solutions and how their steps were labelled."""
+    how = {
+        "exact": "exact: a step is good when it equals the gold step at its position and every earlier step is "
+        "good (`training.data.step_labels`)",
+        "mc-hard": f"mc-hard (Math-Shepherd): a step is good when at least one of {cfg.mc_rollouts} policy "
+        "rollouts from just after it ends in the right answer",
+        "mc-soft": f"mc-soft (Math-Shepherd): the target is the fraction of {cfg.mc_rollouts} policy rollouts "
+        "from just after the step that end in the right answer",
+    }[cfg.labels]
+    notes = [
+        f"{solutions} distinct solutions with at least one step (duplicates of a problem dropped).",
+        f"Labels: {how}.",
+    ]
+    if cfg.labels != "exact":
+        notes.append(
+            "Rollouts continue the assistant turn `<think>step_1\\n...step_i\\n` through the Ponder engine "
+            f"(`Prompt.chat(messages, prefix=...)`, n={cfg.mc_rollouts} per call, temperature {cfg.temperature}); "
+            "prefixes shared by several samples are rolled out once."
+        )
+    return notes
 
-    from training.sft import _log_callback
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    timer = Timer()
+def _add_hard_negatives(cfg: PRMArgs, records: list[dict[str, Any]], rows: list) -> str:
+    """Extend ``rows`` in place with corrupted gold traces not already among them; the card's note on them."""
+    from training.prm_negatives import hard_negative_rows
+
+    have = {(msgs[-1]["content"], tuple(steps)) for msgs, steps, _ in rows}
+    extra = [
+        row
+        for row in hard_negative_rows(records, cfg.hard_negatives, cfg.seed)
+        if (row[0][-1]["content"], tuple(row[1])) not in have
+    ]
+    rows += extra
+    return (
+        f"Hard negatives: for each training problem its gold trace and {cfg.hard_negatives} corrupted copies "
+        "(one step with a wrong result, a wrong operand or a skipped term, later steps carried forward from it, "
+        f"exact labels; `training.prm_negatives`): {len(extra)} solutions not already among the samples."
+    )
+
+
+def _training_data(cfg: PRMArgs) -> tuple[dict[str, Any], list[tuple[list[dict], list[str], list[float]]], list[str]]:
+    """The data description, the (messages, steps, targets) rows and the card's notes so far."""
     if cfg.dataset:
         data: dict[str, Any] = {"train": {"source": cfg.dataset}}
         rows = rows_from_table(cfg.dataset)
@@ -208,46 +242,16 @@ def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
         records = train_records(cfg, mc_rollouts=0 if cfg.labels == "exact" else cfg.mc_rollouts)
         data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
         rows = rows_from_samples(records, cfg.labels)
-        how = {
-            "exact": "exact: a step is good when it equals the gold step at its position and every earlier step is "
-            "good (`training.data.step_labels`)",
-            "mc-hard": f"mc-hard (Math-Shepherd): a step is good when at least one of {cfg.mc_rollouts} policy "
-            "rollouts from just after it ends in the right answer",
-            "mc-soft": f"mc-soft (Math-Shepherd): the target is the fraction of {cfg.mc_rollouts} policy rollouts "
-            "from just after the step that end in the right answer",
-        }[cfg.labels]
-        notes = [
-            f"{len(rows)} distinct solutions with at least one step (duplicates of a problem dropped).",
-            f"Labels: {how}.",
-        ]
-        if cfg.labels != "exact":
-            notes.append(
-                "Rollouts continue the assistant turn `<think>step_1\\n...step_i\\n` through the Ponder engine "
-                f"(`Prompt.chat(messages, prefix=...)`, n={cfg.mc_rollouts} per call, temperature {cfg.temperature}); "
-                "prefixes shared by several samples are rolled out once."
-            )
-    if cfg.hard_negatives:
-        from training.prm_negatives import hard_negative_rows
-
-        have = {(msgs[-1]["content"], tuple(steps)) for msgs, steps, _ in rows}
-        extra = [
-            row
-            for row in hard_negative_rows(records, cfg.hard_negatives, cfg.seed)
-            if (row[0][-1]["content"], tuple(row[1])) not in have
-        ]
-        rows += extra
-        notes.append(
-            f"Hard negatives: for each training problem its gold trace and {cfg.hard_negatives} corrupted copies "
-            "(one step with a wrong result, a wrong operand or a skipped term, later steps carried forward from it, "
-            f"exact labels; `training.prm_negatives`): {len(extra)} solutions not already among the samples."
-        )
+        notes = _label_notes(cfg, len(rows))
+        if cfg.hard_negatives:  # check_args refuses them with --dataset
+            notes.append(_add_hard_negatives(cfg, records, rows))
     if not rows:
         raise TrainingInputError("no solution with steps among the training data")
-    held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
-    timer.mark("samples")
+    return data, rows, notes
 
-    set_seed(cfg.seed)  # before loading: the new head is initialised from it
-    tokenizer, model = load_verifier(cfg.init_model or cfg.policy, "token")
+
+def _examples(cfg: PRMArgs, tokenizer: Any, rows: list, data: dict[str, Any], notes: list[str]) -> list[dict]:
+    """Featurised (and optionally depth-balanced) examples; their counts into ``data``, the final notes too."""
     examples = featurise(tokenizer, rows, cfg.max_length)
     if not examples:
         raise TrainingInputError(f"every training sequence is longer than --max-length {cfg.max_length}")
@@ -260,15 +264,47 @@ def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
         *notes,
         f"{len(targets)} labelled steps, mean target {sum(targets) / len(targets):.3f}; batch = solutions.",
     ]
-    args = trainer_arguments(cfg, out, remove_unused_columns=False)
+    return examples
+
+
+def _measure_or_card(cfg: PRMArgs, out: Path, held_out: list[dict[str, Any]], timer: Timer) -> None:
+    """Measure the saved PRM on the held-out samples (which writes the card), or only write the card."""
+    from training.verifier_metrics import evaluate_into, write_card
+
+    if held_out:
+        info = samples_info(cfg, held_out, cfg.eval_split, cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
+        evaluate_into(out, "prm", held_out, info, log.info)
+        timer.mark("measure")
+        update_seconds(out, timer)
+    else:
+        write_card(out)
+
+
+def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
+    """Build and label the rows, train, save the folder, then measure it or write its card."""
+    import torch
+    from transformers import set_seed
+
+    from training.sft import _log_callback
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    timer = Timer()
+    data, rows, notes = _training_data(cfg)
+    held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
+    timer.mark("samples")
+
+    set_seed(cfg.seed)  # before loading: the new head is initialised from it
+    tokenizer, model = load_verifier(cfg.init_model or cfg.policy, "token")
+    examples = _examples(cfg, tokenizer, rows, data, notes)
     trainer = _prm_trainer_class()(
         model=model,
-        args=args,
+        args=trainer_arguments(cfg, out, remove_unused_columns=False),
         train_dataset=examples,
         data_collator=prm_collator(tokenizer.pad_token_id),
         callbacks=[_log_callback(out / "logs" / "train.jsonl", handler)],
     )
-    log.info("PRM (%s labels): %d solutions, %d steps", cfg.labels, len(examples), len(targets))
+    log.info("PRM (%s labels): %d solutions, %d steps", cfg.labels, len(examples), data["train"]["steps"])
     result = trainer.train()
     timer.mark("train")
     save_verifier(
@@ -283,14 +319,6 @@ def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
         seconds=timer.seconds(),
         metrics=dict(result.metrics),
     )
-    from training.verifier_metrics import evaluate_into, write_card
-
-    if held_out:
-        info = samples_info(cfg, held_out, cfg.eval_split, cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
-        evaluate_into(out, "prm", held_out, info, log.info)
-        timer.mark("measure")
-        update_seconds(out, timer)
-    else:
-        write_card(out)
+    _measure_or_card(cfg, out, held_out, timer)
     log.info("saved %s (%d steps, %.1f min)", out, trainer.state.global_step, timer.seconds()["total"] / 60)
     return out

@@ -243,36 +243,131 @@ def train_rm(cfg: RMArgs) -> Path:
         detach_log_file(handler)
 
 
+def _add_hard_negatives(cfg: RMArgs, records: list[dict[str, Any]], pairs: list | None, lists: list | None) -> str:
+    """Extend the pairs (or lists) in place with corrupted gold traces; the card's note on them."""
+    extra = hard_negative_lists(records, cfg.hard_negatives, cfg.seed)
+    if pairs is not None:
+        pairs += [(m, texts[0], bad) for m, texts, _ in extra for bad in texts[1:]]
+    else:
+        lists += extra
+    return (
+        f"Hard negatives: for {len(extra)} training problems, the gold trace against {cfg.hard_negatives} "
+        "corrupted copies (one step with a wrong result, a wrong operand or a skipped term, later steps and "
+        "the answer carried forward from it; `training.prm_negatives`)."
+    )
+
+
+def _training_data(cfg: RMArgs) -> tuple[dict[str, Any], list | None, list | None, list[str]]:
+    """The data description, the Bradley-Terry pairs or Plackett-Luce lists (the other is None), and card notes."""
+    notes: list[str] = []
+    if cfg.dataset:
+        data: dict[str, Any] = {"train": {"source": cfg.dataset}}
+        pairs = pairs_from_table(cfg.dataset) if cfg.loss == "bt" else None
+        lists = lists_from_table(cfg.dataset) if cfg.loss == "pl" else None
+        return data, pairs, lists, notes
+    records = train_records(cfg)
+    data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
+    pairs = pairs_from_samples(records, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else None
+    lists = lists_from_samples(records, cfg.max_list_size, cfg.seed) if cfg.loss == "pl" else None
+    if cfg.hard_negatives:
+        notes.append(_add_hard_negatives(cfg, records, pairs, lists))
+    return data, pairs, lists, notes
+
+
+def _bt_rows(cfg: RMArgs, tokenizer: Any, pairs: list, data: dict[str, Any], notes: list[str]) -> dict[str, list]:
+    """Tokenized chosen/rejected columns for ``RewardTrainer``; counts into ``data``, a note into ``notes``."""
+    rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
+    for messages, chosen, rejected in pairs:
+        rows["chosen_ids"].append(_tokenize(tokenizer, messages, chosen))
+        rows["rejected_ids"].append(_tokenize(tokenizer, messages, rejected))
+    data["train"]["pairs"] = len(pairs)
+    notes.append(
+        f"Bradley-Terry pairs: {len(pairs)} (chosen = a correct sample, rejected = a wrong sample of the same "
+        f"problem, distinct completions, at most {cfg.max_pairs_per_prompt} per problem); batch = pairs."
+    )
+    if not pairs:
+        raise TrainingInputError("no (correct, wrong) pair of the same prompt among the training samples")
+    fits = sum(max(len(c), len(r)) <= cfg.max_length for c, r in zip(*rows.values(), strict=True))
+    if not fits:  # TRL would drop every pair and fail deep inside the sampler
+        raise TrainingInputError(f"every training pair is longer than --max-length {cfg.max_length} tokens")
+    return rows
+
+
+def _pl_examples(cfg: RMArgs, tokenizer: Any, lists: list, data: dict[str, Any], notes: list[str]) -> list[dict]:
+    """Tokenized lists for the PL trainer, too-long completions dropped; counts into ``data``, a note too."""
+    examples = []
+    for messages, completions, ranks in lists:
+        ids = [_tokenize(tokenizer, messages, c) for c in completions]
+        keep = [i for i, x in enumerate(ids) if len(x) <= cfg.max_length]
+        if len({ranks[i] for i in keep}) > 1:
+            examples.append({"ids": [ids[i] for i in keep], "ranks": [ranks[i] for i in keep]})
+    if not examples:
+        raise TrainingInputError("no prompt has completions of at least two different ranks to learn from")
+    data["train"]["lists"] = len(examples)
+    data["train"]["listed_completions"] = sum(len(e["ids"]) for e in examples)
+    notes.append(
+        f"Plackett-Luce lists: {len(examples)} problems with at least two distinct ranks, "
+        f"{data['train']['listed_completions']} distinct completions (at most {cfg.max_list_size} per list); "
+        "batch = lists. Rank: correct answers first; wrong ones ordered by how many leading steps are right "
+        "(exact step labels); remaining ties share a place (Breslow), they are not broken at random."
+        if not cfg.dataset
+        else f"Plackett-Luce lists: {len(examples)} rows with at least two distinct ranks; batch = lists."
+    )
+    return examples
+
+
+def _build_trainer(cfg: RMArgs, out: Path, model: Any, tokenizer: Any, train_set: Any, callbacks: list) -> Any:
+    """TRL's ``RewardTrainer`` on the pair columns (``bt``), or the Plackett-Luce trainer on the lists (``pl``)."""
+    if cfg.loss == "bt":
+        from datasets import Dataset
+        from trl import RewardConfig, RewardTrainer
+
+        args = trainer_arguments(
+            cfg, out, RewardConfig, max_length=cfg.max_length, disable_dropout=True, gradient_checkpointing=False
+        )
+        # Pre-tokenized with verifiers.formats.orm_text, exactly as serving does; TRL then adds no EOS of its own.
+        return RewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_dict(train_set),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+    args = trainer_arguments(cfg, out, remove_unused_columns=False)
+    return _pl_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=pl_collator(tokenizer.pad_token_id),
+        callbacks=callbacks,
+    )
+
+
+def _measure_or_card(cfg: RMArgs, out: Path, held_out: list[dict[str, Any]], timer: Timer) -> None:
+    """Measure the saved ORM on the held-out samples (which writes the card), or only write the card."""
+    if held_out:
+        from training.verifier_metrics import evaluate_into
+
+        info = samples_info(cfg, held_out, cfg.eval_split, cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
+        evaluate_into(out, "orm", held_out, info, log.info)
+        timer.mark("measure")
+        update_seconds(out, timer)
+    else:
+        from training.verifier_metrics import write_card
+
+        write_card(out)
+
+
 def _train(cfg: RMArgs, out: Path, handler: logging.Handler) -> Path:
+    """Build the pairs or lists, train, save the folder, then measure it or write its card."""
     import torch
-    from datasets import Dataset
 
     from training.sft import _log_callback
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     timer = Timer()
-    notes: list[str] = []
-    if cfg.dataset:
-        data: dict[str, Any] = {"train": {"source": cfg.dataset}}
-        pairs = pairs_from_table(cfg.dataset) if cfg.loss == "bt" else None
-        lists = lists_from_table(cfg.dataset) if cfg.loss == "pl" else None
-    else:
-        records = train_records(cfg)
-        data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
-        pairs = pairs_from_samples(records, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else None
-        lists = lists_from_samples(records, cfg.max_list_size, cfg.seed) if cfg.loss == "pl" else None
-        if cfg.hard_negatives:
-            extra = hard_negative_lists(records, cfg.hard_negatives, cfg.seed)
-            if pairs is not None:
-                pairs += [(m, texts[0], bad) for m, texts, _ in extra for bad in texts[1:]]
-            else:
-                lists += extra
-            notes.append(
-                f"Hard negatives: for {len(extra)} training problems, the gold trace against {cfg.hard_negatives} "
-                "corrupted copies (one step with a wrong result, a wrong operand or a skipped term, later steps and "
-                "the answer carried forward from it; `training.prm_negatives`)."
-            )
+    data, pairs, lists, notes = _training_data(cfg)
     held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
     timer.mark("samples")
 
@@ -282,57 +377,10 @@ def _train(cfg: RMArgs, out: Path, handler: logging.Handler) -> Path:
     tokenizer, model = load_verifier(cfg.init_model or cfg.policy, "sequence")
     callbacks = [_log_callback(out / "logs" / "train.jsonl", handler)]
     if cfg.loss == "bt":
-        from trl import RewardConfig, RewardTrainer
-
-        rows = {"chosen_ids": [], "rejected_ids": []}
-        for messages, chosen, rejected in pairs:
-            rows["chosen_ids"].append(_tokenize(tokenizer, messages, chosen))
-            rows["rejected_ids"].append(_tokenize(tokenizer, messages, rejected))
-        data["train"]["pairs"] = len(pairs)
-        notes.append(
-            f"Bradley-Terry pairs: {len(pairs)} (chosen = a correct sample, rejected = a wrong sample of the same "
-            f"problem, distinct completions, at most {cfg.max_pairs_per_prompt} per problem); batch = pairs."
-        )
-        if not pairs:
-            raise TrainingInputError("no (correct, wrong) pair of the same prompt among the training samples")
-        args = trainer_arguments(
-            cfg, out, RewardConfig, max_length=cfg.max_length, disable_dropout=True, gradient_checkpointing=False
-        )
-        # Pre-tokenized with verifiers.formats.orm_text, exactly as serving does; TRL then adds no EOS of its own.
-        trainer = RewardTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_dict(rows),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
+        train_set: Any = _bt_rows(cfg, tokenizer, pairs, data, notes)
     else:
-        examples = []
-        for messages, completions, ranks in lists:
-            ids = [_tokenize(tokenizer, messages, c) for c in completions]
-            keep = [i for i, x in enumerate(ids) if len(x) <= cfg.max_length]
-            if len({ranks[i] for i in keep}) > 1:
-                examples.append({"ids": [ids[i] for i in keep], "ranks": [ranks[i] for i in keep]})
-        if not examples:
-            raise TrainingInputError("no prompt has completions of at least two different ranks to learn from")
-        data["train"]["lists"] = len(examples)
-        data["train"]["listed_completions"] = sum(len(e["ids"]) for e in examples)
-        notes.append(
-            f"Plackett-Luce lists: {len(examples)} problems with at least two distinct ranks, "
-            f"{data['train']['listed_completions']} distinct completions (at most {cfg.max_list_size} per list); "
-            "batch = lists. Rank: correct answers first; wrong ones ordered by how many leading steps are right "
-            "(exact step labels); remaining ties share a place (Breslow), they are not broken at random."
-            if not cfg.dataset
-            else f"Plackett-Luce lists: {len(examples)} rows with at least two distinct ranks; batch = lists."
-        )
-        args = trainer_arguments(cfg, out, remove_unused_columns=False)
-        trainer = _pl_trainer_class()(
-            model=model,
-            args=args,
-            train_dataset=examples,
-            data_collator=pl_collator(tokenizer.pad_token_id),
-            callbacks=callbacks,
-        )
+        train_set = _pl_examples(cfg, tokenizer, lists, data, notes)
+    trainer = _build_trainer(cfg, out, model, tokenizer, train_set, callbacks)
     data["notes"] = notes
     log.info("ORM (%s): %.2fM parameters", cfg.loss, sum(p.numel() for p in model.parameters()) / 1e6)
     result = trainer.train()
@@ -349,16 +397,6 @@ def _train(cfg: RMArgs, out: Path, handler: logging.Handler) -> Path:
         seconds=timer.seconds(),
         metrics=dict(result.metrics),
     )
-    if held_out:
-        from training.verifier_metrics import evaluate_into
-
-        info = samples_info(cfg, held_out, cfg.eval_split, cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
-        evaluate_into(out, "orm", held_out, info, log.info)
-        timer.mark("measure")
-        update_seconds(out, timer)
-    else:
-        from training.verifier_metrics import write_card
-
-        write_card(out)
+    _measure_or_card(cfg, out, held_out, timer)
     log.info("saved %s (%d steps, %.1f min)", out, trainer.state.global_step, timer.seconds()["total"] / 60)
     return out

@@ -13,12 +13,12 @@ from typing import Any
 from training.common import (
     SIDECAR,
     TrainingInputError,
-    arithmetic_sidecar,
     attach_log_file,
     check_messages,
     check_model_dir,
     detach_log_file,
     load_table,
+    policy_sidecar,
     prepare_output_dir,
     write_json,
 )
@@ -145,25 +145,11 @@ def train_sft(cfg: SFTArgs) -> Path:
         detach_log_file(handler)
 
 
-def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
-    import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+def _sft_config(cfg: SFTArgs, out: Path) -> Any:
+    """TRL's ``SFTConfig`` for the run: CPU, float32, loss on the assistant turn, no checkpoints or evaluation."""
+    from trl import SFTConfig
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    started = time.time()
-    train_rows, eval_rows, data_info = training_rows(cfg)
-    tokenizer, model = load_model(cfg)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "model: %s, %.2fM parameters; %d train / %d eval rows",
-        type(model).__name__,
-        n_params / 1e6,
-        len(train_rows),
-        len(eval_rows),
-    )
-    args = SFTConfig(
+    return SFTConfig(
         output_dir=str(out / "checkpoints"),
         bf16=False,
         use_cpu=True,
@@ -190,9 +176,42 @@ def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
         gradient_checkpointing=False,  # TRL turns it on by default; a tiny model does not need the memory
         torch_compile=False,
     )
+
+
+def _save_folder(cfg: SFTArgs, out: Path, trainer: Any, tokenizer: Any) -> None:
+    """Weights, tokenizer and sidecar into ``out``; the checkpoints and the pickled arguments removed."""
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_config.json records the same
+    if not cfg.dataset:
+        write_json(out / SIDECAR, policy_sidecar())
+    elif cfg.init_model and (Path(cfg.init_model) / SIDECAR).is_file():
+        shutil.copy(Path(cfg.init_model) / SIDECAR, out / SIDECAR)
+
+
+def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
+    """Build the chats and the model, train, evaluate on the validation chats, save the folder and its config."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    started = time.time()
+    train_rows, eval_rows, data_info = training_rows(cfg)
+    tokenizer, model = load_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model: %s, %.2fM parameters; %d train / %d eval rows",
+        type(model).__name__,
+        n_params / 1e6,
+        len(train_rows),
+        len(eval_rows),
+    )
     trainer = SFTTrainer(
         model=model,
-        args=args,
+        args=_sft_config(cfg, out),
         train_dataset=Dataset.from_dict({"messages": train_rows}),
         eval_dataset=Dataset.from_dict({"messages": eval_rows}) if eval_rows else None,
         processing_class=tokenizer,
@@ -204,14 +223,7 @@ def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
     metrics = dict(result.metrics)
     if eval_rows:
         metrics.update(trainer.evaluate())
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the JSON below records the same
-    if not cfg.dataset:
-        write_json(out / SIDECAR, arithmetic_sidecar())
-    elif cfg.init_model and (Path(cfg.init_model) / SIDECAR).is_file():
-        shutil.copy(Path(cfg.init_model) / SIDECAR, out / SIDECAR)
+    _save_folder(cfg, out, trainer, tokenizer)
     write_json(
         out / "training_config.json",
         {

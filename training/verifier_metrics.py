@@ -245,53 +245,53 @@ def selection_table(report: dict[str, Any], rows: list[tuple[str, dict[str, Any]
     return "\n".join(lines)
 
 
-def render_card(folder: Path, train: dict[str, Any], evaluation: dict[str, Any] | None, extra: str = "") -> str:
-    """The model card of an ORM or PRM folder."""
-    from training.config_args import to_cli_flags
+def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """Title, summary and model/input lines of an ORM card."""
+    what = (
+        f"An outcome reward model for the bundled policy, trained by `ponder train rm --loss {args['loss']}` "
+        + (
+            "(TRL `RewardTrainer`, Bradley-Terry on (correct, wrong) pairs of the same prompt)"
+            if args["loss"] == "bt"
+            else "(a Plackett-Luce listwise loss over each prompt's ranked samples)"
+        )
+        + ". It reads a whole answer and returns one number: higher is better."
+    )
+    fmt = [
+        "- `LlamaForSequenceClassification` (`AutoModelForSequenceClassification`, `num_labels=1`), body "
+        f"initialised from `{args['init_model'] or args['policy']}`, pad token id {config.get('pad_token_id')}.",
+        "- Input: `verifiers.formats.orm_text(tokenizer, messages, completion)` = the chat template up to the "
+        "assistant turn, then the whole completion (`<think>...\\n</think>answer`), tokenized without special "
+        "tokens. Score: the raw logit at the last token.",
+    ]
+    return "outcome reward model", what, fmt
 
-    sidecar = json.loads((folder / "ponder.json").read_text())
+
+def _prm_intro(args: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """Title, summary and model/input/loss lines of a PRM card."""
+    what = (
+        f"A process reward model for the bundled policy, trained by `ponder train prm --labels {args['labels']}`: "
+        "for every reasoning step it gives the probability that the reasoning is still on track after it."
+    )
+    fmt = [
+        "- `LlamaForTokenClassification` (`AutoModelForTokenClassification`, `num_labels=1`), body initialised "
+        f"from `{args['init_model'] or args['policy']}`.",
+        '- Input: `verifiers.formats.prm_features(tokenizer, render_prompt(tokenizer, messages), steps, "\\n")` '
+        "= the chat template up to the assistant turn, `<think>`, then every step followed by `\\n`. Score of "
+        "step i: `sigmoid(logit[positions[i]])`, read at the token that ends the step's separator.",
+        "- Loss: binary cross-entropy with logits at the step positions only (soft targets for `mc-soft`).",
+    ]
+    return "process reward model", what, fmt
+
+
+def _format_section(folder: Path, train: dict[str, Any], sidecar: dict[str, Any]) -> list[str]:
+    """Title, summary and the Format section."""
+    args = train["args"]
     config = json.loads((folder / "config.json").read_text())
-    args, data, seconds = train["args"], train["data"], train["seconds"]
-    kind = sidecar["kind"]
-    if kind == "orm":
-        from training.rm_config import RMArgs as Args
-
-        title = "outcome reward model"
-        what = (
-            f"An outcome reward model for the bundled policy, trained by `ponder train rm --loss {args['loss']}` "
-            + (
-                "(TRL `RewardTrainer`, Bradley-Terry on (correct, wrong) pairs of the same prompt)"
-                if args["loss"] == "bt"
-                else "(a Plackett-Luce listwise loss over each prompt's ranked samples)"
-            )
-            + ". It reads a whole answer and returns one number: higher is better."
-        )
-        fmt = [
-            "- `LlamaForSequenceClassification` (`AutoModelForSequenceClassification`, `num_labels=1`), body "
-            f"initialised from `{args['init_model'] or args['policy']}`, pad token id {config.get('pad_token_id')}.",
-            "- Input: `verifiers.formats.orm_text(tokenizer, messages, completion)` = the chat template up to the "
-            "assistant turn, then the whole completion (`<think>...\\n</think>answer`), tokenized without special "
-            "tokens. Score: the raw logit at the last token.",
-        ]
+    if sidecar["kind"] == "orm":
+        title, what, fmt = _orm_intro(args, config)
     else:
-        from training.prm_config import PRMArgs as Args
-
-        title = "process reward model"
-        what = (
-            f"A process reward model for the bundled policy, trained by `ponder train prm --labels {args['labels']}`: "
-            "for every reasoning step it gives the probability that the reasoning is still on track after it."
-        )
-        fmt = [
-            "- `LlamaForTokenClassification` (`AutoModelForTokenClassification`, `num_labels=1`), body initialised "
-            f"from `{args['init_model'] or args['policy']}`.",
-            '- Input: `verifiers.formats.prm_features(tokenizer, render_prompt(tokenizer, messages), steps, "\\n")` '
-            "= the chat template up to the assistant turn, `<think>`, then every step followed by `\\n`. Score of "
-            "step i: `sigmoid(logit[positions[i]])`, read at the token that ends the step's separator.",
-            "- Loss: binary cross-entropy with logits at the step positions only (soft targets for `mc-soft`).",
-        ]
-    flags = " ".join(to_cli_flags(Args(**args), skip=("output_dir", "overwrite")))
-    final = {k: round(v, 4) if isinstance(v, float) else v for k, v in train["metrics"].items()}
-    parts = [
+        title, what, fmt = _prm_intro(args)
+    return [
         f"# {folder.name}: the bundled {title}",
         "",
         what,
@@ -302,9 +302,12 @@ def render_card(folder: Path, train: dict[str, Any], evaluation: dict[str, Any] 
         f"- `ponder.json`: `{json.dumps(sidecar)}`",
         f"- {train['parameters'] / 1e6:.2f}M parameters, float32; tokenizer and chat template copied from the policy.",
         "",
-        "## Data",
-        "",
     ]
+
+
+def _data_section(data: dict[str, Any]) -> list[str]:
+    """The Data section: the policy samples (or user file) trained on, and the run's notes."""
+    parts = ["## Data", ""]
     if "train" in data and "split" in data["train"]:
         t = data["train"]
         parts += [
@@ -319,18 +322,38 @@ def render_card(folder: Path, train: dict[str, Any], evaluation: dict[str, Any] 
     parts += [f"- {line}" for line in data.get("notes", [])]
     if data.get("notes"):
         parts.append("")
-    parts += [
+    return parts
+
+
+def _training_section(train: dict[str, Any]) -> list[str]:
+    """The Training section: optimiser, time, final metrics, versions."""
+    args = train["args"]
+    final = {k: round(v, 4) if isinstance(v, float) else v for k, v in train["metrics"].items()}
+    return [
         "## Training",
         "",
         f"- {train['steps']} optimizer steps, batch {args['batch_size']} x accumulation {args['grad_accum']}, AdamW "
         f"lr {args['learning_rate']} ({args['lr_scheduler']}, warmup {args['warmup_ratio']}), weight decay "
         f"{args['weight_decay']}, {args['epochs']} epoch(s), seed {args['seed']}.",
         f"- Time on {train['threads']} CPU thread(s), shared with other work: "
-        + ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in seconds.items())
+        + ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in train["seconds"].items())
         + ".",
         f"- Final metrics: `{json.dumps(final)}`",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in train['versions'].items())}.",
         "",
+    ]
+
+
+def _reproduce_section(folder: Path, kind: str, args: dict[str, Any]) -> list[str]:
+    """The ``ponder train rm|prm`` command that retrains this folder."""
+    from training.config_args import to_cli_flags
+
+    if kind == "orm":
+        from training.rm_config import RMArgs as Args
+    else:
+        from training.prm_config import PRMArgs as Args
+    flags = " ".join(to_cli_flags(Args(**args), skip=("output_dir", "overwrite")))
+    return [
         "Reproduce (part of `make models`; the policy samples are cached under `build/samples/`):",
         "",
         "```",
@@ -338,64 +361,93 @@ def render_card(folder: Path, train: dict[str, Any], evaluation: dict[str, Any] 
         "```",
         "",
     ]
-    if evaluation:
-        base = evaluation["baselines"]
-        k = base["k"]
-        e = evaluation["data"]
-        parts += [
-            "## Measured",
-            "",
-            f"{e['problems']} held-out `{e['split']}` problems (seeds {e['seeds'][0]:,} to {e['seeds'][1] - 1:,}, "
-            f"levels {e['levels']} round-robin), {k} policy samples each at temperature {e['temperature']}: "
-            f"{e['samples']} samples. Written to `eval.json` by the training run.",
-            "",
-        ]
-        if kind == "orm":
-            parts += [
-                f"- Pairwise accuracy (correct vs wrong sample of the same problem, {evaluation['pairs']} pairs): "
-                f"**{_pct(evaluation['pairwise_accuracy'])}**.",
-                f"- AUROC of the score for answer correctness over all samples: {evaluation['auroc_correct']:.3f}.",
-                "",
-                f"Best-of-{k} (pick the highest-scored of the {k} samples) against picking at random (mean sample "
-                f"accuracy), majority vote ({_pct(base['majority_vote'])} overall) and the oracle (pass@{k}):",
-                "",
-                selection_table(evaluation, [(f"ORM best-of-{k}", evaluation["selection"])]),
-                "",
-            ]
-        else:
-            parts += [
-                f"- Step accuracy against the exact labels (score >= 0.5 means good; {evaluation['steps']} steps, "
-                f"{_pct(evaluation['good_step_rate'])} of them good): **{_pct(evaluation['step_accuracy'])}**; "
-                f"step AUROC **{evaluation['step_auroc']:.3f}**.",
-                f"- Of the solutions with a wrong step, the first step scored below 0.5 is the first wrong one in "
-                f"{_pct(evaluation['first_error_found'])}.",
-                f"- Solution score = min over steps: AUROC for answer correctness over all samples "
-                f"{evaluation['auroc_correct_min']:.3f}; pairwise accuracy (correct vs wrong sample of the same "
-                f"problem) {_pct(evaluation.get('pairwise_accuracy_min'))}.",
-                "",
-                f"Best-of-{k} with the solution score = min over its steps, or the last step's score, against "
-                f"picking at random (mean sample accuracy), majority vote ({_pct(base['majority_vote'])} overall) and "
-                f"the oracle (pass@{k}):",
-                "",
-                selection_table(
-                    evaluation,
-                    [
-                        (f"PRM-min best-of-{k}", evaluation["selection_min"]),
-                        (f"PRM-last best-of-{k}", evaluation["selection_last"]),
-                    ],
-                ),
-                "",
-            ]
-    if extra:
-        parts += [extra, ""]
-    parts += [
-        "## Limitations",
+
+
+def _orm_measured(evaluation: dict[str, Any]) -> list[str]:
+    """ORM results: pairwise accuracy, AUROC, best-of-k against the baselines."""
+    base = evaluation["baselines"]
+    k = base["k"]
+    return [
+        f"- Pairwise accuracy (correct vs wrong sample of the same problem, {evaluation['pairs']} pairs): "
+        f"**{_pct(evaluation['pairwise_accuracy'])}**.",
+        f"- AUROC of the score for answer correctness over all samples: {evaluation['auroc_correct']:.3f}.",
         "",
-        "Trained only on the bundled policy's arithmetic traces, in this exact format; it has not seen other "
-        "domains or other policies' styles. Held-out questions at low levels can repeat training questions as text "
-        "(few distinct level-1 problems exist).",
+        f"Best-of-{k} (pick the highest-scored of the {k} samples) against picking at random (mean sample "
+        f"accuracy), majority vote ({_pct(base['majority_vote'])} overall) and the oracle (pass@{k}):",
+        "",
+        selection_table(evaluation, [(f"ORM best-of-{k}", evaluation["selection"])]),
         "",
     ]
+
+
+def _prm_measured(evaluation: dict[str, Any]) -> list[str]:
+    """PRM results: step accuracy and AUROC, first-error detection, best-of-k with min and last aggregation."""
+    base = evaluation["baselines"]
+    k = base["k"]
+    return [
+        f"- Step accuracy against the exact labels (score >= 0.5 means good; {evaluation['steps']} steps, "
+        f"{_pct(evaluation['good_step_rate'])} of them good): **{_pct(evaluation['step_accuracy'])}**; "
+        f"step AUROC **{evaluation['step_auroc']:.3f}**.",
+        f"- Of the solutions with a wrong step, the first step scored below 0.5 is the first wrong one in "
+        f"{_pct(evaluation['first_error_found'])}.",
+        f"- Solution score = min over steps: AUROC for answer correctness over all samples "
+        f"{evaluation['auroc_correct_min']:.3f}; pairwise accuracy (correct vs wrong sample of the same "
+        f"problem) {_pct(evaluation.get('pairwise_accuracy_min'))}.",
+        "",
+        f"Best-of-{k} with the solution score = min over its steps, or the last step's score, against "
+        f"picking at random (mean sample accuracy), majority vote ({_pct(base['majority_vote'])} overall) and "
+        f"the oracle (pass@{k}):",
+        "",
+        selection_table(
+            evaluation,
+            [
+                (f"PRM-min best-of-{k}", evaluation["selection_min"]),
+                (f"PRM-last best-of-{k}", evaluation["selection_last"]),
+            ],
+        ),
+        "",
+    ]
+
+
+def _measured_section(evaluation: dict[str, Any], kind: str) -> list[str]:
+    """The Measured section: the held-out samples, then the ORM's or PRM's results on them."""
+    e = evaluation["data"]
+    return [
+        "## Measured",
+        "",
+        f"{e['problems']} held-out `{e['split']}` problems (seeds {e['seeds'][0]:,} to {e['seeds'][1] - 1:,}, "
+        f"levels {e['levels']} round-robin), {evaluation['baselines']['k']} policy samples each at temperature "
+        f"{e['temperature']}: {e['samples']} samples. Written to `eval.json` by the training run.",
+        "",
+        *(_orm_measured(evaluation) if kind == "orm" else _prm_measured(evaluation)),
+    ]
+
+
+_LIMITATIONS = (
+    "## Limitations",
+    "",
+    "Trained only on the bundled policy's arithmetic traces, in this exact format; it has not seen other "
+    "domains or other policies' styles. Held-out questions at low levels can repeat training questions as text "
+    "(few distinct level-1 problems exist).",
+    "",
+)
+
+
+def render_card(folder: Path, train: dict[str, Any], evaluation: dict[str, Any] | None, extra: str = "") -> str:
+    """The model card of an ORM or PRM folder."""
+    sidecar = json.loads((folder / "ponder.json").read_text())
+    kind = sidecar["kind"]
+    parts = [
+        *_format_section(folder, train, sidecar),
+        *_data_section(train["data"]),
+        *_training_section(train),
+        *_reproduce_section(folder, kind, train["args"]),
+    ]
+    if evaluation:
+        parts += _measured_section(evaluation, kind)
+    if extra:
+        parts += [extra, ""]
+    parts += _LIMITATIONS
     return "\n".join(parts)
 
 

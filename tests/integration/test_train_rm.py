@@ -89,3 +89,13 @@ def test_on_a_user_file(tmp_path: Path, loss: str):
     ]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert len(_scores(out, ["<think>1+1=2\n</think>2"])) == 1
+
+
+def test_pairs_that_all_exceed_max_length_are_refused_clearly(tmp_path: Path, capsys):
+    p = generate_problems("train", 1, [2])[0]
+    row = {"prompt": p.prompt_messages(), "chosen": render_trace(p), "rejected": "<think>1+1=3\n</think>3"}
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    argv = ["train", "rm", "--output-dir", str(tmp_path / "o"), "--dataset", str(data), "--max-length", "5"]
+    assert ponder([*argv, *FEW_STEPS]) == 2
+    assert "every training pair is longer than --max-length 5 tokens" in capsys.readouterr().err
