@@ -100,3 +100,13 @@ def test_unknown_strategy_and_verifier_are_400s_naming_the_valid_ones(client):
             model="policy", messages=QUESTION, extra_body={"strategy": "beam_search", "strategy_options": {"x": 1}}
         )
     assert err.value.body["param"] == "strategy_options"
+
+
+def test_the_bundled_verifiers_are_listed_and_the_policy_picks_the_calculator(ponder_server):
+    import httpx
+
+    listing = httpx.get(f"{ponder_server('bundled')}/v1/verifiers", timeout=30).json()
+    loaded = {v["name"]: v for v in listing["data"]}
+    assert {"prm", "orm", "math_rule", "calculator", "llm_judge"} <= set(loaded)
+    assert loaded["prm"]["is_step"] and loaded["calculator"]["is_step"] and not loaded["orm"]["is_step"]
+    assert listing["default"] == "calculator"  # models/policy/ponder.json recommends it (docs/results/strategies.md)
