@@ -126,7 +126,8 @@ def normalize_key(key: str) -> str:
 
 
 def set_path(body: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested dicts; ``None`` removes the field (so a run can unset a default)."""
+    """Set ``a.b.c`` in nested dicts; ``None`` removes the field (so a run can unset a default), except inside
+    ``strategy_options``, where null is a value options take (``stop_agreement: null`` turns early stopping off)."""
     *parents, last = path.split(".")
     node = body
     for part in parents:
@@ -134,7 +135,7 @@ def set_path(body: dict[str, Any], path: str, value: Any) -> None:
         if not isinstance(child, dict):
             child = node[part] = {}
         node = child
-    if value is None:
+    if value is None and parents[:1] != ["strategy_options"]:
         node.pop(last, None)
     else:
         node[last] = value

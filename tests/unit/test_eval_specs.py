@@ -193,3 +193,13 @@ def test_bad_runs_files(tmp_path, content, message):
 def test_missing_runs_file():
     with pytest.raises(SpecError, match="cannot read runs file"):
         build_runs({}, [], [], runs_file="/nonexistent/runs.json")
+
+
+def test_null_unsets_a_request_field_but_is_a_value_inside_strategy_options():
+    from server.eval.specs import merge
+
+    base = {"temperature": 0.7, "strategy_options": {"round_size": 4}, "budget": {"max_samples": 4}}
+    body = merge(
+        base, {"temperature": None, "budget": {"max_samples": None}, "strategy_options": {"stop_agreement": None}}
+    )
+    assert body == {"strategy_options": {"round_size": 4, "stop_agreement": None}}
