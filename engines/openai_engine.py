@@ -446,9 +446,11 @@ class OpenAIEngine:
             "temperature": params.temperature,
             "top_p": params.top_p,
         }
-        limits = [t for t in (params.max_tokens, params.token_cap) if t is not None]
-        if limits:
-            body["max_tokens"] = min(limits)
+        if params.max_tokens is not None:
+            body["max_tokens"] = min(params.max_tokens, params.token_cap or params.max_tokens)
+        elif params.token_cap is not None and params.token_cap < self.capabilities.max_model_len:
+            body["max_tokens"] = params.token_cap  # a soft cap: _fit_soft_cap trims it to the room the prompt leaves
+        # else: omitted, so the upstream generates up to the end of its context
         if params.stop:
             body["stop"] = list(params.stop)
         if params.seed is not None:
@@ -491,6 +493,7 @@ class OpenAIEngine:
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
         check_logprobs(params, self.capabilities)
         path, body = self._build(prompt, params, n, stream=False)
+        await self._fit_soft_cap(path, body, params)
         data = await self._request("POST", path, body, what="a generation")
         return self._samples(prompt, params, n, data)
 
@@ -548,6 +551,7 @@ class OpenAIEngine:
         """Deltas as the upstream sends them; closing the iterator closes the HTTP response (the upstream aborts)."""
         check_logprobs(params, self.capabilities)
         path, body = self._build(prompt, params, n, stream=True)
+        await self._fit_soft_cap(path, body, params)
         want = params.logprobs is not None
         is_chat = prompt.text is None
         joiners = {}
@@ -683,6 +687,22 @@ class OpenAIEngine:
             raise UpstreamError(f"The upstream server at {self.base_url} returned no prompt logprobs to score with.")
         values = [_prompt_logprob_value(entry) for entry in plps[max(base_count, 1) :]]
         return [v for v in values if v is not None]
+
+    async def _fit_soft_cap(self, path: str, body: dict, params: SamplingParams) -> None:
+        """Trim a budget's soft token cap to the context the prompt leaves: the upstream refuses prompt + max_tokens
+        beyond its context, where a local engine would just stop there."""
+        if params.max_tokens is not None or "max_tokens" not in body:
+            return
+        keys = ("model", "prompt", "messages", "add_generation_prompt", "continue_final_message")
+        used = await self._prompt_tokens(path, {k: body[k] for k in keys if k in body})
+        room = self.capabilities.max_model_len - used
+        if room <= 0:
+            raise PromptTooLongError(
+                f"This model's maximum context length is {self.capabilities.max_model_len} tokens, "
+                f"but the prompt has {used} tokens.",
+                param="messages",
+            )
+        body["max_tokens"] = min(body["max_tokens"], room)
 
     async def _prompt_tokens(self, path: str, body: dict) -> int:
         """Tokens of a prompt: ``/tokenize`` when the upstream has it, else the usage of a one-token generation."""

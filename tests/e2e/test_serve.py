@@ -111,8 +111,14 @@ def test_extension_fields_via_extra_body(client):
     )
     assert resp.model_extra["ponder"]["strategy"] == "none"
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="tiny", messages=MESSAGES, extra_body={"strategy": "beam_search"})
-    assert info.value.body["param"] == "strategy"
+        client.chat.completions.create(model="tiny", messages=MESSAGES, extra_body={"strategy": "magic"})
+    assert info.value.body["param"] == "strategy" and "beam_search" in info.value.message
+    # no max_tokens: each step fits the room the prompt leaves (upstream mode must not ask for the whole budget)
+    budget = {"max_samples": 2, "max_seconds": 60}
+    search = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, extra_body={"strategy": "beam_search", "budget": budget}
+    )
+    assert search.model_extra["ponder"]["strategy"] == "beam_search" and search.choices[0].finish_reason
 
 
 def test_errors(client):

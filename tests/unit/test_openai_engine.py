@@ -663,3 +663,20 @@ async def test_using_an_engine_before_start_is_a_clear_error():
         await engine.generate(CHAT, SamplingParams())
     with pytest.raises(RuntimeError, match="start"):
         await engine.score(CHAT, "x")
+
+
+async def test_a_soft_token_cap_is_trimmed_to_the_room_the_prompt_leaves():
+    def reply(body):
+        return ok({"choices": [chat_choice(0, "ok", token_ids=[1])], "usage": usage(3, 1)})
+
+    engine, upstream = await started(on_chat(reply))  # max_model_len 512; /tokenize counts 3 prompt tokens
+    await engine.generate(CHAT, SamplingParams(token_cap=65000), n=1)  # a search's budget: beyond the context
+    assert "max_tokens" not in upstream.bodies("/v1/chat/completions", n=1)[-1]  # the upstream fills in the room
+    await engine.generate(CHAT, SamplingParams(token_cap=510), n=1)
+    assert upstream.bodies("/v1/chat/completions", n=1)[-1]["max_tokens"] == 509  # 512 - 3
+    await engine.generate(CHAT, SamplingParams(token_cap=100), n=1)
+    assert upstream.bodies("/v1/chat/completions", n=1)[-1]["max_tokens"] == 100
+    tokenized = [b for p, b, _ in upstream.requests if p == "/tokenize"]
+    assert tokenized[-1] == {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+    await engine.generate(CHAT, SamplingParams(max_tokens=50, token_cap=20), n=1)
+    assert upstream.bodies("/v1/chat/completions", n=1)[-1]["max_tokens"] == 20  # explicit: no counting needed
