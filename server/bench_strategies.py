@@ -50,6 +50,7 @@ def arms(samples: int) -> list[Arm]:
         Arm(f"n={samples} samples, no selection (strategy none)", {"n": samples}),
         Arm(f"best_of_n N={samples}, ORM", {"strategy": "best_of_n", "verifier": "orm", **budget}),
         Arm(f"best_of_n N={samples}, PRM", {"strategy": "best_of_n", "verifier": "prm", **budget}),
+        Arm(f"best_of_n N={samples}, calculator", {"strategy": "best_of_n", "verifier": "calculator", **budget}),
         Arm(f"beam_search N={samples}, PRM", {"strategy": "beam_search", "verifier": "prm", **budget}),
     ]
 

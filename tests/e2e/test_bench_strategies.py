@@ -27,6 +27,7 @@ def test_bench_strategies_times_every_arm_and_reports_prefix_cache_hits(tmp_path
         "| n=4 samples, no selection (strategy none)",
         "| best_of_n N=4, ORM",
         "| best_of_n N=4, PRM",
+        "| best_of_n N=4, calculator",
         "| beam_search N=4, PRM",
     ]
     for row in rows:
