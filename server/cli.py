@@ -174,10 +174,10 @@ def check_extensions(args: argparse.Namespace) -> None:
     """Refuse bad ``--verifier`` / ``--strategy-plugin`` / ``--default-strategy`` flags before the engine starts."""
     from strategies import registry
     from verifiers.hf import VerifierLoadError
-    from verifiers.registry import check_specs
+    from verifiers.registry import BUILTINS, check_specs
 
     try:
-        check_specs(args.verifier)
+        specs = check_specs(args.verifier)
     except VerifierLoadError as exc:
         raise SystemExit(f"ponder serve: {exc}") from None
     for path in args.strategy_plugin:
@@ -185,7 +185,7 @@ def check_extensions(args: argparse.Namespace) -> None:
             registry.load_path(path)
         except (ImportError, AttributeError, ValueError, TypeError) as exc:
             raise SystemExit(f"ponder serve: --strategy-plugin {path!r}: {exc}") from None
-    loadable = {s.name for s in check_specs(args.verifier)} | {"prm", "orm", "math_rule", "calculator", "llm_judge"}
+    loadable = {s.name for s in specs} | {"prm", "orm", *BUILTINS}  # prm, orm: the bundled models' names
     if getattr(args, "default_verifier", None) and args.default_verifier not in loadable:
         raise SystemExit(
             f"ponder serve: --default-verifier {args.default_verifier!r} is neither a --verifier name nor a built-in"

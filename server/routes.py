@@ -98,13 +98,11 @@ async def verifiers(request: Request) -> JSONResponse:
 async def strategies(request: Request) -> JSONResponse:
     """The selectable strategies with what each needs and its options' JSON schema."""
     from strategies import registry
+    from strategies.describe import NEEDS
 
     data = []
     for name in registry.names():
         cls = registry.get(name)
-        needs = [flag[len("needs_") :] for flag in _NEEDS if getattr(cls, flag, False)]
+        needs = [flag.removeprefix("needs_") for flag in NEEDS if getattr(cls, flag, False)]
         data.append({"name": name, "needs": needs, "options": cls.Options.model_json_schema()})
     return JSONResponse({"object": "list", "data": data})
-
-
-_NEEDS = ("needs_verifier", "needs_step_verifier", "needs_prefix_continuation")

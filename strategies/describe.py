@@ -10,6 +10,12 @@ from pydantic.fields import FieldInfo
 
 from strategies import registry
 
+NEEDS = {  # a strategy's class flags, and how the reference words them
+    "needs_verifier": "a verifier",
+    "needs_step_verifier": "a step verifier (PRM)",
+    "needs_prefix_continuation": "an engine that continues partial turns",
+}
+
 
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if inspect.isclass(annotation) else None
@@ -28,15 +34,7 @@ def strategy_markdown(name: str) -> str:
     """One strategy: its summary line, its needs, and a table of its options."""
     cls = registry.get(name)
     doc = inspect.getdoc(cls) or ""
-    needs = [
-        label
-        for flag, label in (
-            ("needs_verifier", "a verifier"),
-            ("needs_step_verifier", "a step verifier (PRM)"),
-            ("needs_prefix_continuation", "an engine that continues partial turns"),
-        )
-        if getattr(cls, flag, False)
-    ]
+    needs = [label for flag, label in NEEDS.items() if getattr(cls, flag, False)]
     lines = [f"### `{name}`", "", doc.split("\n\n")[0].replace("\n", " "), ""]
     if needs:
         lines += [f"Needs {', '.join(needs)}.", ""]

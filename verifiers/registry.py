@@ -146,14 +146,19 @@ def _parse_options(pieces: list[str], kind: str, raw: str) -> dict[str, str]:
     return options
 
 
+def _unique(parsed: list[VerifierSpec]) -> list[VerifierSpec]:
+    names = [s.name for s in parsed]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise VerifierSpecError(f"--verifier names must be unique; repeated: {', '.join(dupes)}")
+    return parsed
+
+
 def check_specs(specs: Sequence[str]) -> list[VerifierSpec]:
     """Parse ``--verifier`` specs and check their paths and kinds without loading weights, so a server can refuse
     bad flags before it starts its engine. Raises :class:`VerifierLoadError` naming the first bad spec."""
-    parsed = [parse_spec(text) for text in specs]
-    names = [spec.name for spec in parsed]
+    parsed = _unique([parse_spec(text) for text in specs])
     for spec in parsed:
-        if names.count(spec.name) > 1:
-            raise VerifierSpecError(f"--verifier: the name {spec.name!r} is given twice")
         if spec.kind in BUILTINS or spec.kind in ENSEMBLES:
             continue
         if spec.kind is None:
@@ -280,9 +285,9 @@ class VerifierSet:
         items = verifiers.items() if isinstance(verifiers, Mapping) else ((v.name, v) for v in verifiers)
         for name, verifier in items:
             self.add(verifier, name=name)
-        if default is not None and default not in self._verifiers:
-            raise VerifierLoadError(f"default verifier {default!r} is not loaded; loaded: {', '.join(self.names())}")
-        self._default = default
+        self._default: str | None = None
+        if default is not None:
+            self.set_default(default)
 
     def set_default(self, name: str) -> None:
         """Make ``name`` what a request without ``verifier`` gets; it must be loaded."""
@@ -359,11 +364,8 @@ class VerifierSet:
         A spec with a default's name replaces it (that default is not loaded at all); ensembles are built
         last, in order, so they may name any other verifier, including earlier ensembles.
         """
-        parsed = [parse_spec(s) if isinstance(s, str) else s for s in specs]
+        parsed = _unique([parse_spec(s) if isinstance(s, str) else s for s in specs])
         names = [s.name for s in parsed]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise VerifierSpecError(f"--verifier names must be unique; repeated: {', '.join(dupes)}")
         vset = (
             default_verifiers(models_dir, engine=engine, skip=set(names))
             if models_dir is not None

@@ -204,7 +204,7 @@ def test_check_specs_refuses_bad_flags_without_loading_weights(tmp_path, models_
         check_specs(["bad=/nonexistent/prm"])
     with pytest.raises(VerifierLoadError, match="does not exist"):
         check_specs(["bad=/nonexistent/prm:prm"])
-    with pytest.raises(VerifierLoadError, match="given twice"):
+    with pytest.raises(VerifierLoadError, match="must be unique; repeated: a"):
         check_specs(["a=math_rule", "a=calculator"])
     with pytest.raises(VerifierLoadError):
         check_specs([str(tmp_path)])  # no NAME=
