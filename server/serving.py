@@ -302,7 +302,7 @@ class ChatService(ServingBase):
             if ctx.include_usage:
                 usage = usage_info(prompt_tokens, completion_tokens)
                 yield chunk([], usage=usage, ponder=self.finish_ponder(ctx, ctx.n, completion_tokens))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # the client left: a cancel, or the stream closed early
             status = 499
             self.metrics.cancelled.labels(ctx.route).inc()
             raise
@@ -374,7 +374,7 @@ class ChatService(ServingBase):
             if ctx.include_usage:
                 usage = usage_info(prompt_tokens, completion_tokens, cached, reasoning_tokens)
                 yield chunk([], usage=usage, ponder=strategy_ponder(ctx.plan, result))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # the client left: a cancel, or the stream closed early
             status = 499
             self.metrics.cancelled.labels(ctx.route).inc()
             raise
@@ -475,7 +475,7 @@ class CompletionService(ServingBase):
                     yield chunk([finish])
             if ctx.include_usage:
                 yield chunk([], usage=usage_info(sum(prompt_tokens.values()), completion_tokens))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # the client left: a cancel, or the stream closed early
             status = 499
             self.metrics.cancelled.labels(ctx.route).inc()
             raise
@@ -528,7 +528,7 @@ class CompletionService(ServingBase):
             usage = strategy_usage(result)
             if ctx.include_usage:
                 yield chunk([], usage=usage_info(*usage))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):  # the client left: a cancel, or the stream closed early
             status = 499
             self.metrics.cancelled.labels(ctx.route).inc()
             raise

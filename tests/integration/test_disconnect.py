@@ -95,3 +95,20 @@ async def test_stream_disconnect_is_noticed_while_the_engine_is_silent():
             assert (await anext(lines)).startswith("data: ")
             assert await wait_until(lambda: engine.active >= 1)
         assert await wait_until(lambda: engine.active == 0, timeout=5)
+
+
+async def test_a_stream_closed_by_its_consumer_counts_as_cancelled(slow_app):
+    """When the send to a gone client fails first, the response closes the generator (GeneratorExit, not a cancel):
+    it is still a cancelled request, and its engine work stops."""
+    from server.protocol import ChatCompletionRequest
+
+    app, engine = slow_app
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as client:
+        service = app.state.chat
+        events = await service.stream(ChatCompletionRequest(**{**BODY, "stream": True}))
+        assert (await anext(events)).startswith("data: ")
+        assert (await anext(events)).startswith("data: ")
+        await events.aclose()
+        assert await wait_until(lambda: engine.active == 0)
+        metrics = (await client.get("/metrics")).text
+    assert 'ponder_requests_cancelled_total{route="/v1/chat/completions"} 1.0' in metrics
