@@ -16,6 +16,8 @@ MAX_EXPONENT = 64
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # ``lhs = rhs`` where both sides are plain arithmetic: numbers, + - * / ^ ×, parentheses and spaces
 _EQUATION = re.compile(r"([0-9.+\-*/×^()\s]*\d[0-9.+\-*/×^()\s]*)=\s*(-?[0-9.]+)")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_SYMBOLS = str.maketrans({"÷": "/", "−": "-", "·": "*"})
 _BINARY = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
@@ -57,15 +59,27 @@ def _value(node: ast.AST) -> Fraction:
     raise _Uncheckable(ast.dump(node))
 
 
+def normalise(text: str) -> str:
+    """Thousands separators dropped (``1,000`` is 1000) and the typographic operators made ASCII."""
+    return _THOUSANDS.sub("", text.translate(_SYMBOLS))
+
+
+def holds(value: Fraction, written: str) -> bool:
+    """Whether ``written`` states ``value``: exactly for an integer, to its last decimal place for a decimal
+    (``1/3 = 0.333`` holds, ``1/3 = 0.34`` does not)."""
+    decimals = len(written.partition(".")[2])
+    return abs(value - Fraction(written)) <= (Fraction(1, 2 * 10**decimals) if decimals else 0)
+
+
 def check_equations(step: str) -> list[bool]:
-    """For every ``expression = number`` in ``step`` that is plain arithmetic: whether it holds exactly."""
+    """For every ``expression = number`` in ``step`` that is plain arithmetic: whether it holds."""
     results = []
-    for match in _EQUATION.finditer(step):
-        lhs, rhs = match.group(1), match.group(2)
+    for match in _EQUATION.finditer(normalise(step)):
+        lhs, rhs = match.group(1), match.group(2).rstrip(".")
         if not re.search(r"[+\-*/×^]", lhs.strip().lstrip("-")):
             continue  # "x = 5" or "= 12": a statement, not a computation
         try:
-            results.append(evaluate(lhs) == Fraction(rhs))
+            results.append(holds(evaluate(lhs), rhs))
         except (_Uncheckable, ValueError, ZeroDivisionError, OverflowError):
             continue
     return results
@@ -79,9 +93,9 @@ def step_score(step: str) -> float:
 
 def _last_value(steps: Sequence[str]) -> str | None:
     for step in reversed(steps):
-        matches = list(_EQUATION.finditer(step))
+        matches = list(_EQUATION.finditer(normalise(step)))
         if matches:
-            return matches[-1].group(2)
+            return matches[-1].group(2).rstrip(".")
     return None
 
 
@@ -114,7 +128,7 @@ class Calculator:
     def _answer_score(self, answer: str) -> float:
         steps = split_steps(answer, self.separator, self.think_tags)
         _, content, closed = split_completion(answer, self.think_tags)
-        last, given = _last_value(steps), _NUMBER.findall(content)
+        last, given = _last_value(steps), _NUMBER.findall(normalise(content))
         if not closed:
             agreement = 0.0  # still thinking: no answer was given
         elif last is None or not given:

@@ -23,6 +23,13 @@ from verifiers.registry import VerifierSet
         ("the answer is 12", []),
         ("1/0 = 3", []),
         ("9" * 80 + "+1=1", []),
+        ("1,000 + 2,500 = 3,500", [True]),
+        ("1,000 + 2,500 = 3,600", [False]),
+        ("12 ÷ 4 = 3 and 6 − 8 = −2", [True, True]),
+        ("1/3 = 0.333", [True]),
+        ("1/3 = 0.34", [False]),
+        ("7/2 = 3", [False]),
+        ("The total is 2+2=4.", [True]),
     ],
 )
 def test_check_equations(step, expected):
@@ -46,6 +53,8 @@ async def test_step_and_answer_scores():
     disagrees = "<think>22+14=36\n36-16=20\n</think>21"
     unfinished = "<think>22+14=36\n36-16="
     assert await calc.score("q", [good, wrong_step, disagrees, unfinished, "20"]) == [1.0, 0.0, 0.0, 0.0, NEUTRAL]
+    thousands = "<think>1,200+300=1,500\n</think>The answer is 1,500."
+    assert await calc.score("q", [thousands]) == [1.0]
 
 
 def test_loaded_by_default_and_by_spec():
