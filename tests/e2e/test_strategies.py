@@ -81,7 +81,7 @@ def test_strategy_streams_progress_then_the_answer(client, name):
 def test_reasoning_effort_picks_a_strategy_and_budget(client):
     resp = client.chat.completions.create(model="policy", messages=QUESTION, max_tokens=96, reasoning_effort="low")
     ponder = resp.model_extra["ponder"]
-    assert ponder["effort"] == "low" and ponder["strategy"] != "none"
+    assert ponder["effort"] == "low" and ponder["strategy"] == "best_of_n" and ponder["verifier"] == "calculator"
     assert ponder["budget"]["max_samples"] == 4
     assert ponder["spent"]["samples"] <= 4
 
