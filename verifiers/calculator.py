@@ -13,6 +13,7 @@ from verifiers.base import THINK_TAGS, Problem, split_completion, split_steps
 NEUTRAL = 0.5  # a step with no equation to check: neither evidence for nor against the solution
 MAX_DIGITS = 60  # longer numbers are not arithmetic a reasoning trace writes; refuse to compute them
 MAX_EXPONENT = 64
+MAX_POWER_BITS = 100_000  # (9^64)^64^... grows past any budget: refuse a power whose result would be larger
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # ``lhs = rhs`` where both sides are plain arithmetic: numbers, + - * / ^ ×, parentheses and spaces
 _EQUATION = re.compile(r"([0-9.+\-*/×^()\s]*\d[0-9.+\-*/×^()\s]*)=\s*(-?[0-9.]+)")
@@ -55,6 +56,10 @@ def _value(node: ast.AST) -> Fraction:
             raise _Uncheckable("division by zero")
         if isinstance(node.op, ast.Pow) and (right.denominator != 1 or abs(right) > MAX_EXPONENT):
             raise _Uncheckable("exponent")
+        if isinstance(node.op, ast.Pow):
+            bits = max(left.numerator.bit_length(), left.denominator.bit_length())
+            if bits * abs(right) > MAX_POWER_BITS:
+                raise _Uncheckable("power too large")
         return Fraction(_BINARY[type(node.op)](left, right))
     raise _Uncheckable(ast.dump(node))
 
