@@ -24,10 +24,12 @@ serve: install
 
 test: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m ruff format --check .
 
 # Retrain the bundled models from scratch, reproducibly (not part of `make test`). The policy takes about
@@ -45,14 +47,14 @@ ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --hard-negatives 4 --epochs 3 -
 PRM_FLAGS := --labels exact --train-problems 2400 --samples build/samples/train-2400.jsonl --epochs 1 \
 	--batch-size 32 --learning-rate 1e-3 --seed 0 --threads 1
 models: install
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --output-dir models/policy --overwrite $(POLICY_FLAGS)
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m training.measure models/policy --count 200 --samples 16 --temperature 0.8 \
-		--out models/policy/eval.json
-	$(PY) -m training.measure models/policy --count 200 --samples 16 --temperature 0.8 --engine vllm \
-		--out models/policy/eval_vllm.json
-	$(PY) -m training.model_card models/policy
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir models/orm --overwrite $(ORM_FLAGS)
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train prm --output-dir models/prm --overwrite $(PRM_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --output-dir ponder/models/policy --overwrite $(POLICY_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 \
+		--out ponder/models/policy/eval.json
+	$(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 --engine vllm \
+		--out ponder/models/policy/eval_vllm.json
+	$(PY) -m ponder.training.model_card ponder/models/policy
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir ponder/models/orm --overwrite $(ORM_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train prm --output-dir ponder/models/prm --overwrite $(PRM_FLAGS)
 
 bench-overhead: install
 	$(VENV)/bin/ponder bench overhead --out docs/results/overhead.md

@@ -20,7 +20,7 @@ VLLM_START_TIMEOUT = 180.0
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny Llama (head dim 64) with a char-level tokenizer and chat template."""
-    from training.tiny_model import build_tiny_model
+    from ponder.training.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 

@@ -7,9 +7,9 @@ import json
 import httpx
 from fastapi import FastAPI
 
-from engines.fake import FakeEngine
-from server.app import attach, create_app
-from server.settings import ServerSettings
+from ponder.server.app import attach, create_app
+from ponder.server.settings import ServerSettings
+from ponder.testing import FakeEngine
 
 
 def fake_app(

@@ -11,14 +11,14 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 
-pytestmark = pytest.mark.skipif(not (ROOT / "models" / "policy").is_dir(), reason="no bundled policy")
+pytestmark = pytest.mark.skipif(not (ROOT / "ponder" / "models" / "policy").is_dir(), reason="no bundled policy")
 
 
 def test_bench_strategies_times_every_arm_and_reports_prefix_cache_hits(tmp_path: Path):
     pytest.importorskip("vllm")
     out = tmp_path / "bench.md"
     argv = ["bench", "strategies", "--requests", "2", "--warmup", "0", "--samples", "4", "--cache-requests", "1"]
-    code = f"from server.cli import main; raise SystemExit(main({[*argv, '--out', str(out)]!r}))"
+    code = f"from ponder.cli.main import main; raise SystemExit(main({[*argv, '--out', str(out)]!r}))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.types import EngineCapabilities
-from engines.fake import FakeEngine
-from server.settings import Limits, ServerSettings
+from ponder.core.types import EngineCapabilities
+from ponder.server.settings import Limits, ServerSettings
+from ponder.testing import FakeEngine
 from tests.helpers import client, fake_app, sse_events
 
 MODEL = "fake-model"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import uvicorn
 
-from engines.fake import FakeEngine
+from ponder.testing import FakeEngine
 from tests.helpers import fake_app
 
 BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "go"}]}
@@ -100,7 +100,7 @@ async def test_stream_disconnect_is_noticed_while_the_engine_is_silent():
 async def test_a_stream_closed_by_its_consumer_counts_as_cancelled(slow_app):
     """When the send to a gone client fails first, the response closes the generator (GeneratorExit, not a cancel):
     it is still a cancelled request, and its engine work stops."""
-    from server.protocol import ChatCompletionRequest
+    from ponder.server.protocol import ChatCompletionRequest
 
     app, engine = slow_app
     async with live(app) as url, httpx.AsyncClient(base_url=url) as client:

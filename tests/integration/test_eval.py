@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server.eval.cli import main
-from server.settings import default_model
-from training.data import generate_problems, grade
+from ponder.cli.eval import main
+from ponder.core.sidecar import default_model
+from ponder.tasks import generate_problems, grade
 
 pytestmark = pytest.mark.skipif(not default_model(), reason="needs the bundled policy under models/policy")
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from core.errors import EngineError, InvalidRequestError, PromptTooLongError
-from core.types import Prompt, Sample, SamplingParams
-from engines.base import Engine
+from ponder.core.errors import EngineError, InvalidRequestError, PromptTooLongError
+from ponder.core.types import Prompt, Sample, SamplingParams
+from ponder.engines.base import Engine
 
 pytest.importorskip("torch")
 
@@ -23,7 +23,7 @@ GREEDY = SamplingParams(temperature=0, max_tokens=16)
 def engine(tiny_model_dir):
     import torch
 
-    from engines.hf_engine import HFEngine
+    from ponder.engines.hf_engine import HFEngine
 
     # A model this small is dominated by thread hand-offs: one intra-op thread is several times faster,
     # and much more so on the shared cores of CI.
@@ -295,7 +295,7 @@ async def test_unexpected_failure_is_an_engine_error(engine, monkeypatch):
 
 
 async def test_aclose_aborts_running_work_and_refuses_more(engine, tiny_model_dir):
-    from engines.hf_engine import HFEngine
+    from ponder.engines.hf_engine import HFEngine
 
     other = HFEngine(str(tiny_model_dir))
     stream = other.stream(RAW, SamplingParams(temperature=0, max_tokens=1000))
@@ -310,7 +310,7 @@ async def test_aclose_aborts_running_work_and_refuses_more(engine, tiny_model_di
 
 
 def test_incremental_decoder_waits_for_whole_characters():
-    from engines.hf_engine import _IncrementalDecoder
+    from ponder.engines.hf_engine import _IncrementalDecoder
 
     def decode(ids: list[int]) -> str:  # byte-level tokens, as in GPT-2 style BPE; 0 is a special token
         return bytes(i for i in ids if i).decode("utf-8", errors="replace")
@@ -331,7 +331,7 @@ def test_incremental_decoder_waits_for_whole_characters():
 
 
 def test_row_holds_back_a_possible_stop_string():
-    from engines.hf_engine import _IncrementalDecoder, _Row
+    from ponder.engines.hf_engine import _IncrementalDecoder, _Row
 
     row = _Row([0], _IncrementalDecoder(lambda ids: "", []), ("END", "x"), max_tokens=100)
     out = []

@@ -11,10 +11,10 @@ import time
 import httpx
 import pytest
 
-from core.errors import InvalidRequestError, NotFoundError, PromptTooLongError
-from core.types import Prompt, Sample, SamplingParams
-from engines.base import Engine
-from engines.openai_engine import OpenAIEngine
+from ponder.core.errors import InvalidRequestError, NotFoundError, PromptTooLongError
+from ponder.core.types import Prompt, Sample, SamplingParams
+from ponder.engines.base import Engine
+from ponder.engines.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.e2e
 CHAT = Prompt.chat([{"role": "user", "content": "What is 12+7?"}])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 
-from core.types import EngineCapabilities
-from engines.fake import FakeEngine
-from server.settings import Limits, ServerSettings
+from ponder.core.types import EngineCapabilities
+from ponder.server.settings import Limits, ServerSettings
+from ponder.testing import FakeEngine
+from ponder.verifiers.policy import PolicyVerifier
+from ponder.verifiers.registry import VerifierSet
 from tests.helpers import client, fake_app, sse_events
-from verifiers.policy import PolicyVerifier
-from verifiers.registry import VerifierSet
 
 MODEL = "fake-model"
 MESSAGES = [{"role": "user", "content": "What is 2+3?"}]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from server.cli import main as ponder
-from training.data import generate_problems, gold_steps
+from ponder.cli.main import main as ponder
+from ponder.tasks import generate_problems, gold_steps
 
 PRM_SIDECAR = {
     "kind": "prm",
@@ -23,7 +23,7 @@ FEW_STEPS = ["--max-steps", "2", "--batch-size", "4", "--logging-steps", "1", "-
 def _step_scores(out: Path, steps_list: list[list[str]]) -> list[list[float]]:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from training.verifier_metrics import prm_step_scores
+    from ponder.training.verifier_metrics import prm_step_scores
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForTokenClassification.from_pretrained(out)

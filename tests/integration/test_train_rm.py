@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main as ponder
-from training.data import generate_problems, render_trace
+from ponder.cli.main import main as ponder
+from ponder.tasks import generate_problems, render_trace
 
-POLICY = Path(__file__).resolve().parents[2] / "models" / "policy"
+POLICY = Path(__file__).resolve().parents[2] / "ponder" / "models" / "policy"
 ORM_SIDECAR = {
     "kind": "orm",
     "format": "sequence_classification",
@@ -32,7 +32,7 @@ def _load(out: Path):
 
 
 def _scores(out: Path, completions: list[str]) -> list[float]:
-    from training.verifier_metrics import orm_scores
+    from ponder.training.verifier_metrics import orm_scores
 
     tokenizer, model = _load(out)
     problem = generate_problems("test", 1, [2])[0]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main as ponder
-from training.data import generate_problems, render_trace, sft_messages
+from ponder.cli.main import main as ponder
+from ponder.tasks import generate_problems, render_trace, sft_messages
 
 TINY = [
     "--train-size",
@@ -35,7 +35,7 @@ TINY = [
 def test_train_sft_from_scratch_writes_a_loadable_chat_model(tmp_path: Path):
     out = tmp_path / "policy"
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "train", "sft", "--output-dir", str(out), *TINY],
+        [sys.executable, "-m", "ponder.cli", "train", "sft", "--output-dir", str(out), *TINY],
         capture_output=True,
         text=True,
         timeout=300,
@@ -64,8 +64,8 @@ def test_train_sft_from_scratch_writes_a_loadable_chat_model(tmp_path: Path):
     assert not (out / "checkpoints").exists() and not (out / "training_args.bin").exists()
 
     # the rest of `make models` in miniature: measure it, then write its model card
-    from training.measure import main as measure
-    from training.model_card import write_card
+    from ponder.training.measure import main as measure
+    from ponder.training.model_card import write_card
 
     argv = [str(out), "--count", "5", "--samples", "2", "--max-new-tokens", "8", "--out", str(out / "eval.json")]
     assert measure(argv) == 0
@@ -162,7 +162,7 @@ def test_refuses_a_non_empty_output_folder_and_bad_numbers(tmp_path: Path, capsy
 def test_help_lists_every_config_field(capsys):
     from dataclasses import fields
 
-    from training.sft_config import SFTArgs
+    from ponder.training.sft_config import SFTArgs
 
     with pytest.raises(SystemExit):
         ponder(["train", "sft", "--help"])

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from core.errors import EngineError, InvalidRequestError, PromptTooLongError
-from core.types import Prompt, SamplingParams
-from engines.base import Engine, render_chat
+from ponder.core.errors import EngineError, InvalidRequestError, PromptTooLongError
+from ponder.core.types import Prompt, SamplingParams
+from ponder.engines.base import Engine, render_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -31,7 +31,7 @@ LONG = SamplingParams(max_tokens=480, temperature=1.0, seed=0)
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def engine(tiny_model_dir):
     pytest.importorskip("vllm")
-    from engines.vllm_engine import VLLMEngine
+    from ponder.engines.vllm_engine import VLLMEngine
 
     # ``create`` is how the server's lifespan starts it: inside the running loop that will use it.
     eng = await VLLMEngine.create(str(tiny_model_dir), served_model_name="tiny", max_model_len=MAX_MODEL_LEN)
@@ -52,7 +52,7 @@ async def wait_idle(engine, seconds: float = 5.0) -> int:
 async def test_module_imports_without_vllm():
     code = (
         "import sys; sys.modules['vllm'] = None; sys.modules['torch'] = None\n"
-        "import engines.vllm_engine as m; assert m.VLLMEngine"
+        "import ponder.engines.vllm_engine as m; assert m.VLLMEngine"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
@@ -308,7 +308,7 @@ async def test_translate_errors():
     from vllm.exceptions import VLLMValidationError
     from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
-    from engines.vllm_engine import VLLMEngine
+    from ponder.engines.vllm_engine import VLLMEngine
 
     long_prompt = "The decoder prompt (length 9) is longer than the maximum model length of 8."
     err = VLLMEngine._translate(VLLMValidationError(long_prompt))
@@ -322,7 +322,7 @@ async def test_translate_errors():
 
 async def test_cpu_block_size_must_be_a_multiple_of_32():
     pytest.importorskip("vllm")
-    from engines.vllm_engine import VLLMEngine, _on_cpu
+    from ponder.engines.vllm_engine import VLLMEngine, _on_cpu
 
     if not _on_cpu():
         pytest.skip("a CPU-build restriction")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from server.eval.report import markdown, summarize, summarize_run, write_summary
-from server.eval.specs import RunSpec
+from ponder.eval.report import markdown, summarize, summarize_run, write_summary
+from ponder.eval.specs import RunSpec
 
 
 def row(level: int, correct: bool, tokens: int | None = 10, latency: float = 1.0, error: str | None = None, **kw):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.eval.specs import RunSpec, SpecError, build_runs, parse_run, parse_sweep, split_top
+from ponder.eval.specs import RunSpec, SpecError, build_runs, parse_run, parse_sweep, split_top
 
 
 def test_split_top_keeps_json_commas_together():
@@ -196,7 +196,7 @@ def test_missing_runs_file():
 
 
 def test_null_unsets_a_request_field_but_is_a_value_inside_strategy_options():
-    from server.eval.specs import merge
+    from ponder.eval.specs import merge
 
     base = {"temperature": 0.7, "strategy_options": {"round_size": 4}, "budget": {"max_samples": 4}}
     body = merge(

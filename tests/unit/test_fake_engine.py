@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from core.errors import InvalidRequestError, PromptTooLongError
-from core.types import EngineCapabilities, Prompt, SamplingParams
-from engines.base import Engine, resolve_max_tokens
-from engines.fake import FakeEngine
+from ponder.core.errors import InvalidRequestError, PromptTooLongError
+from ponder.core.types import EngineCapabilities, Prompt, SamplingParams
+from ponder.engines.base import Engine, resolve_max_tokens
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "hi"}])
 

@@ -10,16 +10,16 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from core.errors import (
+from ponder.core.errors import (
     InvalidRequestError,
     NotFoundError,
     OverloadedError,
     PromptTooLongError,
     UpstreamError,
 )
-from core.types import Prompt, SamplingParams, TokenLogprob
-from engines.base import Engine
-from engines.openai_engine import DEFAULT_MAX_MODEL_LEN, OpenAIEngine, _apportion
+from ponder.core.types import Prompt, SamplingParams, TokenLogprob
+from ponder.engines.base import Engine
+from ponder.engines.openai_engine import DEFAULT_MAX_MODEL_LEN, OpenAIEngine, _apportion
 
 URL = "http://upstream:8000"
 CHAT = Prompt.chat([{"role": "user", "content": "hi"}])

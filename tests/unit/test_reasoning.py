@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.reasoning import ThinkSplitter, split_reasoning
+from ponder.core.reasoning import ThinkSplitter, split_reasoning
 
 
 @pytest.mark.parametrize(

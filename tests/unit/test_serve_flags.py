@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.cli import check_extensions, main
-from strategies import registry
+from ponder.cli.main import main
+from ponder.cli.serve import check_extensions
+from ponder.strategies import registry
 
 
 def _args(**extra):
@@ -46,8 +47,9 @@ def test_default_verifier_flag_must_name_a_loadable_verifier():
 def test_the_models_recommended_verifier_is_the_default_unless_the_flag_says_otherwise(tmp_path):
     import json
 
-    from server.app import load_verifiers
-    from server.settings import EngineSettings, ServerSettings
+    from ponder.engines.settings import EngineSettings
+    from ponder.server.app import load_verifiers
+    from ponder.server.settings import ServerSettings
 
     (tmp_path / "ponder.json").write_text(json.dumps({"step_separator": "\n", "default_verifier": "calculator"}))
     engine = EngineSettings(model=str(tmp_path))

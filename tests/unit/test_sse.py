@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from server.sse import DONE, merge_streams, sse
+from ponder.server.sse import DONE, merge_streams, sse
 
 
 def test_sse_frames_compact_json():

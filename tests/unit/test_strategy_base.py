@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from core.errors import InvalidRequestError
-from core.types import Budget, EngineCapabilities, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies.base import Strategy, StrategyRequest, best_distinct, gather
-from strategies.meter import BudgetExhausted
-from strategies.trace import Candidate, Trace
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
+from ponder.strategies.base import Strategy, StrategyRequest, best_distinct, gather
+from ponder.strategies.meter import BudgetExhausted
+from ponder.strategies.trace import Candidate, Trace
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 2+3?"}])
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
-from core.types import Budget, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies import registry
-from strategies.base import StrategyRequest
-from strategies.beam_search import BeamSearch, BeamSearchResult, spread
-from strategies.steps import StepFormat
-from strategies.trace import Trace
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, Prompt, SamplingParams
+from ponder.strategies import registry
+from ponder.strategies.base import StrategyRequest
+from ponder.strategies.beam_search import BeamSearch, BeamSearchResult, spread
+from ponder.strategies.steps import StepFormat
+from ponder.strategies.trace import Trace
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+914?"}])
 FMT = StepFormat()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
-from core.types import Budget, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies import registry
-from strategies.base import StrategyRequest
-from strategies.best_of_n import BestOfN, BestOfNResult, vote_weights
-from strategies.trace import Trace
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, Prompt, SamplingParams
+from ponder.strategies import registry
+from ponder.strategies.base import StrategyRequest
+from ponder.strategies.best_of_n import BestOfN, BestOfNResult, vote_weights
+from ponder.strategies.trace import Trace
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+934?"}])
 

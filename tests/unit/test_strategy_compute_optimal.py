@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
-from core.types import Budget, EngineCapabilities, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies import registry
-from strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct
-from strategies.compute_optimal import DEFAULT_ROUTES, PROBE, ComputeOptimal, difficulty
-from strategies.scoring import score_candidates
-from strategies.trace import Candidate, Trace
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
+from ponder.strategies import registry
+from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct
+from ponder.strategies.compute_optimal import DEFAULT_ROUTES, PROBE, ComputeOptimal, difficulty
+from ponder.strategies.scoring import score_candidates
+from ponder.strategies.trace import Candidate, Trace
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 2+3?"}])
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.cli import main
-from strategies import registry
-from strategies.describe import reference_markdown
+from ponder.cli.main import main
+from ponder.strategies import registry
+from ponder.strategies.describe import reference_markdown
 
 
 def test_every_builtin_strategy_is_registered_and_documented():
@@ -26,8 +26,8 @@ def test_reference_lists_every_strategy(capsys):
 def test_docs_reference_section_is_the_current_reference():
     from pathlib import Path
 
-    from strategies.describe import with_reference
+    from ponder.strategies.describe import with_reference
 
     doc = Path(__file__).parents[2] / "docs" / "strategies.md"
     text = doc.read_text()
-    assert text == with_reference(text), "stale: run python -m strategies.describe docs/strategies.md"
+    assert text == with_reference(text), "stale: run python -m ponder.strategies.describe docs/strategies.md"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
-from core.types import Budget, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies import registry
-from strategies.base import StrategyRequest
-from strategies.beam_search import BeamSearch
-from strategies.dvts import DVTS, DVTSResult, allocate
-from strategies.steps import StepFormat
-from strategies.trace import Trace
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, Prompt, SamplingParams
+from ponder.strategies import registry
+from ponder.strategies.base import StrategyRequest
+from ponder.strategies.beam_search import BeamSearch
+from ponder.strategies.dvts import DVTS, DVTSResult, allocate
+from ponder.strategies.steps import StepFormat
+from ponder.strategies.trace import Trace
+from ponder.testing import FakeEngine
 from tests.unit.test_strategy_beam_search import RulePRM, WholeAnswerVerifier
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+914?"}])

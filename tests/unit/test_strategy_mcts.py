@@ -7,15 +7,15 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
-from core.types import Budget, EngineCapabilities, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies import registry
-from strategies.base import StrategyRequest
-from strategies.mcts import MCTS, MCTSResult, backup, mark_solved, most_visited_terminal, puct, select, uct
-from strategies.steps import StepFormat
-from strategies.trace import Candidate, Trace
-from strategies.tree import Node
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
+from ponder.strategies import registry
+from ponder.strategies.base import StrategyRequest
+from ponder.strategies.mcts import MCTS, MCTSResult, backup, mark_solved, most_visited_terminal, puct, select, uct
+from ponder.strategies.steps import StepFormat
+from ponder.strategies.trace import Candidate, Trace
+from ponder.strategies.tree import Node
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+914?"}])
 FMT = StepFormat()

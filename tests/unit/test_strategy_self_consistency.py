@@ -7,13 +7,13 @@ import itertools
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
-from core.types import Budget, EngineCapabilities, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies import registry
-from strategies.base import StrategyRequest
-from strategies.self_consistency import SelfConsistency, SelfConsistencyResult
-from strategies.trace import Trace
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
+from ponder.strategies import registry
+from ponder.strategies.base import StrategyRequest
+from ponder.strategies.self_consistency import SelfConsistency, SelfConsistencyResult
+from ponder.strategies.trace import Trace
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+934?"}])
 

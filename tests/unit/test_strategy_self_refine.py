@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.errors import PromptTooLongError
-from core.types import Budget, EngineCapabilities, Prompt, SamplingParams
-from engines.fake import FakeEngine
-from strategies.base import StrategyRequest
-from strategies.self_refine import DEFAULT_CRITIQUE, DEFAULT_REVISE, SelfRefine, iteration_count, says, turn
-from strategies.trace import Trace
+from ponder.core.errors import PromptTooLongError
+from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
+from ponder.strategies.base import StrategyRequest
+from ponder.strategies.self_refine import DEFAULT_CRITIQUE, DEFAULT_REVISE, SelfRefine, iteration_count, says, turn
+from ponder.strategies.trace import Trace
+from ponder.testing import FakeEngine
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"}]
 

@@ -7,14 +7,14 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
-from core.types import Budget, EngineCapabilities, Prompt, Sample, SamplingParams, TokenLogprob
-from engines.fake import FakeEngine
-from strategies import registry
-from strategies.base import StrategyRequest
-from strategies.steps import StepFormat
-from strategies.trace import Trace
-from strategies.tree_of_thoughts import JUDGE_QUESTION, TreeOfThoughts, TreeOfThoughtsResult, p_yes
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget, EngineCapabilities, Prompt, Sample, SamplingParams, TokenLogprob
+from ponder.strategies import registry
+from ponder.strategies.base import StrategyRequest
+from ponder.strategies.steps import StepFormat
+from ponder.strategies.trace import Trace
+from ponder.strategies.tree_of_thoughts import JUDGE_QUESTION, TreeOfThoughts, TreeOfThoughtsResult, p_yes
+from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+914?"}])
 FMT = StepFormat()

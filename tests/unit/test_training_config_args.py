@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from training.config_args import add_dataclass_arguments, dataclass_from_args, to_cli_flags
-from training.sft_config import SFTArgs
+from ponder.training.config_args import add_dataclass_arguments, dataclass_from_args, to_cli_flags
+from ponder.training.sft_config import SFTArgs
 
 
 @dataclass

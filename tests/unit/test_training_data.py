@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from training.data import (
+from ponder.tasks import (
     LEVELS,
     SPLITS,
     TASKS,
@@ -23,7 +23,7 @@ from training.data import (
     sft_messages,
     step_labels,
 )
-from training.data.levels import check_levels, split_range
+from ponder.tasks.levels import check_levels, split_range
 
 
 def _problem(task: str, expression: str, answer: str, level: int = 1) -> Problem:

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from core.types import Prompt, SamplingParams
-from engines.fake import FakeEngine
-from server.cli import main as ponder
-from training.data import Problem, check_step, generate_problems, gold_steps, render_trace, step_labels
-from training.prm import balance_by_depth, rows_from_samples, targets_of
-from training.prm_negatives import corrupt, hard_negative_rows
-from training.rm import lists_from_samples, pairs_from_samples, plackett_luce_loss, sample_rank
-from training.samples import monte_carlo_labels, sample_record, step_prefix
-from training.verifier_metrics import auroc, pairwise_accuracy, prm_report, selection
+from ponder.cli.main import main as ponder
+from ponder.core.types import Prompt, SamplingParams
+from ponder.tasks import Problem, check_step, generate_problems, gold_steps, render_trace, step_labels
+from ponder.testing import FakeEngine
+from ponder.training.prm import balance_by_depth, rows_from_samples, targets_of
+from ponder.training.prm_negatives import corrupt, hard_negative_rows
+from ponder.training.rm import lists_from_samples, pairs_from_samples, plackett_luce_loss, sample_rank
+from ponder.training.samples import monte_carlo_labels, sample_record, step_prefix
+from ponder.training.verifier_metrics import auroc, pairwise_accuracy, prm_report, selection
 
 
 def _lse(*xs: float) -> float:
@@ -328,8 +328,8 @@ def test_refuses_a_model_folder_that_is_not_a_model_and_bad_numbers(tmp_path: Pa
 def test_help_lists_every_config_field(capsys):
     from dataclasses import fields
 
-    from training.prm_config import PRMArgs
-    from training.rm_config import RMArgs
+    from ponder.training.prm_config import PRMArgs
+    from ponder.training.rm_config import RMArgs
 
     for trainer, cls in (("rm", RMArgs), ("prm", PRMArgs)):
         with pytest.raises(SystemExit):
@@ -340,7 +340,7 @@ def test_help_lists_every_config_field(capsys):
 
 
 def test_orm_hard_negative_lists_put_the_gold_trace_first_and_later_mistakes_above_earlier_ones():
-    from training.rm import hard_negative_lists
+    from ponder.training.rm import hard_negative_lists
 
     records = [{**generate_problems("train", 6)[i].to_record(), "steps": []} for i in range(6)]
     lists = hard_negative_lists(records, per_trace=3, seed=0)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from verifiers.aggregate import aggregate
-from verifiers.base import StepVerifier, Verifier, describe, split_completion, split_steps
-from verifiers.ensemble import Ensemble, StepEnsemble, make_ensemble, minmax
-from verifiers.math_rule import MathRule
+from ponder.verifiers.aggregate import aggregate
+from ponder.verifiers.base import StepVerifier, Verifier, describe, split_completion, split_steps
+from ponder.verifiers.ensemble import Ensemble, StepEnsemble, make_ensemble, minmax
+from ponder.verifiers.math_rule import MathRule
 
 
 def test_aggregations() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from verifiers.base import is_step_verifier
-from verifiers.calculator import NEUTRAL, Calculator, check_equations, evaluate
-from verifiers.registry import VerifierSet
+from ponder.verifiers.base import is_step_verifier
+from ponder.verifiers.calculator import NEUTRAL, Calculator, check_equations, evaluate
+from ponder.verifiers.registry import VerifierSet
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from verifiers.base import split_steps
-from verifiers.formats import orm_text, prm_features, render_prompt
-from verifiers.hf import VerifierLoadError
+from ponder.verifiers.base import split_steps
+from ponder.verifiers.formats import orm_text, prm_features, render_prompt
+from ponder.verifiers.hf import VerifierLoadError
 
 pytest.importorskip("torch")
 
@@ -40,7 +40,7 @@ def build_model(
     import torch
     import transformers
 
-    from training.tokenizer import build_tokenizer
+    from ponder.training.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(model_max_length=max_len)
     if extra_tokens:
@@ -101,14 +101,14 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def orm(folders):
-    from verifiers.orm import OutcomeRewardModel
+    from ponder.verifiers.orm import OutcomeRewardModel
 
     return OutcomeRewardModel(folders["orm"], device="cpu")
 
 
 @pytest.fixture(scope="module")
 def prm(folders):
-    from verifiers.prm import ProcessRewardModel
+    from ponder.verifiers.prm import ProcessRewardModel
 
     return ProcessRewardModel(folders["prm"], device="cpu")
 
@@ -146,7 +146,7 @@ async def test_orm_plain_text_problem_is_one_user_turn(orm) -> None:
 async def test_orm_two_labels_scores_log_odds(folders) -> None:
     import torch
 
-    from verifiers.orm import OutcomeRewardModel
+    from ponder.verifiers.orm import OutcomeRewardModel
 
     orm2 = OutcomeRewardModel(folders["orm2"], device="cpu")
     [score] = await orm2.score(PROBLEM, ANSWERS[:1])
@@ -192,7 +192,7 @@ async def test_prm_batch_equals_one_by_one_and_prefixes_agree(prm) -> None:
 
 
 async def test_prm_score_aggregates_the_parsed_steps(folders, prm) -> None:
-    from verifiers.prm import ProcessRewardModel
+    from ponder.verifiers.prm import ProcessRewardModel
 
     step_scores = await prm.score_steps(PROBLEM, [split_steps(a) for a in ANSWERS])
     assert [len(s) for s in step_scores] == [2, 1, 1, 4]  # the bare answer "4" is one step
@@ -205,7 +205,7 @@ async def test_prm_score_aggregates_the_parsed_steps(folders, prm) -> None:
 async def test_prm_two_labels_uses_softmax_of_the_good_label(folders) -> None:
     import torch
 
-    from verifiers.prm import ProcessRewardModel
+    from ponder.verifiers.prm import ProcessRewardModel
 
     prm2 = ProcessRewardModel(folders["prm2"], device="cpu")
     [scores] = await prm2.score_steps(PROBLEM, SOLUTIONS[:1])
@@ -224,7 +224,7 @@ async def test_prm_long_solution_is_cut_from_the_left_and_keeps_one_score_per_st
 async def test_step_tag_format_reads_p_good_at_each_tag(folders) -> None:
     import torch
 
-    from verifiers.prm import ProcessRewardModel
+    from ponder.verifiers.prm import ProcessRewardModel
 
     shepherd = ProcessRewardModel(folders["shepherd"], device="cpu")
     assert shepherd.format == "step_tag"
@@ -246,7 +246,7 @@ async def test_step_tag_format_reads_p_good_at_each_tag(folders) -> None:
 async def test_qwen_format_reads_softmax_at_each_extra_0_tag(folders) -> None:
     import torch
 
-    from verifiers.prm import ProcessRewardModel
+    from ponder.verifiers.prm import ProcessRewardModel
 
     qwen = ProcessRewardModel(folders["qwen"], format="qwen", device="cpu")
     steps = SOLUTIONS[0]
@@ -263,8 +263,8 @@ async def test_qwen_format_reads_softmax_at_each_extra_0_tag(folders) -> None:
 
 
 def test_model_loading_errors_are_clear(folders, tmp_path) -> None:
-    from verifiers.orm import OutcomeRewardModel
-    from verifiers.prm import ProcessRewardModel
+    from ponder.verifiers.orm import OutcomeRewardModel
+    from ponder.verifiers.prm import ProcessRewardModel
 
     with pytest.raises(VerifierLoadError, match="does not exist"):
         OutcomeRewardModel(tmp_path / "nope")
@@ -299,7 +299,7 @@ async def test_a_cancelled_caller_leaves_the_batcher_working(prm) -> None:
     assert [len(s) for s in await prm.score_steps(PROBLEM, SOLUTIONS)] == [2, 1, 3, 0]
 
 
-BUNDLED = Path(__file__).resolve().parents[2] / "models"
+BUNDLED = Path(__file__).resolve().parents[2] / "ponder" / "models"
 
 
 @pytest.mark.skipif(
@@ -312,9 +312,9 @@ async def test_bundled_set_scores_gold_and_corrupted_traces_and_the_calculator_t
     The bundled PRM and ORM barely check arithmetic (pairwise accuracy 53% / 59%, docs/results/strategies.md), so
     their preference between a gold trace and the same trace with one wrong result is not asserted here.
     """
-    from training.data.problems import generate_problems
-    from training.data.traces import render_trace
-    from verifiers.registry import default_verifiers
+    from ponder.tasks.problems import generate_problems
+    from ponder.tasks.traces import render_trace
+    from ponder.verifiers.registry import default_verifiers
 
     vset = default_verifiers(BUNDLED)
     prm, orm, calc = vset.get("prm"), vset.get("orm"), vset.get("calculator")

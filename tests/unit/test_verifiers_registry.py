@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InvalidRequestError
-from core.types import EngineCapabilities
-from engines.fake import FakeEngine
-from verifiers.hf import VerifierLoadError
-from verifiers.registry import (
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import EngineCapabilities
+from ponder.testing import FakeEngine
+from ponder.verifiers.hf import VerifierLoadError
+from ponder.verifiers.registry import (
     UnknownVerifierError,
     VerifierSet,
     VerifierSpec,
@@ -196,7 +196,7 @@ def test_from_specs_errors(models_dir) -> None:
 
 
 def test_check_specs_refuses_bad_flags_without_loading_weights(tmp_path, models_dir) -> None:
-    from verifiers.registry import check_specs
+    from ponder.verifiers.registry import check_specs
 
     good = check_specs(["rule=math_rule", f"p={models_dir / 'prm'}", "mix=ensemble:p+rule"])
     assert [s.name for s in good] == ["rule", "p", "mix"]

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from core.types import EngineCapabilities
-from engines.fake import FakeEngine
-from verifiers.llm_judge import LLMJudge, check_template, yes_probability
-from verifiers.math_rule import MathRule, extract_answer
-from verifiers.policy import PolicySpecError, PolicyVerifier
+from ponder.core.types import EngineCapabilities
+from ponder.testing import FakeEngine
+from ponder.verifiers.llm_judge import LLMJudge, check_template, yes_probability
+from ponder.verifiers.math_rule import MathRule, extract_answer
+from ponder.verifiers.policy import PolicySpecError, PolicyVerifier
 
 PROBLEM = [{"role": "user", "content": "What is 2 + 3 - 1?"}]
 

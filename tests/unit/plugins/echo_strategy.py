@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from strategies.base import Strategy, StrategyRequest
-from strategies.trace import Candidate, Trace
+from ponder.strategies.base import Strategy, StrategyRequest
+from ponder.strategies.trace import Candidate, Trace
 
 
 class Echo(Strategy):

@@ -1,0 +1,197 @@
+"""``ponder serve``: the flags, the settings they make, and the checks that run before the engine starts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from ponder.core.sidecar import default_model
+from ponder.engines.factory import ENGINE_KINDS
+from ponder.engines.settings import EngineSettings
+from ponder.server.settings import Limits, ServerSettings
+
+log = logging.getLogger("ponder")
+
+
+def _tiny_model_fallback() -> str:
+    """Until a policy is bundled, serve a tiny random model built once into the cache."""
+    from ponder.training.tiny_model import build_tiny_model
+
+    path = Path(os.environ.get("PONDER_HOME", Path.home() / ".cache" / "ponder")) / "tiny-llama"
+    if not (path / "config.json").exists():
+        log.warning("no bundled model under models/ yet: building a tiny random model at %s", path)
+        build_tiny_model(path)
+    return str(path)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="Serve the OpenAI-compatible API.", description="Serve the OpenAI-compatible API.")
+    p.add_argument("--model", default=None, help="Model folder or hub id (default: the bundled policy).")
+    p.add_argument("--served-model-name", action="append", default=[], help="Name(s) clients use; default: --model.")
+    p.add_argument("--engine", choices=ENGINE_KINDS, default="auto", help="auto: vllm if importable, else hf.")
+    p.add_argument("--upstream", default=None, help="Base URL of an OpenAI-compatible server (--engine openai).")
+    p.add_argument("--upstream-api-key", default=os.environ.get("PONDER_UPSTREAM_API_KEY"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("PONDER_API_KEY"), help="Require 'Authorization: Bearer KEY'.")
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--gpu-memory-utilization", type=float, default=None)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="vLLM KV-cache block size; prefix-cache hits come in whole blocks (CPU build: a multiple of 32).",
+    )
+    p.add_argument("--device", default="auto", help="hf engine: cpu, cuda, or auto.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reasoning-parser",
+        choices=("think", "none"),
+        default="think",
+        help="Split <think>...</think> into reasoning_content.",
+    )
+    p.add_argument(
+        "--verifier",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:KIND]",
+        help="Load a verifier (repeatable), e.g. prm=ponder/models/prm, orm=/path:orm, safety=spec.yaml:policy.",
+    )
+    p.add_argument(
+        "--default-verifiers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Load the bundled ORM and PRM (ponder/models/orm, ponder/models/prm) and the built-in math_rule "
+        "and llm_judge.",
+    )
+    p.add_argument(
+        "--default-verifier",
+        default=None,
+        metavar="NAME",
+        help="Verifier of requests that name none (default: the one the model's ponder.json recommends, else prm, "
+        "else orm, else math_rule).",
+    )
+    p.add_argument(
+        "--strategy-plugin",
+        action="append",
+        default=[],
+        metavar="MODULE:CLASS",
+        help="Register a third-party strategy class (repeatable); installed packages can instead declare a "
+        "'ponder.strategies' entry point.",
+    )
+    p.add_argument(
+        "--default-strategy",
+        default=None,
+        help="Strategy run by reasoning_effort low/medium/high (default: best_of_n with a verifier, "
+        "else self_consistency).",
+    )
+    limits = Limits()
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=limits.max_concurrency,
+        help="Requests in flight; more get 503 with Retry-After.",
+    )
+    p.add_argument("--max-n", type=int, default=limits.max_n)
+    p.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
+    p.add_argument("--max-samples", type=int, default=limits.max_samples, help="Ceiling of a request's budget.")
+    p.add_argument("--max-budget-tokens", type=int, default=limits.max_tokens, help="Ceiling of a request's budget.")
+    p.add_argument("--max-seconds", type=float, default=limits.max_seconds, help="Ceiling of a request's budget.")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=serve)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    model = args.model
+    served = tuple(args.served_model_name)
+    if model is None and args.engine != "openai":
+        model = default_model()
+        served = served or (("policy",) if model else ())  # clients say "policy", not a local path
+        model = model or _tiny_model_fallback()
+    engine = EngineSettings(
+        kind=args.engine,
+        model=model or "",
+        served_model_names=served,
+        upstream=args.upstream,
+        upstream_api_key=args.upstream_api_key,
+        tensor_parallel_size=args.tensor_parallel_size,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        enable_prefix_caching=args.enable_prefix_caching,
+        enforce_eager=args.enforce_eager,
+        block_size=args.block_size,
+        seed=args.seed,
+        device=args.device,
+    )
+    limits = Limits(
+        max_concurrency=args.max_concurrency,
+        max_n=args.max_n,
+        max_body_bytes=args.max_body_bytes,
+        max_samples=args.max_samples,
+        max_tokens=args.max_budget_tokens,
+        max_seconds=args.max_seconds,
+    )
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        engine=engine,
+        limits=limits,
+        reasoning_parser=args.reasoning_parser,
+        verifiers=tuple(args.verifier),
+        default_verifiers=args.default_verifiers,
+        default_strategy=args.default_strategy,
+        default_verifier=args.default_verifier,
+        log_level=args.log_level,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ponder.server.app import create_app
+
+    if args.engine == "openai" and not args.upstream:
+        raise SystemExit("ponder serve: --engine openai needs --upstream URL")
+    check_extensions(args)
+    settings = settings_from_args(args)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def check_extensions(args: argparse.Namespace) -> None:
+    """Refuse bad ``--verifier`` / ``--strategy-plugin`` / ``--default-strategy`` flags before the engine starts."""
+    from ponder.strategies import registry
+    from ponder.verifiers.hf import VerifierLoadError
+    from ponder.verifiers.registry import BUILTINS, check_specs
+
+    try:
+        specs = check_specs(args.verifier)
+    except VerifierLoadError as exc:
+        raise SystemExit(f"ponder serve: {exc}") from None
+    for path in args.strategy_plugin:
+        try:
+            registry.load_path(path)
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
+            raise SystemExit(f"ponder serve: --strategy-plugin {path!r}: {exc}") from None
+    loadable = {s.name for s in specs} | {"prm", "orm", *BUILTINS}  # prm, orm: the bundled models' names
+    if getattr(args, "default_verifier", None) and args.default_verifier not in loadable:
+        raise SystemExit(
+            f"ponder serve: --default-verifier {args.default_verifier!r} is neither a --verifier name nor a built-in"
+        )
+    if args.default_strategy and args.default_strategy not in registry.names():
+        valid = ", ".join(registry.names())
+        raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")

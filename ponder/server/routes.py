@@ -1,0 +1,108 @@
+"""Thin HTTP routes: parse, admit, hand to the service, frame the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ponder.server.metrics import CONTENT_TYPE_LATEST
+from ponder.server.middleware import ClientDisconnected, DisconnectAwareStreamingResponse, until_disconnect
+from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from ponder.server.serving import Admission
+
+router = APIRouter()
+CLIENT_CLOSED = 499
+
+
+async def _released(events: AsyncIterator[str], admission: Admission) -> AsyncIterator[str]:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        admission.leave()
+
+
+async def _serve(request: Request, service, body):
+    admission: Admission = request.app.state.admission
+    admission.enter()
+    try:
+        if body.stream:
+            events = await until_disconnect(request, service.stream(body))
+        else:
+            result = await until_disconnect(request, service.create(body))
+    except ClientDisconnected:
+        admission.leave()
+        service.metrics.cancelled.labels(service.route).inc()
+        return Response(status_code=CLIENT_CLOSED)
+    except BaseException:
+        admission.leave()
+        raise
+    if not body.stream:
+        admission.leave()
+        # serialised by pydantic in one call, not walked by FastAPI's jsonable_encoder (~0.3 ms a response)
+        return Response(result.model_dump_json(by_alias=True), media_type="application/json")
+    return DisconnectAwareStreamingResponse(
+        _released(events, admission), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    return await _serve(request, request.app.state.chat, body)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    return await _serve(request, request.app.state.completions, body)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> ModelList:
+    engine = request.app.state.engine
+    root = getattr(engine, "model_path", None) or engine.model_id
+    cards = [
+        ModelCard(id=name, root=root, max_model_len=engine.capabilities.max_model_len)
+        for name in request.app.state.model_names
+    ]
+    return ModelList(data=cards)
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    return Response(status_code=200) if getattr(request.app.state, "engine", None) else Response(status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/version")
+async def version(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.version_info)
+
+
+@router.get("/v1/verifiers")
+async def verifiers(request: Request) -> JSONResponse:
+    """The loaded verifiers (name, kind, whether it scores steps, where it came from) and the default one."""
+    loaded = getattr(request.app.state, "verifiers", None)
+    data = [info.as_dict() for info in loaded.describe()] if loaded is not None else []
+    unavailable = dict(getattr(loaded, "unavailable", {}) or {})
+    default = loaded.default_name if loaded is not None else None
+    return JSONResponse({"object": "list", "data": data, "default": default, "unavailable": unavailable})
+
+
+@router.get("/v1/strategies")
+async def strategies(request: Request) -> JSONResponse:
+    """The selectable strategies with what each needs and its options' JSON schema."""
+    from ponder.strategies import registry
+    from ponder.strategies.describe import NEEDS
+
+    data = []
+    for name in registry.names():
+        cls = registry.get(name)
+        needs = [flag.removeprefix("needs_") for flag in NEEDS if getattr(cls, flag, False)]
+        data.append({"name": name, "needs": needs, "options": cls.Options.model_json_schema()})
+    return JSONResponse({"object": "list", "data": data})

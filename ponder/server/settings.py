@@ -1,0 +1,35 @@
+"""Server settings: the `ponder serve` flags, fixed at start-up and never written per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.engines.settings import EngineSettings
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request, and the server as a whole, may ask for."""
+
+    max_concurrency: int = 64
+    max_n: int = 32
+    max_stop: int = 16
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_samples: int = 64
+    max_tokens: int = 65536
+    max_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    limits: Limits = field(default_factory=Limits)
+    reasoning_parser: str = "think"  # think | none
+    verifiers: tuple[str, ...] = ()  # --verifier NAME=PATH[:KIND] specs, loaded besides the bundled defaults
+    default_verifiers: bool = True  # load the bundled ORM/PRM and the built-in rule and judge verifiers
+    default_verifier: str | None = None  # what a request without `verifier` gets; None: the model's sidecar, else prm
+    default_strategy: str | None = None  # what reasoning_effort low/medium/high runs; None: by verifiers loaded
+    log_level: str = "info"

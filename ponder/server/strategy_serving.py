@@ -1,0 +1,224 @@
+"""Serving a request through a test-time strategy: resolve it, run it, and shape its result for the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from ponder.core.errors import InvalidRequestError
+from ponder.core.reasoning import split_reasoning
+from ponder.core.types import Budget, Prompt, SamplingParams
+from ponder.server.effort import resolve_effort
+from ponder.server.protocol import PonderFields
+from ponder.server.settings import ServerSettings
+from ponder.strategies import registry
+from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult
+from ponder.strategies.steps import StepFormat
+from ponder.strategies.trace import Candidate, Trace
+
+_PIECE = re.compile(r"\s*\S+|\s+")
+
+
+@dataclass
+class StrategyPlan:
+    """A validated request's strategy, verifier and budget; ``None`` of it is stored on the service."""
+
+    name: str
+    strategy: Strategy
+    verifier: Any | None
+    budget: Budget  # what the request asked for (strategies size their search from it)
+    ceiling: Budget  # the server's limits
+    clamped: list[str]
+    effort: str | None
+    return_trace: bool
+    filtered: bool = False  # a content policy must see the candidates before any token is sent
+
+    @property
+    def direct(self) -> bool:
+        """Plain decoding, unfiltered, without a trace: the server streams the engine's tokens straight through."""
+        return self.strategy.streams_tokens and not self.return_trace and not self.filtered
+
+    def ponder_block(self) -> dict[str, Any]:
+        asked = {k: getattr(self.budget, k) for k in ("max_samples", "max_tokens", "max_seconds")}
+        limits = {k: v if v is not None else getattr(self.ceiling, k) for k, v in asked.items()}
+        block = {
+            "strategy": self.name,
+            "verifier": getattr(self.verifier, "name", None) if not self.direct else None,
+            "effort": self.effort,
+            "budget": limits,
+        }
+        if self.clamped:
+            block["budget_clamped"] = self.clamped
+        return block
+
+
+class StrategyPlanner:
+    """Turns the extension fields of a request into a :class:`StrategyPlan`, refusing what cannot run."""
+
+    def __init__(self, engine: Any, settings: ServerSettings, verifiers: Any | None, filtered: bool = False) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.verifiers = verifiers
+        self.filtered = filtered
+
+    def plan(self, req: PonderFields) -> StrategyPlan:
+        effort = resolve_effort(
+            req.reasoning_effort, req.thinking_level, req.thinking_budget, default_strategy=self.default_strategy()
+        )
+        name = req.strategy or effort.strategy or "none"
+        try:
+            cls = registry.get(name)
+        except KeyError:
+            valid = ", ".join(registry.names())
+            raise InvalidRequestError(f"Unknown strategy '{name}'. Valid values: {valid}.", param="strategy") from None
+        try:
+            strategy = cls.from_request(req.strategy_options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+            raise InvalidRequestError(
+                f"Invalid strategy_options for '{name}': {problems}", param="strategy_options"
+            ) from exc
+        verifier = self.verifier(req.verifier)
+        budget, ceiling, clamped = self.budget(req, effort.max_samples, effort.max_tokens)
+        plan = StrategyPlan(
+            name, strategy, verifier, budget, ceiling, clamped, effort.effort, req.return_trace, self.filtered
+        )
+        if not plan.direct:
+            strategy.check(self.engine, verifier)
+        return plan
+
+    def default_strategy(self) -> str:
+        """What ``reasoning_effort`` low/medium/high runs: reranking when a verifier is loaded, else voting."""
+        if self.settings.default_strategy:
+            return self.settings.default_strategy
+        return "best_of_n" if self.verifiers is not None and self.verifiers.default is not None else "self_consistency"
+
+    def verifier(self, name: str | None) -> Any | None:
+        if self.verifiers is None:
+            if name is not None:
+                raise InvalidRequestError(
+                    f"Unknown verifier '{name}'. No verifiers are loaded on this server.", param="verifier"
+                )
+            return None
+        if name is None:
+            return self.verifiers.default
+        try:
+            return self.verifiers.get(name)
+        except KeyError as exc:
+            message = exc.args[0] if exc.args else f"Unknown verifier '{name}'."
+            raise InvalidRequestError(str(message), param="verifier") from None
+
+    def budget(
+        self, req: PonderFields, effort_samples: int | None, effort_tokens: int | None
+    ) -> tuple[Budget, Budget, list[str]]:
+        """The request's budget clamped to the server's limits, and the list of fields that were clamped."""
+        limits = self.settings.limits
+        ceiling = Budget(limits.max_samples, limits.max_tokens, limits.max_seconds)
+        asked = req.budget.model_dump() if req.budget else {}
+        asked.setdefault("max_samples", None)
+        asked.setdefault("max_tokens", None)
+        if asked["max_samples"] is None:
+            asked["max_samples"] = effort_samples
+        if asked["max_tokens"] is None:
+            asked["max_tokens"] = effort_tokens
+        values, clamped = {}, []
+        for key in ("max_samples", "max_tokens", "max_seconds"):
+            value, top = asked.get(key), getattr(ceiling, key)
+            if value is not None and value > top:
+                clamped.append(key)
+                value = top
+            values[key] = value
+        return Budget(**values), ceiling, clamped
+
+
+class StrategyRunner:
+    """Runs a plan over the engine and turns its result into choices, usage and the ``ponder`` block."""
+
+    def __init__(self, engine: Any, step_format: StepFormat, content_filter: Callable | None = None) -> None:
+        self.engine = engine
+        self.step_format = step_format
+        self.content_filter = content_filter
+
+    async def run(
+        self, plan: StrategyPlan, prompt: Prompt, params: SamplingParams, n: int, trace: Trace
+    ) -> StrategyResult:
+        request = StrategyRequest(prompt, params, n, self.step_format)
+        result = await plan.strategy.run(request, self.engine, plan.verifier, plan.budget, trace, plan.ceiling)
+        if self.content_filter is not None:
+            result.choices = self.content_filter(result, n)
+        return result
+
+
+def answer_parts(candidate: Candidate, parse_reasoning: bool) -> tuple[str | None, str]:
+    """Reasoning and visible content of a chosen candidate."""
+    if not parse_reasoning:
+        return None, candidate.text
+    split = split_reasoning(candidate.text)
+    return split.reasoning or None, split.content
+
+
+def strategy_usage(result: StrategyResult) -> tuple[int, int, int, int]:
+    """Prompt, completion, cached and reasoning tokens: every generated token counts; those outside the answers
+    are reasoning tokens."""
+    spent = result.spent
+    returned = sum(c.num_tokens for c in result.choices)
+    return spent.prompt_tokens, spent.tokens, spent.cached_tokens, max(0, spent.tokens - returned)
+
+
+def strategy_ponder(plan: StrategyPlan, result: StrategyResult) -> dict[str, Any]:
+    block = plan.ponder_block()
+    block["spent"] = result.spent.public()
+    block["scores"] = [c.score for c in result.choices]
+    if result.exhausted:
+        block["exhausted"] = result.exhausted
+    block.update(result.summary())
+    if plan.return_trace:
+        block["trace"] = {
+            "candidates": [
+                {
+                    "id": c.id,
+                    "answer": c.answer,
+                    "score": c.score,
+                    "step_scores": c.step_scores,
+                    "tokens": c.num_tokens,
+                    "finish_reason": c.finish_reason,
+                    "text": c.text,
+                }
+                for c in result.trace.candidates
+            ],
+            "events": result.trace.public(),
+        }
+    return block
+
+
+def pieces(text: str) -> list[str]:
+    """A chosen answer cut into word-sized deltas for streaming."""
+    return _PIECE.findall(text)
+
+
+async def run_with_progress(
+    runner: StrategyRunner, plan: StrategyPlan, prompt: Prompt, params: SamplingParams, n: int
+) -> AsyncIterator[str | StrategyResult]:
+    """Progress lines while the strategy runs, then its result; closing the iterator cancels the search."""
+    trace = Trace(keep=plan.return_trace, live=True)
+
+    async def search() -> StrategyResult:
+        try:
+            return await runner.run(plan, prompt, params, n, trace)
+        finally:
+            trace.close()
+
+    task = asyncio.create_task(search())
+    try:
+        async for line in trace.progress():
+            yield line
+        yield await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

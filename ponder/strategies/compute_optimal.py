@@ -1,0 +1,360 @@
+"""The ``compute_optimal`` strategy (alias ``auto``): probe the prompt's difficulty, then route it to a strategy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ponder.core.errors import InvalidRequestError
+from ponder.core.types import Budget
+from ponder.strategies import registry
+from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct, rank_key
+from ponder.strategies.meter import MeteredEngine, MeteredVerifier, Spent
+from ponder.strategies.registry import register
+from ponder.strategies.scoring import score_candidates
+from ponder.strategies.steps import extract_answer
+from ponder.strategies.trace import Candidate, Trace
+from ponder.strategies.voting import tally
+
+PROBE = "probe"  # the route that spends nothing more: the probe's majority answer is returned
+LEVELS = (1, 2, 3, 4, 5)
+DEFAULT_TOTAL = 16  # samples in all when neither the budget nor the server sets a limit
+DEFAULT_THRESHOLDS = (0.95, 0.75, 0.5, 0.25)
+
+
+class Route(BaseModel):
+    """Where one difficulty level goes: a registered strategy, its options, and its share of what the probe left."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = Field(min_length=1, description=f"A registered strategy name, or '{PROBE}': the probe's majority.")
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="That strategy's strategy_options.")
+    budget_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="Share of the samples (and tokens) left after the probe that the route gets."
+    )
+
+    @model_validator(mode="after")
+    def _bare_probe(self) -> Route:
+        if self.strategy == PROBE and self.strategy_options:
+            raise ValueError(f"the '{PROBE}' route takes no strategy_options")
+        return self
+
+
+def _routes(*alternatives: tuple[str, dict[str, Any], float]) -> list[Route]:
+    return [Route(strategy=s, strategy_options=o, budget_fraction=f) for s, o, f in alternatives]
+
+
+# Per level, alternatives in order of preference: the first whose needs (verifier, PRM, prefix continuation)
+# the engine and verifier meet is taken. An alternative not registered on this server is skipped.
+DEFAULT_ROUTES: dict[int, list[Route]] = {
+    1: _routes((PROBE, {}, 1.0)),
+    2: _routes(("best_of_n", {"selection": "weighted"}, 0.25), ("self_consistency", {}, 0.25)),
+    3: _routes(("best_of_n", {"selection": "weighted"}, 0.5), ("self_consistency", {}, 0.5)),
+    4: _routes(("beam_search", {}, 1.0), ("best_of_n", {}, 1.0), ("self_consistency", {}, 1.0)),
+    5: _routes(("beam_search", {}, 1.0), ("best_of_n", {}, 1.0), ("self_consistency", {}, 1.0)),
+}
+
+
+def difficulty(confidence: float, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> int:
+    """Level 1 (easy) .. 5 (hard): 1 + the number of thresholds the confidence falls below."""
+    return 1 + sum(confidence < t for t in thresholds)
+
+
+def probability(scores: Sequence[float]) -> list[float]:
+    """Scores on a [0, 1] scale: as they are when all lie in it (PRM, rule, judge), else through a sigmoid (logits)."""
+    if all(0.0 <= s <= 1.0 for s in scores):
+        return list(scores)
+    return [1.0 / (1.0 + math.exp(-max(min(s, 60.0), -60.0))) for s in scores]
+
+
+def majority(candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+    """The ``n`` most-voted answers, each as its best candidate; the best distinct others fill in."""
+    chosen = [
+        max((c for c in candidates if c.answer == a), key=rank_key) for a in list(tally(_answers(candidates)))[:n]
+    ]
+    return chosen + [c for c in best_distinct(candidates, len(candidates)) if c not in chosen][: n - len(chosen)]
+
+
+@dataclass
+class ComputeOptimalResult(StrategyResult):
+    """The difficulty estimate, the route it chose, and the routed strategy's own figures."""
+
+    difficulty: int = 0
+    agreement: float = 0.0
+    mean_score: float | None = None
+    probe_samples: int = 0
+    routed_to: str = PROBE
+    routed_samples: int = 0
+    routed: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "difficulty": self.difficulty,
+            "routed_to": self.routed_to,
+            "agreement": round(self.agreement, 4),
+            "mean_score": None if self.mean_score is None else round(self.mean_score, 4),
+            "probe_samples": self.probe_samples,
+            "routed_samples": self.routed_samples,
+            "routed": self.routed,
+        }
+
+
+@register("compute_optimal")
+class ComputeOptimal(Strategy):
+    """Compute-optimal test-time scaling (Snell et al. 2024, "Scaling LLM Test-Time Compute Optimally").
+
+    A cheap probe first: ``probe_samples`` answers, whose agreement (the share matching the majority answer)
+    and, with a verifier, mean score (weighted by ``verifier_weight``) give a confidence in [0, 1]. The
+    confidence falls into one of five difficulty levels by ``level_thresholds``; with the defaults
+    (0.95, 0.75, 0.5, 0.25) and 4 probe samples and no verifier, 4/4 agreeing is level 1, 3/4 level 2,
+    2/4 level 3, all different level 4, none extractable level 5. The level's route picks a strategy (the
+    first alternative this engine and verifier can serve) and its share of the budget the probe left; it
+    runs on the same metered engine, verifier and trace, so all spending is counted once. Easy prompts stop
+    at the probe's majority; hard ones get beam search with a PRM, else reranking or voting with the full
+    budget. The probe's samples stay candidates: the final answer is chosen from them and the routed ones.
+    """
+
+    class Options(Options):
+        probe_samples: int = Field(
+            4, ge=1, le=64, description="Samples drawn to estimate difficulty (capped by budget.max_samples)."
+        )
+        level_thresholds: tuple[float, float, float, float] = Field(
+            DEFAULT_THRESHOLDS,
+            description="Confidence cut-offs, decreasing: confidence >= t1 is level 1, >= t2 level 2, ... "
+            "below t4 level 5.",
+        )
+        verifier_weight: float = Field(
+            0.5,
+            ge=0.0,
+            le=1.0,
+            description="With a verifier, confidence = (1 - w) * agreement + w * mean probe score (scores outside "
+            "[0, 1] go through a sigmoid); without one, confidence = agreement.",
+        )
+        answer_extraction: Literal["content", "last_number", "boxed"] = Field(
+            "content", description="What counts as the same answer in the probe's agreement."
+        )
+        aggregation: Literal["min", "prod", "last", "mean"] = Field(
+            "min", description="How a step verifier's (PRM's) step scores become one score per probe sample."
+        )
+        routes: dict[int, list[Route]] | None = Field(
+            None,
+            description="Level (1-5) -> a route or a list of alternatives {strategy, strategy_options, "
+            "budget_fraction}; every level must be given. Default: 1 probe majority; 2 best_of_n weighted "
+            "(else self_consistency) with 1/4 of the rest; 3 the same with 1/2; 4-5 beam_search (PRM and "
+            "prefix continuation), else best_of_n, else self_consistency, with all of it.",
+        )
+
+        @field_validator("level_thresholds")
+        @classmethod
+        def _decreasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+            if any(not 0.0 <= t <= 1.0 for t in value) or any(a <= b for a, b in pairwise(value)):
+                raise ValueError("must be four strictly decreasing values in [0, 1]")
+            return value
+
+        @field_validator("routes", mode="before")
+        @classmethod
+        def _listed(cls, value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+            return value
+
+        @model_validator(mode="after")
+        def _known(self) -> ComputeOptimal.Options:
+            if self.routes is not None:
+                missing = [str(level) for level in LEVELS if level not in self.routes]
+                extra = [str(level) for level in self.routes if level not in LEVELS]
+                if missing or extra:
+                    raise ValueError(
+                        "routes must give exactly the levels 1-5"
+                        + (f"; missing: {', '.join(missing)}" if missing else "")
+                        + (f"; unknown: {', '.join(extra)}" if extra else "")
+                    )
+                for level, alternatives in self.routes.items():
+                    if not alternatives:
+                        raise ValueError(f"routes level {level}: give at least one route")
+                    for route in alternatives:
+                        if route.strategy != PROBE:
+                            _build(route, f"routes level {level}")
+            return self
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self._explicit = self.options.routes is not None
+        self._routes = self.options.routes if self._explicit else DEFAULT_ROUTES
+        self._routed: Strategy | None = None
+        self._report: dict[str, Any] = {}
+
+    def check(self, engine: Any, verifier: Any) -> None:
+        """Refuse up front a table with a level that no alternative can serve with this engine and verifier."""
+        super().check(engine, verifier)
+        for level in LEVELS:
+            self._route(level, engine, verifier)
+
+    async def search(
+        self,
+        request: StrategyRequest,
+        engine: MeteredEngine,
+        verifier: MeteredVerifier | None,
+        budget: Budget,
+        trace: Trace,
+    ) -> list[Candidate]:
+        o = self.options
+        meter = engine.meter
+        total = meter.limit("max_samples") or DEFAULT_TOTAL
+        samples = await engine.generate(request.prompt, request.params, min(o.probe_samples, total))
+        probe = [self._candidate(s) for s in samples]
+        for c in probe:
+            trace.add(c, message="")
+        await score_candidates(verifier, request, probe, o.aggregation)
+        answers = _answers(probe)
+        votes = tally(answers)
+        agreement = (next(iter(votes.values())) / len(probe)) if votes and probe else 0.0
+        mean = sum(probability([c.score for c in probe])) / len(probe) if verifier is not None and probe else None
+        confidence = agreement if mean is None else (1 - o.verifier_weight) * agreement + o.verifier_weight * mean
+        level = difficulty(confidence, o.level_thresholds)
+        trace.emit(
+            "probe",
+            f"probe: {len(probe)} samples, answers {_tally_line(votes)}",
+            ids=[c.id for c in probe],
+            answers=answers,
+            scores=[c.score for c in probe],
+        )
+        route, routed = self._route(level, engine, verifier)
+        share = 0 if routed is None else _share(route.budget_fraction, total - meter.spent.samples)
+        name = route.strategy if share else PROBE
+        self._report = {
+            "difficulty": level,
+            "agreement": agreement,
+            "mean_score": mean,
+            "probe_samples": len(probe),
+            "routed_to": name,
+            "routed_samples": share,
+        }
+        scored = "" if mean is None else f", mean score {mean:.2f}"
+        plan = f"{name}, {share} samples" if share else "probe majority, no more samples"
+        if routed is not None and not share:
+            plan += " (the probe used the whole budget)"
+        trace.emit(
+            "route",
+            f"difficulty {level}/5 (agreement {agreement:.2f}{scored}) -> {plan}",
+            difficulty=level,
+            agreement=agreement,
+            mean_score=mean,
+            confidence=confidence,
+            routed_to=name,
+            samples=share,
+            strategy_options=route.strategy_options if name != PROBE else {},
+        )
+        if name == PROBE:
+            return majority(probe, request.n)
+        self._routed = routed
+        tokens = meter.limit("max_tokens")
+        seconds = meter.remaining_seconds()
+        sub_budget = Budget(
+            max_samples=share,
+            max_tokens=None if tokens is None else max(1, int(route.budget_fraction * (tokens - meter.spent.tokens))),
+            max_seconds=None if seconds is None else max(seconds, 0.0),
+        )
+        found = await routed.search(request, engine, verifier, sub_budget, trace)
+        known = {id(c) for c in trace.candidates}
+        pool = [*trace.candidates, *(c for c in found if id(c) not in known)]
+        return routed.fallback(pool, request.n)
+
+    def fallback(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+        """Cut short: choose as the routed strategy would, from everything found; before routing, the majority."""
+        return self._routed.fallback(candidates, n) if self._routed is not None else majority(candidates, n)
+
+    def result(
+        self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None
+    ) -> ComputeOptimalResult:
+        routed = self._routed.result(choices, spent, trace, exhausted).summary() if self._routed is not None else {}
+        return ComputeOptimalResult(choices, spent, trace, exhausted, **self._report, routed=routed)
+
+    def _candidate(self, s: Any) -> Candidate:
+        c = Candidate(s.text, s.num_tokens, s.finish_reason, logprob=s.cumulative_logprob)
+        c.answer = extract_answer(s.text, self.options.answer_extraction)  # None stays None: no vote
+        return c
+
+    def _route(self, level: int, engine: Any, verifier: Any) -> tuple[Route, Strategy | None]:
+        """The level's first alternative this engine and verifier can serve, built; ``None`` for the probe route."""
+        skipped = []
+        for route in self._routes[level]:
+            if route.strategy == PROBE:
+                return route, None
+            try:
+                strategy = _build(route, f"routes level {level}")
+            except ValueError as exc:
+                if self._explicit or _registered(route.strategy):
+                    raise InvalidRequestError(str(exc), param="strategy_options") from None
+                continue  # a default alternative this server does not have
+            why = _unfit(strategy, engine, verifier)
+            if why is None:
+                return route, strategy
+            skipped.append(f"{route.strategy} ({why})")
+        raise InvalidRequestError(
+            f"No route for difficulty {level} fits this engine and verifier: {'; '.join(skipped)}.",
+            param="strategy_options",
+        )
+
+
+def _build(route: Route, where: str) -> Strategy:
+    """The route's strategy with its validated options; ``ValueError`` naming the valid strategies otherwise."""
+    try:
+        cls = registry.get(route.strategy)
+    except KeyError:
+        valid = ", ".join([PROBE, *(n for n in registry.names() if n != "compute_optimal")])
+        raise ValueError(f"{where}: unknown strategy '{route.strategy}'. Valid values: {valid}.") from None
+    if issubclass(cls, ComputeOptimal):
+        raise ValueError(f"{where}: '{route.strategy}' cannot route to itself")
+    try:
+        return cls(cls.Options.model_validate(route.strategy_options))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{where}: invalid strategy_options for '{route.strategy}': {problems}") from None
+
+
+def _registered(name: str) -> bool:
+    try:
+        registry.get(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _unfit(strategy: Strategy, engine: Any, verifier: Any) -> str | None:
+    """Why ``strategy`` cannot run on this engine and verifier, or ``None`` when it can."""
+    is_step = (
+        verifier.is_step if isinstance(verifier, MeteredVerifier) else callable(getattr(verifier, "score_steps", None))
+    )
+    if strategy.needs_step_verifier and not is_step:
+        return "needs a step verifier"
+    if strategy.needs_verifier and verifier is None:
+        return "needs a verifier"
+    if strategy.needs_prefix_continuation and not engine.capabilities.prefix_continuation:
+        return "needs prefix continuation"
+    try:
+        strategy.check(engine, verifier)
+    except InvalidRequestError as exc:
+        return exc.message
+    return None
+
+
+def _share(fraction: float, left: int) -> int:
+    """Samples a route gets: its fraction of what is left, at least one while anything is left."""
+    return 0 if left <= 0 else max(1, math.floor(fraction * left))
+
+
+def _answers(candidates: Sequence[Candidate]) -> list[str | None]:
+    return [c.answer for c in candidates]
+
+
+def _tally_line(votes: dict[str, float], k: int = 5) -> str:
+    parts = [f"{a} x{int(v)}" for a, v in list(votes.items())[:k]]
+    if len(votes) > k:
+        parts.append(f"+{len(votes) - k} more")
+    return ", ".join(parts) or "none extractable"

@@ -1,0 +1,199 @@
+"""Metering: every sample, token, verifier call and second a strategy spends is counted once, here, and capped."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ponder.core.types import Budget, Prompt, Sample, SampleDelta, SamplingParams
+
+
+class BudgetExhausted(Exception):
+    """Raised by a meter when the next call would go past the request's budget."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(f"budget exhausted: {limit}")
+        self.limit = limit
+
+
+@dataclass
+class Spent:
+    """What a request used; ``samples`` counts finished solutions, ``sequences`` every engine sequence."""
+
+    samples: int = 0
+    sequences: int = 0
+    tokens: int = 0
+    prompt_tokens: int = 0
+    prompt_tokens_total: int = 0
+    cached_tokens: int = 0
+    engine_calls: int = 0
+    verifier_calls: int = 0
+    verifier_items: int = 0
+    seconds: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "sequences": self.sequences,
+            "tokens": self.tokens,
+            "engine_calls": self.engine_calls,
+            "verifier_calls": self.verifier_calls,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class Meter:
+    """The budget of one request and what has been spent against it."""
+
+    budget: Budget
+    ceiling: Budget = field(default_factory=Budget)  # the server's limits, for what the budget leaves open
+    spent: Spent = field(default_factory=Spent)
+    started: float = field(default_factory=time.perf_counter)
+    exhausted: str | None = None  # which limit stopped the search, if any
+    reserved_samples: int = 0  # admitted by calls still in flight, so concurrent calls cannot overspend
+
+    def limit(self, name: str) -> float | None:
+        asked = getattr(self.budget, name)
+        return asked if asked is not None else getattr(self.ceiling, name)
+
+    def remaining_seconds(self) -> float | None:
+        limit = self.limit("max_seconds")
+        return None if limit is None else limit - (time.perf_counter() - self.started)
+
+    def admit(self, params: SamplingParams, n: int, *, solutions: bool = True) -> tuple[SamplingParams, int]:
+        """Clamp a call to what is left of the budget; raise when nothing is left.
+
+        Samples are reserved until the call returns, so they are exact under concurrency. Tokens are
+        checked against what finished calls used: calls in flight finish, so a search that runs many
+        calls at once can end at most one round over its token budget. A call that draws no solutions
+        (``solutions=False``) is held to the token budget only.
+        """
+        s = self.spent
+        max_samples, max_tokens = self.limit("max_samples"), self.limit("max_tokens")
+        if max_samples is not None and solutions:
+            left = max_samples - s.samples - self.reserved_samples
+            if left <= 0:
+                self._stop("max_samples")
+            n = min(n, left)
+        if max_tokens is not None:
+            left = max_tokens - s.tokens
+            if left < n:
+                self._stop("max_tokens")
+            share = left // n
+            if params.token_cap is None or params.token_cap > share:
+                params = dataclasses.replace(params, token_cap=share)
+        return params, n
+
+    def _stop(self, limit: str) -> None:
+        self.exhausted = limit
+        raise BudgetExhausted(limit)
+
+    def charge(self, samples: Sequence[Sample], finished: int) -> None:
+        s = self.spent
+        s.engine_calls += 1
+        s.sequences += len(samples)
+        s.samples += finished
+        s.tokens += sum(x.num_tokens for x in samples)
+        if samples:
+            # The request's own prompt is the shortest any call sends; longer ones carry partial solutions.
+            prompt = samples[0].prompt_tokens
+            s.prompt_tokens = prompt if not s.prompt_tokens else min(s.prompt_tokens, prompt)
+            s.prompt_tokens_total += prompt
+            s.cached_tokens += samples[0].cached_tokens
+
+    def seal(self) -> Spent:
+        self.spent.seconds = time.perf_counter() - self.started
+        return self.spent
+
+
+class MeteredEngine:
+    """The engine as a strategy sees it: the same calls, counted and capped by the request's meter.
+
+    ``generate`` draws whole solutions (each returned sequence is one sample). ``extend`` continues a
+    partial solution by one step, stopping at the step separator; a sequence that instead finishes the
+    solution counts as a sample, one that stops at the separator does not.
+    """
+
+    def __init__(self, engine: Any, meter: Meter, separator: str = "\n") -> None:
+        self._engine = engine
+        self.meter = meter
+        self.separator = separator
+        self.model_id = engine.model_id
+        self.capabilities = engine.capabilities
+
+    async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        """Whole solutions; ``n`` may come back smaller when the sample budget is nearly spent."""
+        return await self._call(prompt, params, n, step=False)
+
+    async def extend(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        """One more step from ``prompt.prefix``: generation stops at the separator (kept off the text)."""
+        stops = tuple(dict.fromkeys((*params.stop, self.separator)))
+        return await self._call(prompt, dataclasses.replace(params, stop=stops), n, step=True)
+
+    async def _call(self, prompt: Prompt, params: SamplingParams, n: int, *, step: bool) -> list[Sample]:
+        params, n = self.meter.admit(params, n)
+        self.meter.reserved_samples += n
+        try:
+            samples = await self._engine.generate(prompt, params, n)
+        finally:
+            self.meter.reserved_samples -= n
+        finished = sum(not is_step_end(x, self.separator) for x in samples) if step else len(samples)
+        self.meter.charge(samples, finished=finished)
+        return samples
+
+    async def ask(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        """An auxiliary call (the model judging a partial solution): its tokens count, its sequences are no samples."""
+        params, n = self.meter.admit(params, n, solutions=False)
+        samples = await self._engine.generate(prompt, params, n)
+        shortest = self.meter.spent.prompt_tokens
+        self.meter.charge(samples, finished=0)
+        # A judgement's prompt is not the request's own: it must not become the reported prompt size.
+        self.meter.spent.prompt_tokens = shortest or self.meter.spent.prompt_tokens
+        return samples
+
+    def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
+        raise NotImplementedError("strategies call generate/extend; the server streams their trace")
+
+    async def score(self, prompt: Prompt, continuation: str) -> list[float]:
+        self.meter.spent.engine_calls += 1
+        return await self._engine.score(prompt, continuation)
+
+    async def aclose(self) -> None:  # the server owns the engine
+        return None
+
+
+def is_step_end(sample: Sample, separator: str) -> bool:
+    """Whether a sample stopped at the step separator rather than finishing its solution."""
+    return sample.finish_reason == "stop" and sample.stop_reason == separator
+
+
+class MeteredVerifier:
+    """A verifier whose calls are counted; step scoring is offered only when the verifier has it."""
+
+    def __init__(self, verifier: Any, meter: Meter) -> None:
+        self._verifier = verifier
+        self.meter = meter
+        self.name = verifier.name
+        self.is_step = callable(getattr(verifier, "score_steps", None))
+
+    async def score(self, problem: Any, answers: Sequence[str], reference: str | None = None) -> list[float]:
+        if not answers:
+            return []
+        self._count(len(answers))
+        return list(await self._verifier.score(problem, answers, reference))
+
+    async def score_steps(self, problem: Any, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        if not self.is_step:
+            raise TypeError(f"verifier {self.name!r} does not score steps")
+        if not solutions:
+            return []
+        self._count(len(solutions))
+        return [list(s) for s in await self._verifier.score_steps(problem, solutions)]
+
+    def _count(self, items: int) -> None:
+        self.meter.spent.verifier_calls += 1
+        self.meter.spent.verifier_items += items

@@ -1,0 +1,20 @@
+"""The ``none`` strategy: one sample per choice; the server streams it token by token from the engine."""
+
+from __future__ import annotations
+
+from ponder.strategies.base import Strategy, StrategyRequest
+from ponder.strategies.registry import register
+from ponder.strategies.trace import Candidate, Trace
+
+
+@register("none")
+class NoneStrategy(Strategy):
+    """Plain decoding: ``n`` samples in one engine call, returned as they are."""
+
+    streams_tokens = True
+
+    async def search(self, request: StrategyRequest, engine, verifier, budget, trace: Trace) -> list[Candidate]:
+        samples = await engine.generate(request.prompt, request.params, request.n)
+        return [
+            trace.add(Candidate(s.text, s.num_tokens, s.finish_reason, logprob=s.cumulative_logprob)) for s in samples
+        ]

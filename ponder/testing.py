@@ -1,0 +1,161 @@
+"""A scripted, deterministic engine for unit tests of the logic above the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from ponder.core.types import (
+    EngineCapabilities,
+    Prompt,
+    Sample,
+    SampleDelta,
+    SamplingParams,
+    TokenLogprob,
+)
+from ponder.engines.base import check_logprobs, resolve_max_tokens
+
+Responder = Callable[[Prompt, SamplingParams, int], str]
+TopLogprobs = Callable[[Prompt, str], Sequence[tuple[str, float]]]
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Fake tokens: words with their leading whitespace."""
+    return _TOKEN.findall(text)
+
+
+def _default_responder(prompt: Prompt, params: SamplingParams, index: int) -> str:
+    last = prompt.messages[-1]["content"] if prompt.messages else prompt.text
+    return f"<think>sample {index}</think>echo: {last}"
+
+
+class FakeEngine:
+    """Answers with ``responder(prompt, params, index)``, one word per token.
+
+    ``token_delay`` seconds pass between tokens, so tests can cancel mid-generation;
+    ``active`` counts requests still running (a cancelled request must leave it at 0).
+    ``top_logprobs(prompt, token)``, when given, scripts the alternatives (best first) reported for each token.
+    """
+
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        *,
+        model_id: str = "fake-model",
+        capabilities: EngineCapabilities | None = None,
+        token_delay: float = 0.0,
+        top_logprobs: TopLogprobs | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.capabilities = capabilities or EngineCapabilities(max_model_len=512)
+        self.responder = responder or _default_responder
+        self.token_delay = token_delay
+        self.top_logprobs = top_logprobs
+        self.active = 0
+        self.calls: list[tuple[Prompt, SamplingParams, int]] = []
+        self.closed = False
+
+    def _prompt_tokens(self, prompt: Prompt) -> int:
+        if prompt.text is not None:
+            return len(tokenize(prompt.text))
+        body = " ".join(f"{m['role']}: {m['content']}" for m in prompt.messages or ())
+        return len(tokenize(body + " " + prompt.prefix))
+
+    def _plan(self, prompt: Prompt, params: SamplingParams, index: int) -> tuple[list[str], str, str | None]:
+        """The tokens sample ``index`` will emit, its finish reason and the stop string hit."""
+        max_tokens = resolve_max_tokens(params, self._prompt_tokens(prompt), self.capabilities.max_model_len)
+        text = self.responder(prompt, params, index)
+        stop_hit = None
+        for stop in params.stop:
+            cut = text.find(stop)
+            if cut != -1 and (stop_hit is None or cut < text.find(stop_hit)):
+                stop_hit = stop
+        if stop_hit is not None:
+            text = text[: text.find(stop_hit)]
+        tokens = tokenize(text)
+        if len(tokens) > max_tokens:
+            return tokens[:max_tokens], "length", None
+        return tokens, "stop", stop_hit
+
+    def _logprobs(self, tokens: list[str], k: int | None, prompt: Prompt) -> list[TokenLogprob] | None:
+        if k is None:
+            return None
+        out = []
+        for i, tok in enumerate(tokens):
+            lp = -0.1 * (i % 5 + 1)
+            if self.top_logprobs is not None:
+                scripted = tuple(self.top_logprobs(prompt, tok))
+                out.append(TokenLogprob(tok, dict(scripted).get(tok, lp), scripted[:k]))
+                continue
+            top = tuple((f"{tok}#{j}" if j else tok, lp - j) for j in range(k))
+            out.append(TokenLogprob(tok, lp, top))
+        return out
+
+    async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        texts: dict[int, list[str]] = {i: [] for i in range(n)}
+        logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(n)}
+        finished: dict[int, SampleDelta] = {}
+        prompt_tokens = 0
+        async for delta in self.stream(prompt, params, n):
+            texts[delta.index].append(delta.text)
+            logprobs[delta.index].extend(delta.logprobs or [])
+            prompt_tokens = delta.prompt_tokens or prompt_tokens
+            if delta.finish_reason:
+                finished[delta.index] = delta
+        samples = []
+        for i in range(n):
+            text = "".join(texts[i])
+            lps = logprobs[i] if params.logprobs is not None else None
+            samples.append(
+                Sample(
+                    text=text,
+                    num_tokens=len(tokenize(text)),
+                    finish_reason=finished[i].finish_reason,
+                    prompt_tokens=prompt_tokens,
+                    logprobs=lps,
+                    cumulative_logprob=sum(t.logprob for t in lps) if lps else None,
+                    stop_reason=finished[i].stop_reason,
+                )
+            )
+        return samples
+
+    async def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
+        check_logprobs(params, self.capabilities)
+        plans = [self._plan(prompt, params, i) for i in range(n)]
+        self.calls.append((prompt, params, n))
+        prompt_tokens = self._prompt_tokens(prompt)
+        self.active += 1
+        try:
+            longest = max((len(tokens) for tokens, _, _ in plans), default=0)
+            for step in range(longest + 1):
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+                else:
+                    await asyncio.sleep(0)
+                for i, (tokens, reason, stop) in enumerate(plans):
+                    if step < len(tokens):
+                        lp = self._logprobs(tokens, params.logprobs, prompt)
+                        yield SampleDelta(
+                            index=i,
+                            text=tokens[step],
+                            num_tokens=1,
+                            logprobs=[lp[step]] if lp else None,
+                            prompt_tokens=prompt_tokens,
+                        )
+                    if step == len(tokens):
+                        yield SampleDelta(
+                            index=i, text="", finish_reason=reason, prompt_tokens=prompt_tokens, stop_reason=stop
+                        )
+        finally:
+            self.active -= 1
+
+    def num_unfinished_requests(self) -> int:
+        return self.active
+
+    async def score(self, prompt: Prompt, continuation: str) -> list[float]:
+        return [-0.5 for _ in tokenize(continuation)]
+
+    async def aclose(self) -> None:
+        self.closed = True

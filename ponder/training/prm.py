@@ -1,0 +1,324 @@
+"""``ponder train prm``: a process reward model, a token classifier trained with BCE at the end of every step."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from ponder.training.common import TrainingInputError, attach_log_file, detach_log_file, prepare_output_dir
+from ponder.training.config_args import to_cli_flags
+from ponder.training.prm_config import PRMArgs
+from ponder.training.verifier_common import (
+    Timer,
+    check_prompt,
+    check_verifier_args,
+    eval_records,
+    load_verifier,
+    prm_sidecar,
+    read_user_table,
+    samples_info,
+    save_verifier,
+    train_records,
+    trainer_arguments,
+    update_seconds,
+)
+
+log = logging.getLogger("ponder.train.prm")
+
+SEPARATOR = "\n"
+
+
+# ------------------------------------------------------------------------------------------------ labels
+
+
+def targets_of(record: dict[str, Any], labels: str) -> list[float]:
+    """Per-step training targets of a policy sample: exact labels, or its Monte Carlo fractions (hard or soft)."""
+    if labels == "exact":
+        return [float(bool(y)) for y in record["labels"]]
+    if "mc" not in record:
+        raise TrainingInputError(f"--labels {labels}: the samples have no Monte Carlo rollouts (`mc`)")
+    if labels == "mc-hard":
+        return [float(f > 0) for f in record["mc"]]
+    return [float(f) for f in record["mc"]]
+
+
+def rows_from_samples(records: list[dict[str, Any]], labels: str) -> list[tuple[list[dict], list[str], list[float]]]:
+    """(messages, steps, targets) per distinct solution (same problem and steps counted once); no empty ones."""
+    seen: set[tuple] = set()
+    out = []
+    for r in records:
+        key = (r["split"], r["seed"], tuple(r["steps"]))
+        if r["steps"] and key not in seen:
+            seen.add(key)
+            out.append((r["messages"], list(r["steps"]), targets_of(r, labels)))
+    return out
+
+
+def _check_label(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and not math.isnan(value) and 0 <= value <= 1:
+        return float(value)
+    return None
+
+
+def rows_from_table(path: str) -> list[tuple[list[dict], list[str], list[float]]]:
+    """Validated (messages, steps, targets) rows of a user file."""
+    rows = read_user_table(path, ("prompt", "steps", "labels"))
+    out = []
+    for i, row in enumerate(rows):
+        where = f"{path}: row {i}"
+        messages = check_prompt(row["prompt"], where)
+        steps, labels = row["steps"], row["labels"]
+        if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
+            raise TrainingInputError(f"{where}: `steps` must be a non-empty list of non-empty strings")
+        if any(SEPARATOR in s for s in steps):
+            raise TrainingInputError(
+                f"{where}: a step contains the step separator {SEPARATOR!r}; give one step per item"
+            )
+        if not isinstance(labels, list) or len(labels) != len(steps):
+            raise TrainingInputError(
+                f"{where}: `labels` must be a list with one label per step ({len(steps)}), got {labels!r:.60}"
+            )
+        targets = [_check_label(y) for y in labels]
+        if any(t is None for t in targets):
+            raise TrainingInputError(
+                f"{where}: `labels` must be true/false or probabilities in [0, 1], got {labels!r:.60}"
+            )
+        out.append((messages, list(steps), targets))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+def _prm_trainer_class() -> type:
+    """A ``transformers.Trainer`` with BCE-with-logits at the step positions only (imported lazily)."""
+    import torch
+    from transformers import Trainer
+
+    class PRMTrainer(Trainer):
+        def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None):
+            rows, cols, targets = inputs.pop("step_rows"), inputs.pop("step_cols"), inputs.pop("targets")
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            weights = inputs.pop("weights")
+            logits = outputs.logits.squeeze(-1)[rows, cols]
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            loss = (losses * weights).sum() / weights.sum()
+            return (loss, outputs) if return_outputs else loss
+
+    return PRMTrainer
+
+
+def prm_collator(pad_token_id: int) -> Any:
+    """Right-pad a batch; ``step_rows``/``step_cols`` index the logits of every step, ``targets`` their labels."""
+    import torch
+
+    def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+        width = max(len(ex["input_ids"]) for ex in examples)
+        return {
+            "input_ids": torch.tensor(
+                [ex["input_ids"] + [pad_token_id] * (width - len(ex["input_ids"])) for ex in examples]
+            ),
+            "attention_mask": torch.tensor(
+                [[1] * len(ex["input_ids"]) + [0] * (width - len(ex["input_ids"])) for ex in examples]
+            ),
+            "step_rows": torch.tensor([b for b, ex in enumerate(examples) for _ in ex["positions"]]),
+            "step_cols": torch.tensor([p for ex in examples for p in ex["positions"]]),
+            "targets": torch.tensor([t for ex in examples for t in ex["targets"]], dtype=torch.float32),
+            "weights": torch.tensor(
+                [w for ex in examples for w in ex.get("weights") or [1.0] * len(ex["targets"])], dtype=torch.float32
+            ),
+        }
+
+    return collate
+
+
+def featurise(tokenizer: Any, rows: list[tuple[list[dict], list[str], list[float]]], max_length: int) -> list[dict]:
+    """Token ids and step positions through ``verifiers.formats.prm_features`` (what serving uses); too long dropped."""
+    from ponder.verifiers.formats import prm_features, render_prompt
+
+    out = []
+    for messages, steps, targets in rows:
+        ids, positions = prm_features(tokenizer, render_prompt(tokenizer, messages), steps, SEPARATOR)
+        if len(ids) <= max_length:
+            out.append({"input_ids": ids, "positions": positions, "targets": targets})
+    return out
+
+
+def balance_by_depth(examples: list[dict]) -> None:
+    """Set ``weights`` so that, at every step position, good and bad steps carry half the position's weight each.
+
+    A position with only one class keeps weight 1 (soft targets count as good when >= 0.5).
+    """
+    counts: dict[tuple[int, bool], int] = {}
+    for ex in examples:
+        for d, t in enumerate(ex["targets"]):
+            counts[d, t >= 0.5] = counts.get((d, t >= 0.5), 0) + 1
+    for ex in examples:
+        weights = []
+        for d, t in enumerate(ex["targets"]):
+            good, bad = counts.get((d, True), 0), counts.get((d, False), 0)
+            weights.append(1.0 if not good or not bad else (good + bad) / (2 * (good if t >= 0.5 else bad)))
+        ex["weights"] = weights
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+def check_args(cfg: PRMArgs) -> None:
+    check_verifier_args(cfg)
+    if cfg.labels != "exact" and not cfg.dataset and cfg.mc_rollouts <= 0:
+        raise TrainingInputError("--mc-rollouts must be positive for --labels mc-hard / mc-soft")
+    if cfg.hard_negatives < 0:
+        raise TrainingInputError(f"--hard-negatives must be 0 or more, got {cfg.hard_negatives}")
+    if cfg.hard_negatives and cfg.dataset:
+        raise TrainingInputError("--hard-negatives corrupts gold traces of policy-sample problems; not with --dataset")
+
+
+def train_prm(cfg: PRMArgs) -> Path:
+    """Check the input, label, train, save the PRM folder, measure it on held-out samples and write its card."""
+    check_args(cfg)
+    if cfg.dataset:  # read and check it before touching the output folder
+        rows_from_table(cfg.dataset)
+    out = prepare_output_dir(cfg.output_dir, overwrite=cfg.overwrite)
+    handler = attach_log_file(out / "logs" / "train.log")
+    try:
+        return _train(cfg, out, handler)
+    finally:
+        detach_log_file(handler)
+
+
+def _label_notes(cfg: PRMArgs, solutions: int) -> list[str]:
+    """The card's notes on the policy-sample solutions and how their steps were labelled."""
+    how = {
+        "exact": "exact: a step is good when it equals the gold step at its position and every earlier step is "
+        "good (`ponder.tasks.step_labels`)",
+        "mc-hard": f"mc-hard (Math-Shepherd): a step is good when at least one of {cfg.mc_rollouts} policy "
+        "rollouts from just after it ends in the right answer",
+        "mc-soft": f"mc-soft (Math-Shepherd): the target is the fraction of {cfg.mc_rollouts} policy rollouts "
+        "from just after the step that end in the right answer",
+    }[cfg.labels]
+    notes = [
+        f"{solutions} distinct solutions with at least one step (duplicates of a problem dropped).",
+        f"Labels: {how}.",
+    ]
+    if cfg.labels != "exact":
+        notes.append(
+            "Rollouts continue the assistant turn `<think>step_1\\n...step_i\\n` through the Ponder engine "
+            f"(`Prompt.chat(messages, prefix=...)`, n={cfg.mc_rollouts} per call, temperature {cfg.temperature}); "
+            "prefixes shared by several samples are rolled out once."
+        )
+    return notes
+
+
+def _add_hard_negatives(cfg: PRMArgs, records: list[dict[str, Any]], rows: list) -> str:
+    """Extend ``rows`` in place with corrupted gold traces not already among them; the card's note on them."""
+    from ponder.training.prm_negatives import hard_negative_rows
+
+    have = {(msgs[-1]["content"], tuple(steps)) for msgs, steps, _ in rows}
+    extra = [
+        row
+        for row in hard_negative_rows(records, cfg.hard_negatives, cfg.seed)
+        if (row[0][-1]["content"], tuple(row[1])) not in have
+    ]
+    rows += extra
+    return (
+        f"Hard negatives: for each training problem its gold trace and {cfg.hard_negatives} corrupted copies "
+        "(one step with a wrong result, a wrong operand or a skipped term, later steps carried forward from it, "
+        f"exact labels; `ponder.training.prm_negatives`): {len(extra)} solutions not already among the samples."
+    )
+
+
+def _training_data(cfg: PRMArgs) -> tuple[dict[str, Any], list[tuple[list[dict], list[str], list[float]]], list[str]]:
+    """The data description, the (messages, steps, targets) rows and the card's notes so far."""
+    if cfg.dataset:
+        data: dict[str, Any] = {"train": {"source": cfg.dataset}}
+        rows = rows_from_table(cfg.dataset)
+        notes = [f"{len(rows)} labelled solutions from `{cfg.dataset}`."]
+    else:
+        records = train_records(cfg, mc_rollouts=0 if cfg.labels == "exact" else cfg.mc_rollouts)
+        data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
+        rows = rows_from_samples(records, cfg.labels)
+        notes = _label_notes(cfg, len(rows))
+        if cfg.hard_negatives:  # check_args refuses them with --dataset
+            notes.append(_add_hard_negatives(cfg, records, rows))
+    if not rows:
+        raise TrainingInputError("no solution with steps among the training data")
+    return data, rows, notes
+
+
+def _examples(cfg: PRMArgs, tokenizer: Any, rows: list, data: dict[str, Any], notes: list[str]) -> list[dict]:
+    """Featurised (and optionally depth-balanced) examples; their counts into ``data``, the final notes too."""
+    examples = featurise(tokenizer, rows, cfg.max_length)
+    if not examples:
+        raise TrainingInputError(f"every training sequence is longer than --max-length {cfg.max_length}")
+    if cfg.balance_depth:
+        balance_by_depth(examples)
+        notes.append("Step losses weighted so that good and bad steps weigh the same at every step position.")
+    targets = [t for ex in examples for t in ex["targets"]]
+    data["train"].update(solutions=len(examples), steps=len(targets), mean_target=round(sum(targets) / len(targets), 4))
+    data["notes"] = [
+        *notes,
+        f"{len(targets)} labelled steps, mean target {sum(targets) / len(targets):.3f}; batch = solutions.",
+    ]
+    return examples
+
+
+def _measure_or_card(cfg: PRMArgs, out: Path, held_out: list[dict[str, Any]], timer: Timer) -> None:
+    """Measure the saved PRM on the held-out samples (which writes the card), or only write the card."""
+    from ponder.training.verifier_metrics import evaluate_into, write_card
+
+    if held_out:
+        info = samples_info(cfg, held_out, cfg.eval_split, cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
+        evaluate_into(out, "prm", held_out, info, log.info)
+        timer.mark("measure")
+        update_seconds(out, timer)
+    else:
+        write_card(out)
+
+
+def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
+    """Build and label the rows, train, save the folder, then measure it or write its card."""
+    import torch
+    from transformers import set_seed
+
+    from ponder.training.sft import _log_callback
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    timer = Timer()
+    data, rows, notes = _training_data(cfg)
+    held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
+    timer.mark("samples")
+
+    set_seed(cfg.seed)  # before loading: the new head is initialised from it
+    tokenizer, model = load_verifier(cfg.init_model or cfg.policy, "token")
+    examples = _examples(cfg, tokenizer, rows, data, notes)
+    trainer = _prm_trainer_class()(
+        model=model,
+        args=trainer_arguments(cfg, out, remove_unused_columns=False),
+        train_dataset=examples,
+        data_collator=prm_collator(tokenizer.pad_token_id),
+        callbacks=[_log_callback(out / "logs" / "train.jsonl", handler)],
+    )
+    log.info("PRM (%s labels): %d solutions, %d steps", cfg.labels, len(examples), data["train"]["steps"])
+    result = trainer.train()
+    timer.mark("train")
+    save_verifier(
+        out,
+        trainer.model,
+        tokenizer,
+        prm_sidecar(),
+        command="ponder train prm " + " ".join(to_cli_flags(cfg)),
+        cfg=cfg,
+        data=data,
+        steps=trainer.state.global_step,
+        seconds=timer.seconds(),
+        metrics=dict(result.metrics),
+    )
+    _measure_or_card(cfg, out, held_out, timer)
+    log.info("saved %s (%d steps, %.1f min)", out, trainer.state.global_step, timer.seconds()["total"] / 60)
+    return out

@@ -1,0 +1,51 @@
+"""``PRMArgs``: every option of ``ponder train prm``, one field each, whose help text is the CLI flag's help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.training.rm_config import VerifierArgs, _h
+
+
+@dataclass
+class PRMArgs(VerifierArgs):
+    """Train a process reward model: one logit per token, read at the end of every step (sigmoid = P(still right)).
+
+    Step labels of the policy samples: ``exact`` (checked against the gold trace), or Math-Shepherd Monte Carlo
+    estimates, ``mc-hard`` (some rollout from after the step ends correct) or ``mc-soft`` (the fraction that does).
+    """
+
+    dataset: str | None = field(
+        default=None,
+        metadata=_h(
+            "Your own data instead of policy samples: JSONL, JSON or Parquet with columns `prompt` (a user message, "
+            "or a list of {role, content} turns), `steps` (a list of step texts without the separator) and `labels` "
+            "(one per step: true/false, or a probability in [0, 1]).",
+            metavar="FILE",
+        ),
+    )
+    labels: str = field(
+        default="exact",
+        metadata=_h(
+            "Step labels of the policy samples: exact, mc-hard or mc-soft.", choices=("exact", "mc-hard", "mc-soft")
+        ),
+    )
+    mc_rollouts: int = field(
+        default=8, metadata=_h("mc-hard / mc-soft: rollouts per step prefix (one engine call with n=this).")
+    )
+    hard_negatives: int = field(
+        default=0,
+        metadata=_h(
+            "Add, for every training problem, its gold trace and this many corrupted copies: one step gets a wrong "
+            "result (off by 1 or 10, swapped/dropped/doubled digit), a wrong operand (another number of the question) "
+            "or a skipped term, and every later step is carried forward from it; labelled exactly. 0 = none.",
+            metavar="K",
+        ),
+    )
+    balance_depth: bool = field(
+        default=False,
+        metadata=_h(
+            "Weight the step losses so that good and bad steps weigh the same at every step position, "
+            "so that depth alone stops predicting the label."
+        ),
+    )

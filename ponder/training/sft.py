@@ -1,0 +1,252 @@
+"""``ponder train sft``: supervised fine-tuning with TRL's ``SFTTrainer``, loss on the assistant turn only."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ponder.tasks import SPLITS, check_levels, check_tasks, generate_problems, sft_messages
+from ponder.training.common import (
+    SIDECAR,
+    TrainingInputError,
+    attach_log_file,
+    check_messages,
+    check_model_dir,
+    detach_log_file,
+    load_table,
+    policy_sidecar,
+    prepare_output_dir,
+    write_json,
+)
+from ponder.training.sft_config import SFTArgs
+
+log = logging.getLogger("ponder.train.sft")
+
+
+def check_args(cfg: SFTArgs) -> None:
+    """Refuse inconsistent numbers before anything is loaded."""
+    positive = ("train_size", "batch_size", "grad_accum", "max_length", "logging_steps", "num_layers")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise TrainingInputError(f"--{name.replace('_', '-')} must be positive")
+    if cfg.eval_size < 0 or cfg.threads < 0:
+        raise TrainingInputError("--eval-size and --threads must not be negative")
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise TrainingInputError("--max-steps must be positive, or -1 to run the epochs")
+    if cfg.epochs <= 0 or cfg.learning_rate <= 0:
+        raise TrainingInputError("--epochs and --learning-rate must be positive")
+    if cfg.init_model is None and (cfg.hidden_size <= 0 or cfg.hidden_size % 64):
+        raise TrainingInputError(f"--hidden-size {cfg.hidden_size} must be a positive multiple of 64 (head dim 64)")
+    try:
+        check_levels(cfg.levels)
+        check_tasks(cfg.tasks)
+    except ValueError as exc:
+        raise TrainingInputError(str(exc)) from None
+
+
+def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dict[str, Any]]:
+    """Train and validation chats, and a description of where they came from."""
+    if cfg.dataset:
+        rows = [r["messages"] for r in load_table(cfg.dataset, ("messages",))]
+        check_messages(rows, cfg.dataset)
+        n_eval = min(cfg.eval_size, len(rows) // 10)
+        info = {"source": str(cfg.dataset), "rows": len(rows), "eval_rows_held_out": n_eval}
+        return rows[n_eval:], rows[:n_eval], info
+    log.info("generating %d train and %d validation problems", cfg.train_size, cfg.eval_size)
+    train = generate_problems("train", cfg.train_size, cfg.levels, cfg.tasks)
+    val = generate_problems("validation", cfg.eval_size, sorted(set(cfg.levels)), cfg.tasks) if cfg.eval_size else []
+    info = {
+        "source": "reasoning-gym (generated)",
+        "tasks": list(cfg.tasks),
+        "levels_round_robin": list(cfg.levels),
+        "train": {
+            "split": "train",
+            "count": len(train),
+            "seeds": [SPLITS["train"].start, SPLITS["train"].start + len(train)],
+        },
+        "validation": {
+            "split": "validation",
+            "count": len(val),
+            "seeds": [SPLITS["validation"].start, SPLITS["validation"].start + len(val)],
+        },
+    }
+    return [sft_messages(p) for p in train], [sft_messages(p) for p in val], info
+
+
+def load_model(cfg: SFTArgs) -> tuple[Any, Any]:
+    """The tokenizer and model to train: ``--init-model`` or a new random Llama on the char tokenizer."""
+    if cfg.init_model:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = check_model_dir(cfg.init_model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
+        except (OSError, ValueError) as exc:
+            raise TrainingInputError(f"{folder} does not load as a causal LM with its tokenizer: {exc}") from None
+        if not tokenizer.chat_template:
+            raise TrainingInputError(f"{folder}: the tokenizer has no chat template")
+        return tokenizer, model
+    from ponder.training.tokenizer import build_tokenizer, new_llama
+
+    tokenizer = build_tokenizer()
+    model = new_llama(
+        tokenizer,
+        hidden=cfg.hidden_size,
+        layers=cfg.num_layers,
+        intermediate=cfg.intermediate_size,
+        max_len=cfg.max_position_embeddings,
+        seed=cfg.seed,
+    )
+    return tokenizer, model
+
+
+def _log_callback(path: Path, handler: logging.Handler) -> Any:
+    """A ``TrainerCallback`` that appends every log record (loss, lr, ...) to a JSONL file and the log file.
+
+    The console already shows them (the Trainer prints each record above its progress bar).
+    """
+    from transformers import TrainerCallback
+
+    metrics_log = logging.getLogger("ponder.train.metrics")
+    metrics_log.propagate = False
+    metrics_log.setLevel(logging.INFO)
+    if handler not in metrics_log.handlers:
+        metrics_log.handlers = [handler]
+
+    class JsonlLog(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if logs and state.is_world_process_zero:
+                record = {"step": state.global_step, **logs}
+                with path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                metrics_log.info("%s", json.dumps(record))
+
+    return JsonlLog()
+
+
+def train_sft(cfg: SFTArgs) -> Path:
+    """Train, then save the model folder (weights, tokenizer with chat template, sidecar, config, logs)."""
+    check_args(cfg)
+    if cfg.init_model:
+        check_model_dir(cfg.init_model)
+    if cfg.dataset:  # read and check it before touching the output folder
+        training_rows(dataclasses.replace(cfg, eval_size=0))
+    out = prepare_output_dir(cfg.output_dir, overwrite=cfg.overwrite)
+    handler = attach_log_file(out / "logs" / "train.log")
+    try:
+        return _train(cfg, out, handler)
+    finally:
+        detach_log_file(handler)
+
+
+def _sft_config(cfg: SFTArgs, out: Path) -> Any:
+    """TRL's ``SFTConfig`` for the run: CPU, float32, loss on the assistant turn, no checkpoints or evaluation."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        assistant_only_loss=True,
+        max_length=cfg.max_length,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        disable_tqdm=False,
+        gradient_checkpointing=False,  # TRL turns it on by default; a tiny model does not need the memory
+        torch_compile=False,
+    )
+
+
+def _save_folder(cfg: SFTArgs, out: Path, trainer: Any, tokenizer: Any) -> None:
+    """Weights, tokenizer and sidecar into ``out``; the checkpoints and the pickled arguments removed."""
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_config.json records the same
+    if not cfg.dataset:
+        write_json(out / SIDECAR, policy_sidecar())
+    elif cfg.init_model and (Path(cfg.init_model) / SIDECAR).is_file():
+        shutil.copy(Path(cfg.init_model) / SIDECAR, out / SIDECAR)
+
+
+def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
+    """Build the chats and the model, train, evaluate on the validation chats, save the folder and its config."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    started = time.time()
+    train_rows, eval_rows, data_info = training_rows(cfg)
+    tokenizer, model = load_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model: %s, %.2fM parameters; %d train / %d eval rows",
+        type(model).__name__,
+        n_params / 1e6,
+        len(train_rows),
+        len(eval_rows),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=_sft_config(cfg, out),
+        train_dataset=Dataset.from_dict({"messages": train_rows}),
+        eval_dataset=Dataset.from_dict({"messages": eval_rows}) if eval_rows else None,
+        processing_class=tokenizer,
+        callbacks=[_log_callback(out / "logs" / "train.jsonl", handler)],
+    )
+    prepared = time.time()
+    result = trainer.train()
+    trained = time.time()
+    metrics = dict(result.metrics)
+    if eval_rows:
+        metrics.update(trainer.evaluate())
+    _save_folder(cfg, out, trainer, tokenizer)
+    write_json(
+        out / "training_config.json",
+        {
+            "command": "ponder train sft",
+            "args": dataclasses.asdict(cfg),
+            "data": data_info,
+            "parameters": n_params,
+            "steps": trainer.state.global_step,
+            "seconds": {
+                "prepare": round(prepared - started, 1),
+                "train": round(trained - prepared, 1),
+                "total": round(time.time() - started, 1),
+            },
+            "threads": torch.get_num_threads(),
+            "metrics": metrics,
+            "versions": _versions(),
+        },
+    )
+    log.info("saved %s (%d steps, %.1f min)", out, trainer.state.global_step, (time.time() - started) / 60)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {pkg: version(pkg) for pkg in ("torch", "transformers", "trl", "reasoning-gym")}

@@ -1,0 +1,87 @@
+"""Outcome reward model: a sequence-classification head scores the whole completion (a raw logit, higher better)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ponder.verifiers.base import Problem, problem_messages
+from ponder.verifiers.formats import orm_text
+from ponder.verifiers.hf import (
+    MicroBatcher,
+    VerifierLoadError,
+    check_model_folder,
+    length_chunks,
+    load_model,
+    load_tokenizer,
+    model_max_len,
+    pad_batch,
+    pick_device,
+    read_sidecar,
+)
+
+
+class OutcomeRewardModel:
+    """``AutoModelForSequenceClassification`` from a folder; input is :func:`ponder.verifiers.formats.orm_text`.
+
+    One label: the score is the raw logit. Two labels (bad, good): the log-odds ``logit[1] - logit[0]``,
+    which orders answers exactly as ``softmax[1]`` does. Inputs longer than the model's context keep their end.
+    """
+
+    kind = "orm"
+
+    def __init__(
+        self, folder: str | Path, *, name: str = "orm", device: str | None = None, max_batch_tokens: int = 16384
+    ) -> None:
+        import torch
+
+        self.name = name
+        self.folder = check_model_folder(folder)
+        self.source = str(self.folder)
+        self.sidecar = read_sidecar(self.folder)
+        if self.sidecar.get("kind", "orm") != "orm":
+            raise VerifierLoadError(f"{self.folder}: ponder.json says kind {self.sidecar['kind']!r}, not an ORM")
+        self.device = pick_device(device)
+        self.tokenizer = load_tokenizer(self.folder)
+        self.model = load_model(self.folder, "AutoModelForSequenceClassification", self.device)
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id  # the head pools the last non-pad token
+        self.num_labels = int(self.model.config.num_labels)
+        if self.num_labels not in (1, 2):
+            raise VerifierLoadError(f"{self.folder}: an ORM needs 1 or 2 labels, this head has {self.num_labels}")
+        self.max_len = model_max_len(self.model, self.tokenizer)
+        self.max_batch_tokens = max_batch_tokens
+        self._torch = torch
+        self._batcher = MicroBatcher(self._forward, name=f"orm-{name}")
+
+    def encode(self, problem: Problem, answer: str) -> list[int]:
+        """Token ids of one (problem, answer) pair, left-truncated to the model's context."""
+        text = orm_text(self.tokenizer, problem_messages(problem), answer)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return list(ids[-self.max_len :])
+
+    def _forward(self, items: list[tuple[Problem, str]]) -> list[float]:
+        torch = self._torch
+        rows = [self.encode(problem, answer) for problem, answer in items]
+        scores = [0.0] * len(rows)
+        with torch.inference_mode():
+            for chunk in length_chunks([len(r) for r in rows], self.max_batch_tokens):
+                ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.device)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                values = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+                for i, value in zip(chunk, values.tolist(), strict=True):
+                    scores[i] = float(value)
+        return scores
+
+    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
+        """One logit per answer; ``reference`` is not used (the model judges on its own)."""
+        return await self._batcher.run([(problem, answer) for answer in answers])
+
+    @property
+    def batches_run(self) -> int:
+        return self._batcher.batches
+
+    async def aclose(self) -> None:
+        self._batcher.close()
+
+    def __repr__(self) -> str:
+        return f"OutcomeRewardModel(name={self.name!r}, folder={self.source!r}, device={self.device!r})"
