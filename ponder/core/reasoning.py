@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+THINK_TAGS = (THINK_OPEN, THINK_CLOSE)  # the one definition; models may override theirs in ponder.json
 
 
 @dataclass

@@ -1,40 +1,14 @@
-"""The ``Engine`` protocol and helpers shared by the engine implementations."""
+"""Helpers shared by the engine implementations (the ``Engine`` protocol itself is in ``ponder.core.protocols``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ponder.core.errors import InvalidRequestError, PromptTooLongError
-from ponder.core.types import EngineCapabilities, Prompt, Sample, SampleDelta, SamplingParams
+from ponder.core.protocols import Engine
+from ponder.core.types import EngineCapabilities, Prompt, SamplingParams
 
-
-@runtime_checkable
-class Engine(Protocol):
-    """One served model; every method is safe to call concurrently.
-
-    Cancelling the task awaiting ``generate`` (or closing the ``stream`` iterator)
-    aborts the underlying requests.
-    """
-
-    model_id: str
-    capabilities: EngineCapabilities
-
-    async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
-        """``n`` finished samples of one prompt, in one engine call."""
-        ...
-
-    def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
-        """Deltas of ``n`` samples as they are generated; each sample ends with a delta carrying ``finish_reason``."""
-        ...
-
-    async def score(self, prompt: Prompt, continuation: str) -> list[float]:
-        """Logprob of each token of ``continuation`` after ``prompt``."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release the engine's resources."""
-        ...
+__all__ = ["Engine", "check_logprobs", "render_chat", "resolve_max_tokens"]
 
 
 def render_chat(tokenizer: Any, prompt: Prompt) -> str:

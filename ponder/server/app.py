@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from ponder.core.reasoning import THINK_TAGS
 from ponder.core.sidecar import model_sidecar, models_dir
 from ponder.engines.factory import build_engine, resolve_kind
 from ponder.server.content_policy import policy_filter
@@ -89,7 +90,7 @@ def load_verifiers(settings: ServerSettings, engine):
 def step_format(settings: ServerSettings) -> StepFormat:
     """How the served model writes steps, from its ``ponder.json`` sidecar when it ships one."""
     sidecar = model_sidecar(settings.engine.model)
-    tags = sidecar.get("think_tags") or ("<think>", "</think>")
+    tags = sidecar.get("think_tags") or THINK_TAGS
     return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1])
 
 

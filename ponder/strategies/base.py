@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ponder.core.errors import InvalidRequestError
+from ponder.core.protocols import is_step_verifier
 from ponder.core.types import Budget, Prompt, SamplingParams
 from ponder.strategies.meter import BudgetExhausted, Meter, MeteredEngine, MeteredVerifier, Spent
 from ponder.strategies.steps import StepFormat
@@ -72,7 +73,7 @@ class Strategy(ABC):
 
     def check(self, engine: Any, verifier: Any) -> None:
         """Refuse, before any work starts, a request this strategy cannot serve with this engine and verifier."""
-        if self.needs_step_verifier and not callable(getattr(verifier, "score_steps", None)):
+        if self.needs_step_verifier and not is_step_verifier(verifier):
             got = f"'{verifier.name}' scores whole answers only" if verifier is not None else "no verifier is loaded"
             raise InvalidRequestError(f"Strategy '{self.name}' needs a step verifier (a PRM); {got}.", param="verifier")
         if self.needs_verifier and verifier is None:

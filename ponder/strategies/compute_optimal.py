@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ponder.core.errors import InvalidRequestError
+from ponder.core.protocols import is_step_verifier
 from ponder.core.types import Budget
 from ponder.strategies import registry
 from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct, rank_key
@@ -328,9 +329,7 @@ def _registered(name: str) -> bool:
 
 def _unfit(strategy: Strategy, engine: Any, verifier: Any) -> str | None:
     """Why ``strategy`` cannot run on this engine and verifier, or ``None`` when it can."""
-    is_step = (
-        verifier.is_step if isinstance(verifier, MeteredVerifier) else callable(getattr(verifier, "score_steps", None))
-    )
+    is_step = is_step_verifier(verifier)
     if strategy.needs_step_verifier and not is_step:
         return "needs a step verifier"
     if strategy.needs_verifier and verifier is None:

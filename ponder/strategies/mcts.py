@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ponder.core.errors import InvalidRequestError
+from ponder.core.protocols import is_step_verifier
 from ponder.core.types import Budget
 from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult, best_distinct, gather, rank_key
 from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, Spent
@@ -144,7 +145,7 @@ class MCTS(Strategy):
 
     def check(self, engine: Any, verifier: Any) -> None:
         super().check(engine, verifier)
-        if self.options.value == "prm" and not callable(getattr(verifier, "score_steps", None)):
+        if self.options.value == "prm" and not is_step_verifier(verifier):
             raise InvalidRequestError(
                 f"mcts with value='prm' needs a step verifier (a PRM); '{verifier.name}' scores whole answers only. "
                 "Use value='rollout' to value nodes by scored rollouts.",

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ponder.core.protocols import is_step_verifier
 from ponder.core.types import Budget, Prompt, Sample, SampleDelta, SamplingParams
 
 
@@ -178,7 +179,7 @@ class MeteredVerifier:
         self._verifier = verifier
         self.meter = meter
         self.name = verifier.name
-        self.is_step = callable(getattr(verifier, "score_steps", None))
+        self.step_level = is_step_verifier(verifier)
 
     async def score(self, problem: Any, answers: Sequence[str], reference: str | None = None) -> list[float]:
         if not answers:
@@ -187,7 +188,7 @@ class MeteredVerifier:
         return list(await self._verifier.score(problem, answers, reference))
 
     async def score_steps(self, problem: Any, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
-        if not self.is_step:
+        if not self.step_level:
             raise TypeError(f"verifier {self.name!r} does not score steps")
         if not solutions:
             return []

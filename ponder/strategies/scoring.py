@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Sequence
 
+from ponder.core.aggregate import Aggregation, aggregate
 from ponder.strategies.base import StrategyRequest
 from ponder.strategies.meter import MeteredVerifier
 from ponder.strategies.trace import Candidate
 
-Aggregation = Literal["min", "prod", "last", "mean"]
-
-AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
-    "min": min,
-    "prod": math.prod,
-    "last": lambda s: s[-1],
-    "mean": lambda s: sum(s) / len(s),
-}
-
-
-def aggregate(step_scores: Sequence[float], how: str = "min") -> float:
-    """One score from a solution's step scores; a solution without steps scores 0."""
-    if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r}; valid: {', '.join(AGGREGATIONS)}")
-    return AGGREGATIONS[how](step_scores) if step_scores else 0.0
+__all__ = ["Aggregation", "aggregate", "score_candidates"]
 
 
 async def score_candidates(
@@ -36,7 +21,7 @@ async def score_candidates(
     """Set ``score`` (and ``step_scores`` for a step verifier) on each candidate, in one batched call."""
     if verifier is None or not candidates:
         return
-    if verifier.is_step:
+    if verifier.step_level:
         steps = [request.format.steps(c.text) for c in candidates]
         scored = await verifier.score_steps(request.problem, steps)
         for c, step_scores in zip(candidates, scored, strict=True):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ponder.core.errors import InvalidRequestError
+from ponder.core.protocols import is_step_verifier
 from ponder.core.types import Budget, Prompt, Sample, SamplingParams
 from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult, best_distinct, gather
 from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, Spent
@@ -131,7 +132,7 @@ class TreeOfThoughts(Strategy):
 
     def check(self, engine: Any, verifier: Any) -> None:
         super().check(engine, verifier)
-        if self.options.evaluator == "prm" and not callable(getattr(verifier, "score_steps", None)):
+        if self.options.evaluator == "prm" and not is_step_verifier(verifier):
             got = f"'{verifier.name}' scores whole answers only" if verifier is not None else "no verifier is loaded"
             raise InvalidRequestError(
                 f"tree_of_thoughts with evaluator='prm' needs a step verifier (a PRM); {got}. "

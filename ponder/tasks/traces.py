@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ponder.core.reasoning import THINK_CLOSE, THINK_OPEN
 from ponder.tasks.problems import Problem, is_correct
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 STEP_SEPARATOR = "\n"  # every step line ends with it; the PRM scores at each one
 ANSWER_FORMAT = "final_number"
 

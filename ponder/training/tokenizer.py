@@ -5,6 +5,8 @@ from __future__ import annotations
 import string
 from typing import Any
 
+from ponder.core.reasoning import THINK_TAGS
+
 # `{% generation %}` marks the assistant turn so TRL can train on it alone; its `<|end|>` is inside, so the model
 # learns to stop.
 CHAT_TEMPLATE = (
@@ -20,7 +22,7 @@ CHAT_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # Single tokens but not "special": they must survive detokenisation so the server can split the reasoning off.
-THINK_TOKENS = ["<think>", "</think>"]
+THINK_TOKENS = list(THINK_TAGS)
 ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n"
 
 

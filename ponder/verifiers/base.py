@@ -1,35 +1,25 @@
-"""The ``Verifier`` / ``StepVerifier`` protocols, a describe helper and the completion-to-steps splitter."""
+"""Verifier helpers: describe one, its problem as messages or text, and the completion-to-steps splitter."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
-THINK_TAGS = ("<think>", "</think>")
-Problem = Sequence[dict] | str
+from ponder.core.protocols import Problem, StepVerifier, Verifier, is_step_verifier
+from ponder.core.reasoning import THINK_TAGS
 
-
-@runtime_checkable
-class Verifier(Protocol):
-    """Scores whole answers, batch-first; higher is better.
-
-    ``problem`` is the request's chat messages (or a plain text prompt); ``answers`` are full
-    assistant completions as the policy wrote them, e.g. ``"<think>2+3=5\\n</think>5"``.
-    """
-
-    name: str
-
-    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]: ...
-
-
-@runtime_checkable
-class StepVerifier(Verifier, Protocol):
-    """A verifier that also scores every reasoning step of partial or whole solutions."""
-
-    async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
-        """One score per step per solution (steps without separators)."""
-        ...
+__all__ = [
+    "Problem",
+    "StepVerifier",
+    "Verifier",
+    "VerifierInfo",
+    "describe",
+    "is_step_verifier",
+    "problem_messages",
+    "problem_text",
+    "split_completion",
+    "split_steps",
+]
 
 
 @dataclass(frozen=True)
@@ -49,11 +39,6 @@ def describe(verifier: Verifier) -> VerifierInfo:
     """The :class:`VerifierInfo` of any verifier (``kind`` and ``source`` attributes are optional)."""
     kind = getattr(verifier, "kind", None) or type(verifier).__name__
     return VerifierInfo(verifier.name, kind, is_step_verifier(verifier), getattr(verifier, "source", None))
-
-
-def is_step_verifier(verifier: object) -> bool:
-    """Whether ``verifier`` can score single steps (a :class:`StepVerifier`)."""
-    return callable(getattr(verifier, "score_steps", None))
 
 
 def problem_messages(problem: Problem) -> list[dict]:

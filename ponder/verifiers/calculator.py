@@ -8,7 +8,8 @@ import re
 from collections.abc import Sequence
 from fractions import Fraction
 
-from ponder.verifiers.base import THINK_TAGS, Problem, split_completion, split_steps
+from ponder.core.reasoning import THINK_TAGS
+from ponder.verifiers.base import Problem, split_completion, split_steps
 
 NEUTRAL = 0.5  # a step with no equation to check: neither evidence for nor against the solution
 MAX_DIGITS = 60  # longer numbers are not arithmetic a reasoning trace writes; refuse to compute them
@@ -112,6 +113,8 @@ class Calculator:
     visible answer is the last computed value, 0.0 when it differs, 0.5 when either is missing). It cannot see a
     wrong plan (a term left out, a wrong number copied from the question): only wrong arithmetic.
     """
+
+    step_level = True
 
     kind = "calculator"
     source = None

@@ -27,6 +27,8 @@ class Ensemble:
     returns a :class:`StepEnsemble` when every member is a step verifier.
     """
 
+    step_level = False
+
     kind = "ensemble"
     source = None
 
@@ -64,6 +66,8 @@ class Ensemble:
 
 class StepEnsemble(Ensemble):
     """An ensemble of step verifiers: also combines step scores (normalised over all steps of the batch)."""
+
+    step_level = True
 
     async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         per_member = await asyncio.gather(*(v.score_steps(problem, solutions) for v, _ in self.members))  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-THINK_OPEN = "<think>"
+from ponder.core.reasoning import THINK_OPEN
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[dict]) -> str:

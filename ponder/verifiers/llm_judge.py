@@ -7,8 +7,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ponder.core.reasoning import THINK_TAGS
 from ponder.core.types import Prompt, SamplingParams
-from ponder.verifiers.base import THINK_TAGS, Problem, problem_text, split_completion
+from ponder.verifiers.base import Problem, problem_text, split_completion
 
 DEFAULT_TEMPLATE = (
     "Here is a problem and a proposed answer.\n\n"
@@ -59,6 +60,8 @@ class LLMJudge:
     ``prefix`` is a partial assistant turn to continue from, e.g. ``"<think></think>"`` so that a thinking model
     answers at once instead of opening its reasoning.
     """
+
+    step_level = False
 
     kind = "llm_judge"
     source = None

@@ -8,7 +8,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ponder.verifiers.base import THINK_TAGS, Problem, split_completion
+from ponder.core.reasoning import THINK_TAGS
+from ponder.verifiers.base import Problem, split_completion
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
@@ -82,6 +83,8 @@ class MathRule:
     answer math-verify can parse; ``agreement``: the fraction of the batch's answers (this one included) that
     are equal to it, 0 when it has none. A single well-formed answer therefore scores 1.0.
     """
+
+    step_level = False
 
     kind = "math_rule"
     source = None

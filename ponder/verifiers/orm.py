@@ -28,6 +28,8 @@ class OutcomeRewardModel:
     which orders answers exactly as ``softmax[1]`` does. Inputs longer than the model's context keep their end.
     """
 
+    step_level = False
+
     kind = "orm"
 
     def __init__(

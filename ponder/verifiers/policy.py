@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ponder.verifiers.base import THINK_TAGS, Problem, split_completion
+from ponder.core.reasoning import THINK_TAGS
+from ponder.verifiers.base import Problem, split_completion
 from ponder.verifiers.hf import VerifierLoadError
 
 DEFAULT_REFUSAL = "I can't help with that request."
@@ -45,6 +46,8 @@ class PolicyVerifier:
     - ``ignore_case``: match case-insensitively (default true).
     A pattern is a regular expression string, or ``{literal: TEXT}`` for a literal string.
     """
+
+    step_level = False
 
     kind = "policy"
 

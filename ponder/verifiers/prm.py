@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ponder.verifiers.aggregate import aggregate, check_aggregation
-from ponder.verifiers.base import THINK_TAGS, Problem, problem_messages, problem_text, split_steps
+from ponder.core.aggregate import aggregate, check_aggregation
+from ponder.core.reasoning import THINK_TAGS
+from ponder.verifiers.base import Problem, problem_messages, problem_text, split_steps
 from ponder.verifiers.formats import prm_features, render_prompt
 from ponder.verifiers.hf import (
     MicroBatcher,
@@ -62,6 +63,8 @@ class ProcessRewardModel:
     aggregates their scores (``aggregation``, default ``min``); an empty answer has no steps and scores 0.0.
     Inputs longer than the model's context are cut from the left; steps that fall off are read at the first token.
     """
+
+    step_level = True
 
     kind = "prm"
 

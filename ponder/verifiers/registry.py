@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ponder.core.aggregate import AGGREGATIONS
 from ponder.core.errors import InvalidRequestError
-from ponder.verifiers.aggregate import AGGREGATIONS
 from ponder.verifiers.base import Verifier, VerifierInfo, describe
 from ponder.verifiers.hf import VerifierLoadError, check_model_folder, read_json, read_sidecar
 

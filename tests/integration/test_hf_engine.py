@@ -9,8 +9,8 @@ import time
 import pytest
 
 from ponder.core.errors import EngineError, InvalidRequestError, PromptTooLongError
+from ponder.core.protocols import Engine
 from ponder.core.types import Prompt, Sample, SamplingParams
-from ponder.engines.base import Engine
 
 pytest.importorskip("torch")
 

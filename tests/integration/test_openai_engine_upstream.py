@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from ponder.core.errors import InvalidRequestError, NotFoundError, PromptTooLongError
+from ponder.core.protocols import Engine
 from ponder.core.types import Prompt, Sample, SamplingParams
-from ponder.engines.base import Engine
 from ponder.engines.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.e2e

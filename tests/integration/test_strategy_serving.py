@@ -35,6 +35,8 @@ class PrefersFive:
 class StepRule:
     """A step verifier: steps that are true sums score 0.9."""
 
+    step_level = True
+
     name = "steps"
     kind = "prm"
 

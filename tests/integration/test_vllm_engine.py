@@ -16,8 +16,9 @@ import pytest
 import pytest_asyncio
 
 from ponder.core.errors import EngineError, InvalidRequestError, PromptTooLongError
+from ponder.core.protocols import Engine
 from ponder.core.types import Prompt, SamplingParams
-from ponder.engines.base import Engine, render_chat
+from ponder.engines.base import render_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

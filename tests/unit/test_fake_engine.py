@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from ponder.core.errors import InvalidRequestError, PromptTooLongError
+from ponder.core.protocols import Engine
 from ponder.core.types import EngineCapabilities, Prompt, SamplingParams
-from ponder.engines.base import Engine, resolve_max_tokens
+from ponder.engines.base import resolve_max_tokens
 from ponder.testing import FakeEngine
 
 PROMPT = Prompt.chat([{"role": "user", "content": "hi"}])

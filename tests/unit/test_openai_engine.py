@@ -17,8 +17,8 @@ from ponder.core.errors import (
     PromptTooLongError,
     UpstreamError,
 )
+from ponder.core.protocols import Engine
 from ponder.core.types import Prompt, SamplingParams, TokenLogprob
-from ponder.engines.base import Engine
 from ponder.engines.openai_engine import DEFAULT_MAX_MODEL_LEN, OpenAIEngine, _apportion
 
 URL = "http://upstream:8000"

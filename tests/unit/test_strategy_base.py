@@ -114,6 +114,7 @@ def test_missing_step_verifier_and_prefix_continuation_are_refused_up_front():
     assert err.value.param == "verifier"
 
     class StepVerifier:
+        step_level = True
         name = "prm"
 
         async def score_steps(self, problem, solutions):

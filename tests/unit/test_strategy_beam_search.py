@@ -29,6 +29,8 @@ def rule(step: str) -> float:
 class RulePRM:
     """A fake PRM: a step with "good" scores 0.9, "ok" 0.5, "bad" 0.1."""
 
+    step_level = True
+
     name = "rule_prm"
 
     def __init__(self):

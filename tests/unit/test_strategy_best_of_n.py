@@ -33,6 +33,8 @@ class TableVerifier:
 class StepValueVerifier:
     """A fake PRM: every step is a number, and that number is its score."""
 
+    step_level = True
+
     name = "steps"
 
     def __init__(self):

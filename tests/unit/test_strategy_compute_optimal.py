@@ -89,6 +89,7 @@ class ByAnswer:
 
 
 class PRM:
+    step_level = True
     name = "prm"
 
     async def score_steps(self, problem, solutions):

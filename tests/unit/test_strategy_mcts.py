@@ -30,6 +30,8 @@ def rule(step: str) -> float:
 class RulePRM:
     """A fake PRM scoring each step by its word (best 1, good .75, ok .5, bad .25, wrong 0)."""
 
+    step_level = True
+
     name = "rule_prm"
 
     def __init__(self):

@@ -49,6 +49,9 @@ class ByAnswer:
 class StepVerifier:
     """A PRM: the first step scores 0.9, the last step scores what the answer's table says."""
 
+
+    step_level = True
+
     name = "prm"
 
     def __init__(self, last: dict[str, float]) -> None:

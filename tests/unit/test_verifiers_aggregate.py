@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from ponder.verifiers.aggregate import aggregate
+from ponder.core.aggregate import aggregate
 from ponder.verifiers.base import StepVerifier, Verifier, describe, split_completion, split_steps
 from ponder.verifiers.ensemble import Ensemble, StepEnsemble, make_ensemble, minmax
 from ponder.verifiers.math_rule import MathRule
@@ -48,6 +48,9 @@ class Fixed:
 
 
 class FixedSteps(Fixed):
+
+
+    step_level = True
     async def score_steps(self, problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         return [[self.table[s] for s in steps] for steps in solutions]
 

@@ -1,9 +1,12 @@
-"""Reduce a solution's per-step PRM scores to one score: ``min``, ``prod``, ``last`` or ``mean``."""
+"""The one reduction of a solution's per-step scores to one score: ``min``, ``prod``, ``last`` or ``mean``."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
+
+Aggregation = Literal["min", "prod", "last", "mean"]
 
 AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "min": min,
