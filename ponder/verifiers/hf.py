@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-SIDECAR = "ponder.json"
+from ponder.core import sidecar as core_sidecar
+
 WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -34,9 +35,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_sidecar(folder: Path) -> dict[str, Any]:
-    """The folder's ``ponder.json`` (empty when absent)."""
-    path = folder / SIDECAR
-    return read_json(path) if path.is_file() else {}
+    """The folder's ``ponder.json`` as a dict (empty when absent), read by the one reader in ``ponder.core.sidecar``."""
+    try:
+        return core_sidecar.read_sidecar(folder).as_dict()
+    except core_sidecar.SidecarError as exc:
+        raise VerifierLoadError(str(exc)) from None
 
 
 def check_model_folder(folder: str | Path) -> Path:
