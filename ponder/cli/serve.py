@@ -14,6 +14,21 @@ from ponder.server.settings import Limits, ServerSettings
 
 log = logging.getLogger("ponder")
 
+# Flags handed to the engine unchanged, under the names of their EngineSettings fields.
+ENGINE_FLAGS = (
+    "upstream",
+    "upstream_api_key",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "dtype",
+    "enable_prefix_caching",
+    "enforce_eager",
+    "block_size",
+    "seed",
+    "device",
+)
+
 
 def _tiny_model_fallback() -> str:
     """Until a policy is bundled, serve a tiny random model built once into the cache."""
@@ -21,7 +36,7 @@ def _tiny_model_fallback() -> str:
 
     path = Path(os.environ.get("PONDER_HOME", Path.home() / ".cache" / "ponder")) / "tiny-llama"
     if not (path / "config.json").exists():
-        log.warning("no bundled model under models/ yet: building a tiny random model at %s", path)
+        log.warning("no bundled model under ponder/models/ yet: building a tiny random model at %s", path)
         build_tiny_model(path)
     return str(path)
 
@@ -114,22 +129,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         model = default_model()
         served = served or (("policy",) if model else ())  # clients say "policy", not a local path
         model = model or _tiny_model_fallback()
-    engine = EngineSettings(
-        kind=args.engine,
-        model=model or "",
-        served_model_names=served,
-        upstream=args.upstream,
-        upstream_api_key=args.upstream_api_key,
-        tensor_parallel_size=args.tensor_parallel_size,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.max_model_len,
-        dtype=args.dtype,
-        enable_prefix_caching=args.enable_prefix_caching,
-        enforce_eager=args.enforce_eager,
-        block_size=args.block_size,
-        seed=args.seed,
-        device=args.device,
-    )
+    passed = {name: getattr(args, name) for name in ENGINE_FLAGS}
+    engine = EngineSettings(kind=args.engine, model=model or "", served_model_names=served, **passed)
     limits = Limits(
         max_concurrency=args.max_concurrency,
         max_n=args.max_n,

@@ -11,7 +11,10 @@ import pytest
 
 ROOT = Path(__file__).parents[2]
 
-pytestmark = pytest.mark.skipif(not (ROOT / "ponder" / "models" / "policy").is_dir(), reason="no bundled policy")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not (ROOT / "ponder" / "models" / "policy").is_dir(), reason="no bundled policy"),
+]
 
 
 def test_bench_strategies_times_every_arm_and_reports_prefix_cache_hits(tmp_path: Path):
