@@ -8,8 +8,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH \
-    PONDER_MODELS_DIR=/app/models
+    PATH=/opt/venv/bin:$PATH
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-dev build-essential \
@@ -17,21 +16,18 @@ RUN apt-get update \
  && python3 -m venv $VIRTUAL_ENV
 
 WORKDIR /app
-# Dependencies first, so code changes do not reinstall vLLM.
+# Dependencies first, so code changes do not reinstall vLLM: an empty `ponder` package stands in for the code.
 COPY pyproject.toml README.md ./
-RUN mkdir -p core engines server strategies verifiers training \
- && for p in core engines server strategies verifiers training; do touch $p/__init__.py; done \
+RUN mkdir ponder && touch ponder/__init__.py \
  && pip install --upgrade pip \
  && pip install '.[gpu]'
 
-COPY core ./core
-COPY engines ./engines
-COPY server ./server
-COPY strategies ./strategies
-COPY verifiers ./verifiers
-COPY training ./training
-COPY models ./models
-RUN pip install --no-deps .
+# The code and the bundled models (ponder/models, package data): a regular install, then the sources go, so only
+# the installed package can be imported. No PONDER_MODELS_DIR: the models are found inside the package.
+COPY ponder ./ponder
+RUN pip install --no-deps --force-reinstall . \
+ && cd / && rm -rf /app
+WORKDIR /
 
 EXPOSE 8000
 # vLLM needs shared memory between its processes: run with --ipc=host or --shm-size=8g.

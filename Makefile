@@ -60,4 +60,4 @@ bench-overhead: install
 	$(VENV)/bin/ponder bench overhead --out docs/results/overhead.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache dist *.egg-info
