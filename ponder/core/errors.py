@@ -26,13 +26,6 @@ class PromptTooLongError(InvalidRequestError):
     """The prompt plus requested tokens do not fit the model's context (400)."""
 
 
-class AuthenticationError(PonderError):
-    """Missing or wrong API key (401)."""
-
-    status = 401
-    type = "authentication_error"
-
-
 class NotFoundError(PonderError):
     """Unknown model or route (404)."""
 

@@ -31,6 +31,10 @@ class Engine(Protocol):
         """Logprob of each token of ``continuation`` after ``prompt``."""
         ...
 
+    def num_unfinished_requests(self) -> int:
+        """Requests started and not finished yet (the ``/metrics`` gauge of work inside the engine)."""
+        ...
+
     async def aclose(self) -> None:
         """Release the engine's resources."""
         ...

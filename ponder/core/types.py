@@ -104,20 +104,6 @@ class EngineCapabilities:
     penalties: bool = True
 
 
-@dataclass
-class Usage:
-    """Token counts of one request."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
 @dataclass(frozen=True)
 class Budget:
     """Compute a request may spend; ``None`` means unlimited (within server limits)."""

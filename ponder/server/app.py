@@ -6,9 +6,11 @@ import asyncio
 import importlib.metadata
 import logging
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from ponder.core.protocols import Engine
 from ponder.core.reasoning import THINK_TAGS
 from ponder.core.sidecar import model_sidecar, models_dir
 from ponder.engines.factory import build_engine, resolve_kind
@@ -17,9 +19,14 @@ from ponder.server.errors import install_error_handlers
 from ponder.server.metrics import InstrumentedEngine, Metrics
 from ponder.server.middleware import APIKeyMiddleware, BodyLimitMiddleware
 from ponder.server.routes import router
-from ponder.server.serving import Admission, ChatService, CompletionService
+from ponder.server.serving import Admission
+from ponder.server.serving_chat import ChatService
+from ponder.server.serving_completion import CompletionService
 from ponder.server.settings import ServerSettings
 from ponder.strategies.steps import StepFormat
+
+if TYPE_CHECKING:
+    from ponder.verifiers.registry import VerifierSet
 
 log = logging.getLogger("ponder.server")
 
@@ -31,7 +38,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def create_app(settings: ServerSettings, engine=None) -> FastAPI:
+def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI:
     """The app; it starts the configured engine in its lifespan unless one is given (tests pass a fake)."""
 
     @asynccontextmanager
@@ -68,7 +75,7 @@ def create_app(settings: ServerSettings, engine=None) -> FastAPI:
     return app
 
 
-def load_verifiers(settings: ServerSettings, engine):
+def load_verifiers(settings: ServerSettings, engine: Engine) -> VerifierSet:
     """The bundled verifiers (unless turned off) and the ``--verifier`` specs; the judge asks ``engine``."""
     from ponder.verifiers.registry import VerifierSet
 
@@ -94,7 +101,9 @@ def step_format(settings: ServerSettings) -> StepFormat:
     return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1])
 
 
-def attach(app: FastAPI, settings: ServerSettings, engine, kind: str, verifiers=None) -> None:
+def attach(
+    app: FastAPI, settings: ServerSettings, engine: Engine, kind: str, verifiers: VerifierSet | None = None
+) -> None:
     """Put the engine and the services built on it into ``app.state``."""
     metrics = Metrics()
     instrumented = InstrumentedEngine(engine, metrics)
@@ -102,8 +111,7 @@ def attach(app: FastAPI, settings: ServerSettings, engine, kind: str, verifiers=
     content_filter = policy_filter(verifiers.policies()) if verifiers is not None else None
     services = {"verifiers": verifiers, "step_format": fmt, "content_filter": content_filter}
     names = list(settings.engine.served_model_names) or [engine.model_id]
-    if hasattr(engine, "num_unfinished_requests"):
-        metrics.engine_running.set_function(engine.num_unfinished_requests)
+    metrics.engine_running.set_function(engine.num_unfinished_requests)
     app.state.metrics = metrics
     app.state.engine = instrumented
     app.state.model_names = names

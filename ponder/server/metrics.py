@@ -13,7 +13,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ponder.core.types import Prompt, Sample, SampleDelta, SamplingParams
+from ponder.core.protocols import Engine
+from ponder.core.types import EngineCapabilities, Prompt, Sample, SampleDelta, SamplingParams
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -63,18 +64,22 @@ class Metrics:
 
 
 class InstrumentedEngine:
-    """Wraps an Engine so every call is counted in one place; forwards everything else."""
+    """An ``Engine`` around another whose calls are counted in one place."""
 
-    def __init__(self, engine, metrics: Metrics) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self._engine = engine
         self._metrics = metrics
 
-    def __getattr__(self, name: str):
-        return getattr(self._engine, name)
+    @property
+    def model_id(self) -> str:
+        return self._engine.model_id
 
     @property
-    def inner(self):
-        return self._engine
+    def capabilities(self) -> EngineCapabilities:
+        return self._engine.capabilities  # read on each use: an engine may learn its capabilities at start-up
+
+    def num_unfinished_requests(self) -> int:
+        return self._engine.num_unfinished_requests()
 
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
         self._metrics.engine_calls.labels("generate").inc()

@@ -252,10 +252,31 @@ class UsageInfo(BaseModel):
     completion_tokens_details: CompletionTokensDetails | None = None
 
 
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
+class _Envelope(BaseModel):
+    """The fields of every response and stream chunk, in wire order; each sets its ``object`` and ``choices``."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Any]
+    usage: UsageInfo | None = None
+    system_fingerprint: str | None = None  # never set; stream chunks leave it out
+    ponder: dict[str, Any] | None = None
+
+
+class DeltaMessage(BaseModel):
+    """A streamed piece of the assistant's message; unset keys are left out of the chunk."""
+
+    role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+
+
+class AssistantMessage(DeltaMessage):
+    """The whole message of a chat choice."""
+
+    role: Literal["assistant"] = "assistant"
 
 
 class ChatChoice(BaseModel):
@@ -266,21 +287,10 @@ class ChatChoice(BaseModel):
     stop_reason: str | None = None
 
 
-class ChatCompletionResponse(BaseModel):
-    id: str
+class ChatCompletionResponse(_Envelope):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
     usage: UsageInfo
-    system_fingerprint: str | None = None
-    ponder: dict[str, Any] | None = None
-
-
-class DeltaMessage(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
 
 
 class ChatChunkChoice(BaseModel):
@@ -291,14 +301,9 @@ class ChatChunkChoice(BaseModel):
     stop_reason: str | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(_Envelope):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
     choices: list[ChatChunkChoice]
-    usage: UsageInfo | None = None
-    ponder: dict[str, Any] | None = None
 
 
 class CompletionChoice(BaseModel):
@@ -309,15 +314,11 @@ class CompletionChoice(BaseModel):
     stop_reason: str | None = None
 
 
-class CompletionResponse(BaseModel):
-    id: str
+class CompletionResponse(_Envelope):
+    """A completion, and also each chunk of a completion stream (as OpenAI sends them)."""
+
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
-    system_fingerprint: str | None = None
-    ponder: dict[str, Any] | None = None
 
 
 class ModelCard(BaseModel):

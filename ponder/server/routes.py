@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ponder.core.protocols import Engine
 from ponder.server.metrics import CONTENT_TYPE_LATEST
 from ponder.server.middleware import ClientDisconnected, DisconnectAwareStreamingResponse, until_disconnect
-from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, PonderFields
 from ponder.server.serving import Admission
+from ponder.server.serving_chat import ChatService
+from ponder.server.serving_completion import CompletionService
 
 router = APIRouter()
 CLIENT_CLOSED = 499
@@ -24,7 +27,7 @@ async def _released(events: AsyncIterator[str], admission: Admission) -> AsyncIt
         admission.leave()
 
 
-async def _serve(request: Request, service, body):
+async def _serve(request: Request, service: ChatService | CompletionService, body: PonderFields) -> Response:
     admission: Admission = request.app.state.admission
     admission.enter()
     try:
@@ -60,10 +63,9 @@ async def completions(body: CompletionRequest, request: Request):
 
 @router.get("/v1/models")
 async def models(request: Request) -> ModelList:
-    engine = request.app.state.engine
-    root = getattr(engine, "model_path", None) or engine.model_id
+    engine: Engine = request.app.state.engine
     cards = [
-        ModelCard(id=name, root=root, max_model_len=engine.capabilities.max_model_len)
+        ModelCard(id=name, root=engine.model_id, max_model_len=engine.capabilities.max_model_len)
         for name in request.app.state.model_names
     ]
     return ModelList(data=cards)

@@ -123,6 +123,64 @@ async def test_stream_without_usage_option_has_no_usage_field():
     assert all("usage" not in e for e in events[:-1])
 
 
+def assert_running_usage(chunks: list[dict]) -> dict:
+    """Every chunk carries the usage so far (never decreasing, totals adding up); returns the last one."""
+    usages = [c["usage"] for c in chunks]
+    assert all(u is not None for u in usages)
+    assert all(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] for u in usages)
+    assert len({u["prompt_tokens"] for u in usages}) == 1  # the prompts are read before the first chunk
+    completions = [u["completion_tokens"] for u in usages]
+    assert completions == sorted(completions) and completions[0] == 0
+    return usages[-1]
+
+
+async def test_continuous_usage_stats_puts_usage_so_far_on_every_chat_chunk():
+    app, _ = fake_app(FakeEngine(lambda p, s, i: f"<think>r{i}</think> a{i} b{i}"))
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    events = sse_events(
+        (await post(app, "/v1/chat/completions", chat_body(n=2, stream=True, stream_options=options))).text
+    )
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    last = assert_running_usage(chunks)
+    assert chunks[-1]["choices"] == [] and "ponder" in chunks[-1]
+    assert last["completion_tokens"] == 2 * 3 and last["prompt_tokens"] == 5  # "user: two plus two "
+    # the chunk that finished the last choice already counted every token
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-2]["usage"] == last
+
+
+async def test_continuous_usage_stats_on_completions_counts_every_prompt():
+    app, _ = fake_app(FakeEngine(lambda p, s, i: " x y"))
+    body = {
+        "model": MODEL,
+        "prompt": ["a b", "c"],
+        "n": 2,
+        "echo": True,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    events = sse_events((await post(app, "/v1/completions", body)).text)
+    assert events[-1] == "[DONE]"
+    last = assert_running_usage(events[:-1])
+    assert last == events[-2]["usage"] and last["prompt_tokens"] == 3 and last["completion_tokens"] == 4 * 2
+
+
+async def test_continuous_usage_stats_needs_include_usage_as_in_vllm():
+    app, _ = fake_app()
+    body = chat_body(stream=True, stream_options={"continuous_usage_stats": True})
+    events = sse_events((await post(app, "/v1/chat/completions", body)).text)
+    assert all("usage" not in e for e in events[:-1])
+
+
+async def test_continuous_usage_stats_is_refused_for_a_search():
+    app, _ = fake_app()
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    body = chat_body(stream=True, stream_options=options, strategy="self_consistency")
+    assert_error(await post(app, "/v1/chat/completions", body), 400, "stream_options", "continuous_usage_stats")
+    body = {"model": MODEL, "prompt": "a", "stream": True, "stream_options": options, "strategy": "self_consistency"}
+    assert_error(await post(app, "/v1/completions", body), 400, "stream_options", "continuous_usage_stats")
+
+
 async def test_completions_batch_prompts_n_and_echo():
     app, engine = fake_app(FakeEngine(lambda p, s, i: f" out{i}"))
     data = (await post(app, "/v1/completions", {"model": MODEL, "prompt": ["p0", "p1"], "n": 2, "echo": True})).json()

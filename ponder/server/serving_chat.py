@@ -1,0 +1,205 @@
+"""``/v1/chat/completions``: chat prompts, reasoning split off the content, plain decoding or a strategy's search."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from ponder.core.errors import InvalidRequestError
+from ponder.core.reasoning import THINK_CLOSE, THINK_OPEN, ThinkSplitter, split_reasoning
+from ponder.core.types import Prompt, Sample, SampleDelta
+from ponder.server.convert import chat_logprobs, samples_usage, usage_info
+from ponder.server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    DeltaMessage,
+    new_id,
+    now,
+)
+from ponder.server.serving import ChunkWriter, RequestContext, ServingBase, StreamTally, prepend
+from ponder.server.strategy_serving import answer_parts, pieces, strategy_ponder, strategy_usage
+
+
+class ChatService(ServingBase):
+    """``/v1/chat/completions``."""
+
+    route = "/v1/chat/completions"
+
+    def prompt(self, req: ChatCompletionRequest) -> Prompt:
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        if req.continue_final_message:
+            prefix = messages.pop()["content"]
+            if not self.engine.capabilities.prefix_continuation:
+                raise InvalidRequestError(
+                    "This engine cannot continue a partial assistant message.", param="continue_final_message"
+                )
+            return Prompt.chat(messages, prefix=prefix)
+        return Prompt.chat(messages)
+
+    def _parses_reasoning(self) -> bool:
+        return self.settings.reasoning_parser == "think"
+
+    def _starts_in_reasoning(self, prompt: Prompt) -> bool:
+        return self._parses_reasoning() and prompt.prefix.rfind(THINK_OPEN) > prompt.prefix.rfind(THINK_CLOSE)
+
+    def plan(self, req: ChatCompletionRequest) -> tuple[RequestContext, Prompt]:
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        ctx = self.context(req, req.token_limit, logprobs)
+        return ctx, self.prompt(req)
+
+    # ---- whole responses ----
+
+    async def create(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
+        ctx, prompt = self.plan(req)
+        if ctx.searched:
+            return await self._create_searched(req, ctx, prompt)
+        with self.recorded_failure(ctx):
+            samples = await self.engine.generate(prompt, ctx.params, ctx.n)
+        choices = [self._choice(req, ctx, prompt, i, sample) for i, sample in enumerate(samples)]
+        usage = samples_usage([samples])
+        self.record(ctx, 200, usage.prompt_tokens, usage.completion_tokens)
+        return ChatCompletionResponse(
+            id=new_id("chatcmpl"),
+            created=now(),
+            model=req.model,
+            choices=choices,
+            usage=usage,
+            ponder=ctx.ponder(len(samples), usage.completion_tokens),
+        )
+
+    def _choice(
+        self, req: ChatCompletionRequest, ctx: RequestContext, prompt: Prompt, index: int, sample: Sample
+    ) -> ChatChoice:
+        if self._parses_reasoning():
+            split = split_reasoning(sample.text, starts_in_reasoning=self._starts_in_reasoning(prompt))
+            reasoning, content = split.reasoning or None, split.content
+        else:
+            reasoning, content = None, sample.text
+        return ChatChoice(
+            index=index,
+            message=AssistantMessage(content=content, reasoning_content=reasoning if req.include_reasoning else None),
+            logprobs=chat_logprobs(sample.logprobs, ctx.top_k),
+            finish_reason=sample.finish_reason,
+            stop_reason=sample.stop_reason,
+        )
+
+    async def _create_searched(
+        self, req: ChatCompletionRequest, ctx: RequestContext, prompt: Prompt
+    ) -> ChatCompletionResponse:
+        with self.recorded_failure(ctx):
+            result = await self.search(ctx, prompt)
+        choices = []
+        for i, cand in enumerate(result.choices):
+            reasoning, content = answer_parts(cand, self._parses_reasoning())
+            message = AssistantMessage(content=content, reasoning_content=reasoning if req.include_reasoning else None)
+            choices.append(ChatChoice(index=i, message=message, finish_reason=cand.finish_reason))
+        prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result)
+        self.record(ctx, 200, prompt_tokens, completion_tokens)
+        return ChatCompletionResponse(
+            id=new_id("chatcmpl"),
+            created=now(),
+            model=req.model,
+            choices=choices,
+            usage=usage_info(prompt_tokens, completion_tokens, cached, reasoning_tokens),
+            ponder=strategy_ponder(ctx.plan, result),
+        )
+
+    # ---- streams ----
+
+    async def stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
+        """Validate and start the engine stream; returns the SSE event iterator (errors before it are plain HTTP)."""
+        ctx, prompt = self.plan(req)
+        tally = StreamTally()
+        chunk = ChunkWriter(ChatCompletionChunk, "chatcmpl", req.model, ctx, tally)
+        if ctx.searched:
+            progress = self.search_progress(ctx, prompt)
+            return self.framed(ctx, self._searched_events(req, ctx, chunk, tally, progress), tally, progress)
+        deltas = self.engine.stream(prompt, ctx.params, ctx.n)
+        [first] = await self.prime(ctx, [deltas])
+        tally.prompt_tokens = first.prompt_tokens
+        events = self._events(req, ctx, prompt, chunk, tally, prepend(first, deltas))
+        return self.framed(ctx, events, tally, deltas)
+
+    async def _events(
+        self,
+        req: ChatCompletionRequest,
+        ctx: RequestContext,
+        prompt: Prompt,
+        chunk: ChunkWriter,
+        tally: StreamTally,
+        deltas: AsyncIterator[SampleDelta],
+    ) -> AsyncGenerator[str, None]:
+        """The engine's tokens as they come: a role chunk per choice, reasoning and content deltas, finishes, usage."""
+        splitters = [ThinkSplitter(starts_in_reasoning=self._starts_in_reasoning(prompt)) for _ in range(ctx.n)]
+        for i in range(ctx.n):
+            yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
+        async for delta in deltas:
+            tally.prompt_tokens = delta.prompt_tokens or tally.prompt_tokens
+            tally.completion_tokens += delta.num_tokens
+            reasoning, content = self._delta_parts(delta, splitters[delta.index])
+            if not req.include_reasoning:
+                reasoning = ""
+            logprobs = chat_logprobs(delta.logprobs, ctx.top_k) if delta.logprobs else None
+            if reasoning or content or logprobs:
+                self.first_token(ctx, tally)
+                message = DeltaMessage(reasoning_content=reasoning or None, content=content or None)
+                yield chunk([ChatChunkChoice(index=delta.index, delta=message, logprobs=logprobs)])
+            if delta.finish_reason:
+                finish = ChatChunkChoice(
+                    index=delta.index,
+                    delta=DeltaMessage(),
+                    finish_reason=delta.finish_reason,
+                    stop_reason=delta.stop_reason,
+                )
+                yield chunk([finish])
+        if ctx.include_usage:
+            usage = usage_info(tally.prompt_tokens, tally.completion_tokens)
+            yield chunk([], usage=usage, ponder=ctx.ponder(ctx.n, tally.completion_tokens))
+
+    def _delta_parts(self, delta: SampleDelta, splitter: ThinkSplitter) -> tuple[str, str]:
+        """Reasoning and content of one delta (the splitter's held-back tail comes out with the finishing one)."""
+        if not self._parses_reasoning():
+            return "", delta.text
+        piece = splitter.feed(delta.text)
+        if delta.finish_reason:
+            tail = splitter.flush()
+            piece.reasoning += tail.reasoning
+            piece.content += tail.content
+        return piece.reasoning, piece.content
+
+    async def _searched_events(
+        self,
+        req: ChatCompletionRequest,
+        ctx: RequestContext,
+        chunk: ChunkWriter,
+        tally: StreamTally,
+        progress: AsyncIterator[object],
+    ) -> AsyncGenerator[str, None]:
+        """The search's progress as reasoning deltas while it runs, then each chosen answer, then usage."""
+
+        def delta(index: int, **fields: str) -> str:
+            return chunk([ChatChunkChoice(index=index, delta=DeltaMessage(**fields))])
+
+        for i in range(ctx.n):
+            yield delta(i, role="assistant", content="")
+        async for item in progress:
+            if isinstance(item, str):
+                if req.include_reasoning:
+                    yield delta(0, reasoning_content=item + "\n")
+                continue
+            result = item
+        self.first_token(ctx, tally)
+        for i, cand in enumerate(result.choices):
+            reasoning, content = answer_parts(cand, self._parses_reasoning())
+            if reasoning and req.include_reasoning:
+                yield delta(i, reasoning_content=reasoning)
+            for piece in pieces(content):
+                yield delta(i, content=piece)
+            yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason=cand.finish_reason)])
+        tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens = strategy_usage(result)
+        if ctx.include_usage:
+            usage = usage_info(tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens)
+            yield chunk([], usage=usage, ponder=strategy_ponder(ctx.plan, result))
