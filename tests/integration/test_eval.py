@@ -11,7 +11,7 @@ from ponder.cli.eval import main
 from ponder.core.sidecar import default_model
 from ponder.tasks import generate_problems, grade
 
-pytestmark = pytest.mark.skipif(not default_model(), reason="needs the bundled policy under models/policy")
+pytestmark = pytest.mark.skipif(not default_model(), reason="needs the bundled policy under ponder/models/policy")
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -19,7 +19,7 @@ def _args(**extra):
     ("argv", "message"),
     [
         (["--verifier", "bad=/nonexistent/prm"], "verifier path /nonexistent/prm does not exist"),
-        (["--verifier", "models/prm"], "expected NAME=PATH"),
+        (["--verifier", "ponder/models/prm"], "expected NAME=PATH"),
         (["--strategy-plugin", "no_such_module:Thing"], "--strategy-plugin 'no_such_module:Thing'"),
         (["--strategy-plugin", "tests.unit.plugins.echo_strategy"], "must look like 'package.module:Class'"),
         (["--default-strategy", "magic"], "--default-strategy 'magic' is unknown; valid: beam_search"),
