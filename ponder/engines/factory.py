@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 
+from ponder.core.protocols import Engine
 from ponder.engines.settings import EngineSettings
 
 log = logging.getLogger("ponder.engines")
@@ -19,7 +20,7 @@ def resolve_kind(kind: str) -> str:
     return kind
 
 
-async def build_engine(settings: EngineSettings):
+async def build_engine(settings: EngineSettings) -> Engine:
     """Start the configured engine; call inside the event loop that will use it."""
     kind = resolve_kind(settings.kind)
     name = settings.served_model_names[0] if settings.served_model_names else None

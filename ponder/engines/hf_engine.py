@@ -342,7 +342,7 @@ class HFEngine:
         seed: int = 0,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
         self._device = torch.device(_resolve_device(torch, device))
@@ -354,12 +354,7 @@ class HFEngine:
             raise EngineError(f"could not load model {model!r}: {exc}") from exc
         self._model.to(self._device).eval()
 
-        config = self._model.config
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        limit = max_model_len or getattr(text_config, "max_position_embeddings", None)
-        if not limit:
-            tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
-            limit = tokenizer_limit if tokenizer_limit and tokenizer_limit < 1_000_000 else 2048
+        limit = max_model_len or _context_limit(self._model.config, self.tokenizer)
         self.model_id = served_model_name or model
         self.capabilities = EngineCapabilities(
             max_model_len=int(limit),
@@ -372,18 +367,8 @@ class HFEngine:
         )
 
         # OpenAI semantics: requests say everything; the checkpoint's sampling defaults do not apply.
-        old = self._model.generation_config
-        eos = _as_list(getattr(old, "eos_token_id", None)) + _as_list(self.tokenizer.eos_token_id)
-        self._eos_ids = frozenset(eos)
-        pad = getattr(old, "pad_token_id", None)
-        if pad is None:
-            pad = self.tokenizer.pad_token_id
-        if pad is None and eos:
-            pad = eos[0]
-        self._model.generation_config = GenerationConfig(
-            eos_token_id=list(dict.fromkeys(eos)) or None,
-            pad_token_id=pad,
-            bos_token_id=getattr(old, "bos_token_id", None),
+        self._model.generation_config, self._eos_ids = _plain_generation_config(
+            self._model.generation_config, self.tokenizer
         )
 
         self._rng = random.Random(seed)  # seeds of requests that bring none
@@ -623,6 +608,32 @@ class HFEngine:
                 text = self.tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
             self._token_strs[token] = text
         return text
+
+
+def _context_limit(config: Any, tokenizer: Any) -> int:
+    """The model's context length: its position embeddings, else the tokenizer's limit when it is a real one."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    if not limit:
+        tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+        limit = tokenizer_limit if tokenizer_limit and tokenizer_limit < 1_000_000 else 2048
+    return int(limit)
+
+
+def _plain_generation_config(old: Any, tokenizer: Any) -> tuple[Any, frozenset[int]]:
+    """A ``GenerationConfig`` with only the checkpoint's special tokens (no sampling defaults), and its EOS ids."""
+    from transformers import GenerationConfig
+
+    eos = _as_list(getattr(old, "eos_token_id", None)) + _as_list(tokenizer.eos_token_id)
+    pad = getattr(old, "pad_token_id", None)
+    if pad is None:
+        pad = tokenizer.pad_token_id
+    if pad is None and eos:
+        pad = eos[0]
+    config = GenerationConfig(
+        eos_token_id=list(dict.fromkeys(eos)) or None, pad_token_id=pad, bos_token_id=getattr(old, "bos_token_id", None)
+    )
+    return config, frozenset(eos)
 
 
 def _as_list(value: Any) -> list[int]:

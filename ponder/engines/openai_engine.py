@@ -222,6 +222,93 @@ def _message_parts(message: Any) -> tuple[str | None, str | None]:
     return (reasoning if isinstance(reasoning, str) else None), message.get("content")
 
 
+class _StreamReader:
+    """Turns the chunks of one upstream stream into ``SampleDelta``s, counting each choice's tokens.
+
+    The last finishing delta is held back until the usage chunk (which the upstream sends right after
+    it), so that it can absorb any shortfall between the counted tokens and the upstream's usage.
+    """
+
+    def __init__(self, prompt: Prompt, n: int, *, want_logprobs: bool) -> None:
+        self.n = n
+        self.want_logprobs = want_logprobs
+        self.is_chat = prompt.text is None
+        self.in_think = _opens_think(prompt.prefix)
+        self.joiners: dict[int, _ReasoningJoiner] = {}
+        self.counted: dict[int, int] = {}
+        self.finished: set[int] = set()
+        self.held: SampleDelta | None = None
+        self.total: int | None = None  # the upstream's usage.completion_tokens
+        self.prompt_tokens = 0
+
+    def feed(self, chunk: dict) -> list[SampleDelta]:
+        """The deltas of one chunk (none for the role-only opening chunk, the held one, or a finished choice)."""
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.total = usage.get("completion_tokens", self.total)
+            self.prompt_tokens = int(usage.get("prompt_tokens") or self.prompt_tokens)
+        if isinstance(chunk.get("prompt_token_ids"), list):
+            self.prompt_tokens = len(chunk["prompt_token_ids"])
+        deltas = []
+        for choice in chunk.get("choices") or []:
+            delta = self._choice(choice)
+            if delta is not None:
+                deltas.append(delta)
+        return deltas
+
+    def _choice(self, choice: dict) -> SampleDelta | None:
+        index = int(choice.get("index", 0))
+        if index in self.finished:
+            return None
+        if isinstance(choice.get("prompt_token_ids"), list):
+            self.prompt_tokens = len(choice["prompt_token_ids"])
+        if self.is_chat:
+            joiner = self.joiners.setdefault(index, _ReasoningJoiner(in_think=self.in_think))
+            text = joiner.feed(*_message_parts(choice.get("delta")))
+            lps = _chat_logprobs(choice.get("logprobs"))
+        else:
+            text = str(choice.get("text") or "")
+            lps = _completion_logprobs(choice.get("logprobs"))
+        token_ids = choice.get("token_ids")
+        if isinstance(token_ids, list):
+            count = len(token_ids)
+        elif lps is not None:
+            count = len(lps)
+        else:
+            count = 1 if text else 0
+        self.counted[index] = self.counted.get(index, 0) + count
+        reason = choice.get("finish_reason")
+        stop = choice.get("stop_reason")
+        delta = SampleDelta(
+            index=index,
+            text=text,
+            num_tokens=count,
+            logprobs=lps if self.want_logprobs else None,
+            finish_reason=_finish_reason(reason) if reason else None,
+            prompt_tokens=self.prompt_tokens,
+            stop_reason=stop if reason and isinstance(stop, str) else None,
+        )
+        if reason:
+            self.finished.add(index)
+            if len(self.finished) >= self.n:
+                self.held = delta  # completed by the usage chunk that follows
+                return None
+        elif not (text or count):
+            return None  # the role-only opening chunk
+        return delta
+
+    def last(self) -> SampleDelta | None:
+        """The held finishing delta, completed by the usage; ``None`` when the stream ended early."""
+        if self.held is None or len(self.finished) < self.n:
+            return None
+        if self.total is not None:
+            shortfall = int(self.total) - sum(self.counted.values())
+            if shortfall > 0:
+                self.held.num_tokens += shortfall
+        self.held.prompt_tokens = self.prompt_tokens or self.held.prompt_tokens
+        return self.held
+
+
 class OpenAIEngine:
     """The ``Engine`` protocol over an upstream ``/v1`` server; call :meth:`start` (or use :meth:`connect`) first.
 
@@ -552,14 +639,7 @@ class OpenAIEngine:
         check_logprobs(params, self.capabilities)
         path, body = self._build(prompt, params, n, stream=True)
         await self._fit_soft_cap(path, body, params)
-        want = params.logprobs is not None
-        is_chat = prompt.text is None
-        joiners = {}
-        counted: dict[int, int] = {}
-        finished: set[int] = set()
-        held: SampleDelta | None = None
-        total: int | None = None
-        prompt_tokens = 0
+        reader = _StreamReader(prompt, n, want_logprobs=params.logprobs is not None)
         what = "a streamed generation"
         self._inflight += 1
         try:
@@ -579,66 +659,16 @@ class OpenAIEngine:
                             err = chunk["error"]
                             status = err.get("code") if isinstance(err, dict) else None
                             raise self._error(status if isinstance(status, int) else 500, chunk, "", what)
-                        usage = chunk.get("usage")
-                        if isinstance(usage, dict):
-                            total = usage.get("completion_tokens", total)
-                            prompt_tokens = int(usage.get("prompt_tokens") or prompt_tokens)
-                        if isinstance(chunk.get("prompt_token_ids"), list):
-                            prompt_tokens = len(chunk["prompt_token_ids"])
-                        for choice in chunk.get("choices") or []:
-                            index = int(choice.get("index", 0))
-                            if index in finished:
-                                continue
-                            if isinstance(choice.get("prompt_token_ids"), list):
-                                prompt_tokens = len(choice["prompt_token_ids"])
-                            if is_chat:
-                                if index not in joiners:
-                                    joiners[index] = _ReasoningJoiner(in_think=_opens_think(prompt.prefix))
-                                text = joiners[index].feed(*_message_parts(choice.get("delta")))
-                                lps = _chat_logprobs(choice.get("logprobs"))
-                            else:
-                                text = str(choice.get("text") or "")
-                                lps = _completion_logprobs(choice.get("logprobs"))
-                            token_ids = choice.get("token_ids")
-                            if isinstance(token_ids, list):
-                                count = len(token_ids)
-                            elif lps is not None:
-                                count = len(lps)
-                            else:
-                                count = 1 if text else 0
-                            counted[index] = counted.get(index, 0) + count
-                            reason = choice.get("finish_reason")
-                            delta = SampleDelta(
-                                index=index,
-                                text=text,
-                                num_tokens=count,
-                                logprobs=lps if want else None,
-                                finish_reason=_finish_reason(reason) if reason else None,
-                                prompt_tokens=prompt_tokens,
-                            )
-                            stop = choice.get("stop_reason")
-                            if reason and isinstance(stop, str):
-                                delta.stop_reason = stop
-                            if reason:
-                                finished.add(index)
-                                if len(finished) >= n:
-                                    held = delta  # completed by the usage chunk that follows
-                                    continue
-                            elif not (text or count):
-                                continue  # the role-only opening chunk
+                        for delta in reader.feed(chunk):
                             yield delta
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, what) from exc
-            if held is None or len(finished) < n:
+            last = reader.last()
+            if last is None:
                 raise UpstreamError(
                     f"The upstream server at {self.base_url} ended the stream before all {n} samples finished."
                 )
-            if total is not None:
-                shortfall = int(total) - sum(counted.values())
-                if shortfall > 0:
-                    held.num_tokens += shortfall
-            held.prompt_tokens = prompt_tokens or held.prompt_tokens
-            yield held
+            yield last
         finally:
             self._inflight -= 1
 

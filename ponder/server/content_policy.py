@@ -8,8 +8,10 @@ from typing import Any
 from ponder.strategies.base import StrategyResult, best_distinct
 from ponder.strategies.trace import Candidate
 
+ContentFilter = Callable[[StrategyResult, int], list[Candidate]]
 
-def policy_filter(policies: Sequence[Any]) -> Callable[[StrategyResult, int], list[Candidate]] | None:
+
+def policy_filter(policies: Sequence[Any]) -> ContentFilter | None:
     """A filter over a strategy's result for the loaded ``PolicyVerifier``s; ``None`` when there are none."""
     if not policies:
         return None

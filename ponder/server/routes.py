@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -14,6 +15,9 @@ from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, Mod
 from ponder.server.serving import Admission
 from ponder.server.serving_chat import ChatService
 from ponder.server.serving_completion import CompletionService
+
+if TYPE_CHECKING:
+    from ponder.verifiers.registry import VerifierSet
 
 router = APIRouter()
 CLIENT_CLOSED = 499
@@ -89,9 +93,9 @@ async def version(request: Request) -> JSONResponse:
 @router.get("/v1/verifiers")
 async def verifiers(request: Request) -> JSONResponse:
     """The loaded verifiers (name, kind, whether it scores steps, where it came from) and the default one."""
-    loaded = getattr(request.app.state, "verifiers", None)
+    loaded: VerifierSet | None = request.app.state.verifiers
     data = [info.as_dict() for info in loaded.describe()] if loaded is not None else []
-    unavailable = dict(getattr(loaded, "unavailable", {}) or {})
+    unavailable = dict(loaded.unavailable) if loaded is not None else {}
     default = loaded.default_name if loaded is not None else None
     return JSONResponse({"object": "list", "data": data, "default": default, "unavailable": unavailable})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from ponder.core.errors import InvalidRequestError, NotFoundError, OverloadedError, PonderError
 from ponder.core.protocols import Engine
 from ponder.core.types import Prompt, SampleDelta, SamplingParams
+from ponder.server.content_policy import ContentFilter
 from ponder.server.convert import usage_info
 from ponder.server.errors import error_from_exception, sse_error_event
 from ponder.server.metrics import Metrics
@@ -23,12 +24,10 @@ from ponder.server.sse import DONE, sse
 from ponder.server.strategy_serving import StrategyPlan, StrategyPlanner, StrategyRunner, run_with_progress
 from ponder.strategies.base import StrategyResult
 from ponder.strategies.steps import StepFormat
-from ponder.strategies.trace import Candidate, Trace
+from ponder.strategies.trace import Trace
 
 if TYPE_CHECKING:
     from ponder.verifiers.registry import VerifierSet
-
-ContentFilter = Callable[[StrategyResult, int], list[Candidate]]
 
 
 @dataclass
@@ -188,7 +187,7 @@ class ServingBase:
     async def search(self, ctx: RequestContext, prompt: Prompt) -> StrategyResult:
         return await self.runner.run(ctx.plan, prompt, ctx.params, ctx.n, Trace(keep=ctx.plan.return_trace))
 
-    def search_progress(self, ctx: RequestContext, prompt: Prompt) -> AsyncIterator[str | StrategyResult]:
+    def search_progress(self, ctx: RequestContext, prompt: Prompt) -> AsyncGenerator[str | StrategyResult, None]:
         return run_with_progress(self.runner, ctx.plan, prompt, ctx.params, ctx.n)
 
     # ---- accounting ----
@@ -227,10 +226,10 @@ class ServingBase:
     async def framed(
         self,
         ctx: RequestContext,
-        events: AsyncIterator[str],
+        events: AsyncGenerator[str, None],
         tally: StreamTally,
         source: AsyncIterator[Any] | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Every stream's frame: its events; an error as one ``data: {"error": ...}`` event; then ``[DONE]``.
 
         ``source`` (what the events are made from) is closed however the stream ends, which aborts the
@@ -271,7 +270,7 @@ def chunk_dict(body: BaseModel, include_usage: bool) -> dict[str, Any]:
     return data
 
 
-async def prepend(first: SampleDelta, rest: AsyncIterator[SampleDelta]) -> AsyncIterator[SampleDelta]:
+async def prepend(first: SampleDelta, rest: AsyncIterator[SampleDelta]) -> AsyncGenerator[SampleDelta, None]:
     """``first`` (pulled early by :meth:`ServingBase.prime`) then the rest of its stream."""
     try:
         yield first

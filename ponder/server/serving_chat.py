@@ -21,6 +21,7 @@ from ponder.server.protocol import (
 )
 from ponder.server.serving import ChunkWriter, RequestContext, ServingBase, StreamTally, prepend
 from ponder.server.strategy_serving import answer_parts, pieces, strategy_ponder, strategy_usage
+from ponder.strategies.base import StrategyResult
 
 
 class ChatService(ServingBase):
@@ -109,7 +110,7 @@ class ChatService(ServingBase):
 
     # ---- streams ----
 
-    async def stream(self, req: ChatCompletionRequest) -> AsyncIterator[str]:
+    async def stream(self, req: ChatCompletionRequest) -> AsyncGenerator[str, None]:
         """Validate and start the engine stream; returns the SSE event iterator (errors before it are plain HTTP)."""
         ctx, prompt = self.plan(req)
         tally = StreamTally()
@@ -176,7 +177,7 @@ class ChatService(ServingBase):
         ctx: RequestContext,
         chunk: ChunkWriter,
         tally: StreamTally,
-        progress: AsyncIterator[object],
+        progress: AsyncIterator[str | StrategyResult],
     ) -> AsyncGenerator[str, None]:
         """The search's progress as reasoning deltas while it runs, then each chosen answer, then usage."""
 

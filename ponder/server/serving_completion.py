@@ -78,7 +78,7 @@ class CompletionService(ServingBase):
 
     # ---- streams ----
 
-    async def stream(self, req: CompletionRequest) -> AsyncIterator[str]:
+    async def stream(self, req: CompletionRequest) -> AsyncGenerator[str, None]:
         ctx = self.plan(req)
         tally = StreamTally()
         chunk = ChunkWriter(CompletionResponse, "cmpl", req.model, ctx, tally)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ponder.core.errors import InvalidRequestError
+from ponder.core.protocols import Engine, Verifier
 from ponder.core.reasoning import split_reasoning
 from ponder.core.types import Budget, Prompt, SamplingParams
+from ponder.server.content_policy import ContentFilter
 from ponder.server.effort import resolve_effort
 from ponder.server.protocol import PonderFields
 from ponder.server.settings import ServerSettings
@@ -20,6 +22,9 @@ from ponder.strategies import registry
 from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult
 from ponder.strategies.steps import StepFormat
 from ponder.strategies.trace import Candidate, Trace
+
+if TYPE_CHECKING:
+    from ponder.verifiers.registry import VerifierSet
 
 _PIECE = re.compile(r"\s*\S+|\s+")
 
@@ -30,7 +35,7 @@ class StrategyPlan:
 
     name: str
     strategy: Strategy
-    verifier: Any | None
+    verifier: Verifier | None
     budget: Budget  # what the request asked for (strategies size their search from it)
     ceiling: Budget  # the server's limits
     clamped: list[str]
@@ -48,7 +53,7 @@ class StrategyPlan:
         limits = {k: v if v is not None else getattr(self.ceiling, k) for k, v in asked.items()}
         block = {
             "strategy": self.name,
-            "verifier": getattr(self.verifier, "name", None) if not self.direct else None,
+            "verifier": self.verifier.name if self.verifier is not None and not self.direct else None,
             "effort": self.effort,
             "budget": limits,
         }
@@ -60,7 +65,9 @@ class StrategyPlan:
 class StrategyPlanner:
     """Turns the extension fields of a request into a :class:`StrategyPlan`, refusing what cannot run."""
 
-    def __init__(self, engine: Any, settings: ServerSettings, verifiers: Any | None, filtered: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, settings: ServerSettings, verifiers: VerifierSet | None, filtered: bool = False
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.verifiers = verifiers
@@ -98,7 +105,7 @@ class StrategyPlanner:
             return self.settings.default_strategy
         return "best_of_n" if self.verifiers is not None and self.verifiers.default is not None else "self_consistency"
 
-    def verifier(self, name: str | None) -> Any | None:
+    def verifier(self, name: str | None) -> Verifier | None:
         if self.verifiers is None:
             if name is not None:
                 raise InvalidRequestError(
@@ -139,7 +146,7 @@ class StrategyPlanner:
 class StrategyRunner:
     """Runs a plan over the engine and turns its result into choices, usage and the ``ponder`` block."""
 
-    def __init__(self, engine: Any, step_format: StepFormat, content_filter: Callable | None = None) -> None:
+    def __init__(self, engine: Engine, step_format: StepFormat, content_filter: ContentFilter | None = None) -> None:
         self.engine = engine
         self.step_format = step_format
         self.content_filter = content_filter
