@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ponder.core.errors import InvalidRequestError
-from ponder.core.protocols import is_step_verifier
+from ponder.core.protocols import Engine, Problem, Verifier, is_step_verifier
 from ponder.core.types import Budget, Prompt, SamplingParams
 from ponder.strategies.meter import BudgetExhausted, Meter, MeteredEngine, MeteredVerifier, Spent
 from ponder.strategies.steps import StepFormat
@@ -35,14 +35,17 @@ class StrategyRequest:
     reference: str | None = None  # the known answer, in evaluation only
 
     @property
-    def problem(self) -> Any:
+    def problem(self) -> Problem:
         """What verifiers are shown: the conversation (or the raw prompt text)."""
-        return list(self.prompt.messages) if self.prompt.messages is not None else self.prompt.text
+        return list(self.prompt.messages) if self.prompt.messages is not None else self.prompt.text or ""
 
 
 @dataclass
 class StrategyResult:
-    """What a strategy returns: the chosen candidates, best first, and what the search cost."""
+    """What a strategy returns: the chosen candidates, best first, what the search cost, and its own figures.
+
+    Each algorithm's subclass adds its figures as fields (with defaults) and lists them in :meth:`summary`.
+    """
 
     choices: list[Candidate]
     spent: Spent
@@ -54,24 +57,51 @@ class StrategyResult:
         return {}
 
 
-class Strategy(ABC):
-    """One decoding strategy. Built per request from validated options; holds no state between requests."""
+R = TypeVar("R", bound=StrategyResult)
+
+
+@dataclass
+class Search(Generic[R]):
+    """One request's search: its inputs, the metered engine and verifier, and the typed result it fills in.
+
+    The result exists before the search starts and the search keeps its figures there as it goes, so a budget
+    or time cut, which can stop the search at any await, still reports the figures so far.
+    """
+
+    request: StrategyRequest
+    engine: MeteredEngine
+    verifier: MeteredVerifier | None
+    budget: Budget
+    result: R
+
+    @property
+    def trace(self) -> Trace:
+        return self.result.trace
+
+
+class Strategy(ABC, Generic[R]):
+    """One decoding strategy: its validated options are all it holds, so one object may serve any request.
+
+    A strategy implements :meth:`explore` (the algorithm over a :class:`Search`, filling its typed ``Result``),
+    or, when it has no figures of its own, the plainer :meth:`search`.
+    """
 
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = Options
+    Result: ClassVar[type[StrategyResult]] = StrategyResult
     needs_verifier: ClassVar[bool] = False
     needs_step_verifier: ClassVar[bool] = False
     needs_prefix_continuation: ClassVar[bool] = False
     streams_tokens: ClassVar[bool] = False  # True only for `none`: the server streams the engine directly
 
     def __init__(self, options: BaseModel | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+        self.options: Any = options if options is not None else self.Options()
 
     @classmethod
     def from_request(cls, raw: dict[str, Any] | None) -> Strategy:
         return cls(cls.Options.model_validate(raw or {}))
 
-    def check(self, engine: Any, verifier: Any) -> None:
+    def check(self, engine: Engine, verifier: Verifier | None) -> None:
         """Refuse, before any work starts, a request this strategy cannot serve with this engine and verifier."""
         if self.needs_step_verifier and not is_step_verifier(verifier):
             got = f"'{verifier.name}' scores whole answers only" if verifier is not None else "no verifier is loaded"
@@ -83,15 +113,27 @@ class Strategy(ABC):
                 f"Strategy '{self.name}' continues partial solutions; this engine cannot.", param="strategy"
             )
 
+    def begin(
+        self,
+        request: StrategyRequest,
+        engine: MeteredEngine,
+        verifier: MeteredVerifier | None,
+        budget: Budget,
+        trace: Trace,
+    ) -> Search[R]:
+        """A new search of ``request`` on the metered engine and verifier, with this strategy's empty result."""
+        result: Any = self.Result([], engine.meter.spent, trace)
+        return Search(request, engine, verifier, budget, result)
+
     async def run(
         self,
         request: StrategyRequest,
-        engine: Any,
-        verifier: Any,
+        engine: Engine,
+        verifier: Verifier | None,
         budget: Budget,
         trace: Trace | None = None,
         ceiling: Budget | None = None,
-    ) -> StrategyResult:
+    ) -> R:
         """Search within ``budget``; out of budget (samples, tokens or seconds), return the best found so far.
 
         ``budget`` is what the request asked for (strategies size their search from it); ``ceiling`` holds
@@ -99,39 +141,39 @@ class Strategy(ABC):
         """
         self.check(engine, verifier)
         meter = Meter(budget, ceiling or Budget())
-        trace = trace or Trace()
-        metered_engine = MeteredEngine(engine, meter, request.format.separator)
+        metered = MeteredEngine(engine, meter, request.format.separator)
         metered_verifier = MeteredVerifier(verifier, meter) if verifier is not None else None
+        search = self.begin(request, metered, metered_verifier, budget, trace or Trace())
         try:
             async with asyncio.timeout(meter.remaining_seconds()):
-                choices = await self.search(request, metered_engine, metered_verifier, budget, trace)
+                choices = await self.explore(search)
         except BudgetExhausted:
             choices = []
         except TimeoutError:
             meter.exhausted = "max_seconds"
             choices = []
         if meter.exhausted:
-            trace.emit(
+            search.trace.emit(
                 "budget",
                 f"budget exhausted ({meter.exhausted}); returning the best found so far",
                 limit=meter.exhausted,
             )
-            choices = choices or self.fallback(trace.candidates, request.n)
+            choices = choices or self.fallback(search.trace.candidates, request.n, search.result)
         if not choices:
             raise InvalidRequestError(
                 f"The budget ran out ({meter.exhausted}) before any answer was complete; raise it.", param="budget"
             )
-        return self.result(choices, meter.seal(), trace, meter.exhausted)
+        meter.seal()
+        return self.finish(search.result, choices, meter.exhausted)
 
-    def result(self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None) -> StrategyResult:
-        """Build this strategy's typed result; strategies with extra figures override it."""
-        return StrategyResult(choices, spent, trace, exhausted)
+    async def explore(self, search: Search[R]) -> list[Candidate]:
+        """The algorithm: spend the engine and verifier, record candidates and figures, return the n best.
 
-    def fallback(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
-        """What to return when the budget cuts the search short: the best distinct candidates so far."""
-        return best_distinct(candidates, n)
+        Candidates go on ``search.trace``, figures on ``search.result``; by default it runs :meth:`search`.
+        """
+        s = search
+        return await self.search(s.request, s.engine, s.verifier, s.budget, s.trace)
 
-    @abstractmethod
     async def search(
         self,
         request: StrategyRequest,
@@ -140,7 +182,17 @@ class Strategy(ABC):
         budget: Budget,
         trace: Trace,
     ) -> list[Candidate]:
-        """The algorithm: spend the engine and verifier, record candidates on ``trace``, return the n best."""
+        """The algorithm of a strategy without figures of its own: record candidates on ``trace``, return the n best."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither explore() nor search()")
+
+    def finish(self, result: R, choices: list[Candidate], exhausted: str | None) -> R:
+        """The result with its choices; strategies whose figures sum up the whole search complete them here."""
+        result.choices, result.exhausted = choices, exhausted
+        return result
+
+    def fallback(self, candidates: Sequence[Candidate], n: int, result: R) -> list[Candidate]:
+        """What to return when the budget cuts the search short: the best distinct candidates so far."""
+        return best_distinct(candidates, n)
 
 
 async def gather(*awaitables: Any) -> list[Any]:

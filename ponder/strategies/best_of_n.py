@@ -10,12 +10,11 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ponder.core.types import Budget
-from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct, rank_key
-from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, Spent
+from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct, rank_key
 from ponder.strategies.registry import register
+from ponder.strategies.sampling import draw
 from ponder.strategies.scoring import score_candidates
-from ponder.strategies.steps import extract_answer
-from ponder.strategies.trace import Candidate, Trace
+from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import tally
 
 DEFAULT_SAMPLES = 16  # N when neither the options nor the budget say how many
@@ -116,32 +115,19 @@ class BestOfN(Strategy):
             description="Draw the N samples in chunks of this size, each scored as it finishes; default all at once.",
         )
 
-    async def search(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        budget: Budget,
-        trace: Trace,
-    ) -> list[Candidate]:
-        o = self.options
-        total = sample_count(o.n_samples, budget)
+    Result = BestOfNResult
+
+    async def explore(self, search: Search[BestOfNResult]) -> list[Candidate]:
+        o, trace = self.options, search.trace
+        total = sample_count(o.n_samples, search.budget)
         chunk = o.batch_size or total
         pool: list[Candidate] = []
         while len(pool) < total:
-            try:
-                samples = await engine.generate(request.prompt, request.params, min(chunk, total - len(pool)))
-            except BudgetExhausted:
-                if not pool:
-                    raise
+            params = search.request.params
+            batch = await draw(search, params, min(chunk, total - len(pool)), o.answer_extraction, first=not pool)
+            if not batch:
                 break  # keep the chunks already scored
-            if not samples:
-                break
-            batch = [
-                trace.add(self._candidate(s.text, s.num_tokens, s.finish_reason, s.cumulative_logprob), message="")
-                for s in samples
-            ]
-            await score_candidates(verifier, request, batch, o.aggregation)
+            await score_candidates(search.verifier, search.request, batch, o.aggregation)
             pool += batch
             best = max(batch, key=rank_key)
             done = "" if chunk >= total else f" ({len(pool)} of {total})"
@@ -160,7 +146,7 @@ class BestOfN(Strategy):
                     f"score totals after {len(pool)}: {top_votes(votes, _counts(pool), weighted=True)}",
                     votes=votes,
                 )
-        return self.select(pool, request.n)
+        return self.select(pool, search.request.n)
 
     def select(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
         """The ``n`` best distinct answers: by single score, or by score total per answer (weighted)."""
@@ -170,11 +156,12 @@ class BestOfN(Strategy):
                 return winners(candidates, votes, n)
         return best_distinct(candidates, n)
 
-    def fallback(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+    def fallback(self, candidates: Sequence[Candidate], n: int, result: BestOfNResult) -> list[Candidate]:
         return self.select(candidates, n)
 
-    def result(self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None) -> BestOfNResult:
-        pool = trace.candidates
+    def finish(self, result: BestOfNResult, choices: list[Candidate], exhausted: str | None) -> BestOfNResult:
+        """The per-answer ranking of the whole pool: count, best score and (weighted) score total."""
+        pool = result.trace.candidates
         votes = self._votes(pool) if self.options.selection == "weighted" else {}
         counts = _counts(pool)
         best: dict[str | None, Candidate] = {}
@@ -190,12 +177,8 @@ class BestOfN(Strategy):
             }
             for a in order
         ]
-        return BestOfNResult(choices, spent, trace, exhausted, self.options.selection, len(pool), ranking)
-
-    def _candidate(self, text: str, num_tokens: int, finish_reason: Any, logprob: float | None) -> Candidate:
-        c = Candidate(text, num_tokens, finish_reason, logprob=logprob)
-        c.answer = extract_answer(text, self.options.answer_extraction)  # None stays None: no vote
-        return c
+        result.selection, result.samples, result.ranking = self.options.selection, len(pool), ranking
+        return super().finish(result, choices, exhausted)
 
     def _votes(self, candidates: Sequence[Candidate]) -> dict[str, float]:
         weights = vote_weights([c.score for c in candidates], self.options.weight_transform)

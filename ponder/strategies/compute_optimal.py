@@ -11,15 +11,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ponder.core.errors import InvalidRequestError
-from ponder.core.protocols import is_step_verifier
+from ponder.core.protocols import Engine, Verifier, is_step_verifier
 from ponder.core.types import Budget
 from ponder.strategies import registry
-from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct, rank_key
-from ponder.strategies.meter import MeteredEngine, MeteredVerifier, Spent
+from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct, rank_key
+from ponder.strategies.meter import Meter
 from ponder.strategies.registry import register
+from ponder.strategies.sampling import draw
 from ponder.strategies.scoring import score_candidates
-from ponder.strategies.steps import extract_answer
-from ponder.strategies.trace import Candidate, Trace
+from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import tally
 
 PROBE = "probe"  # the route that spends nothing more: the probe's majority answer is returned
@@ -82,6 +82,26 @@ def majority(candidates: Sequence[Candidate], n: int) -> list[Candidate]:
 
 
 @dataclass
+class Probe:
+    """What the probe found: its candidates, their vote, and the difficulty level they point to."""
+
+    candidates: list[Candidate]
+    votes: dict[str, float]
+    agreement: float
+    mean_score: float | None
+    confidence: float
+    level: int
+
+
+@dataclass
+class Routed:
+    """The strategy a request was routed to and its own search (on the same engine, verifier and trace)."""
+
+    strategy: Strategy
+    search: Search
+
+
+@dataclass
 class ComputeOptimalResult(StrategyResult):
     """The difficulty estimate, the route it chose, and the routed strategy's own figures."""
 
@@ -92,6 +112,7 @@ class ComputeOptimalResult(StrategyResult):
     routed_to: str = PROBE
     routed_samples: int = 0
     routed: dict[str, Any] = field(default_factory=dict)
+    route: Routed | None = None  # set once the request is routed; its figures become ``routed``
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -183,105 +204,88 @@ class ComputeOptimal(Strategy):
                             _build(route, f"routes level {level}")
             return self
 
+    Result = ComputeOptimalResult
+
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         self._explicit = self.options.routes is not None
         self._routes = self.options.routes if self._explicit else DEFAULT_ROUTES
-        self._routed: Strategy | None = None
-        self._report: dict[str, Any] = {}
 
-    def check(self, engine: Any, verifier: Any) -> None:
+    def check(self, engine: Engine, verifier: Verifier | None) -> None:
         """Refuse up front a table with a level that no alternative can serve with this engine and verifier."""
         super().check(engine, verifier)
         for level in LEVELS:
             self._route(level, engine, verifier)
 
-    async def search(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        budget: Budget,
-        trace: Trace,
-    ) -> list[Candidate]:
-        o = self.options
-        meter = engine.meter
+    async def explore(self, search: Search[ComputeOptimalResult]) -> list[Candidate]:
+        meter, result = search.engine.meter, search.result
         total = meter.limit("max_samples") or DEFAULT_TOTAL
-        samples = await engine.generate(request.prompt, request.params, min(o.probe_samples, total))
-        probe = [self._candidate(s) for s in samples]
-        for c in probe:
-            trace.add(c, message="")
-        await score_candidates(verifier, request, probe, o.aggregation)
+        probe = await self._probe(search, total)
+        route, routed = self._route(probe.level, search.engine, search.verifier)
+        share = 0 if routed is None else _share(route.budget_fraction, total - meter.spent.samples)
+        name = route.strategy if share else PROBE
+        result.difficulty, result.agreement, result.mean_score = probe.level, probe.agreement, probe.mean_score
+        result.probe_samples, result.routed_to, result.routed_samples = len(probe.candidates), name, share
+        scored = "" if probe.mean_score is None else f", mean score {probe.mean_score:.2f}"
+        plan = f"{name}, {share} samples" if share else "probe majority, no more samples"
+        if routed is not None and not share:
+            plan += " (the probe used the whole budget)"
+        search.trace.emit(
+            "route",
+            f"difficulty {probe.level}/5 (agreement {probe.agreement:.2f}{scored}) -> {plan}",
+            difficulty=probe.level,
+            agreement=probe.agreement,
+            mean_score=probe.mean_score,
+            confidence=probe.confidence,
+            routed_to=name,
+            samples=share,
+            strategy_options=route.strategy_options if name != PROBE else {},
+        )
+        if name == PROBE or routed is None:
+            return majority(probe.candidates, search.request.n)
+        sub = routed.begin(
+            search.request, search.engine, search.verifier, _sub_budget(meter, route, share), search.trace
+        )
+        result.route = Routed(routed, sub)
+        found = await routed.explore(sub)
+        known = {id(c) for c in search.trace.candidates}
+        pool = [*search.trace.candidates, *(c for c in found if id(c) not in known)]
+        return routed.fallback(pool, search.request.n, sub.result)
+
+    async def _probe(self, search: Search[ComputeOptimalResult], total: int) -> Probe:
+        """A few samples, scored when a verifier is loaded: their agreement and mean score give the difficulty."""
+        o, verifier = self.options, search.verifier
+        probe = await draw(search, search.request.params, min(o.probe_samples, total), o.answer_extraction)
+        await score_candidates(verifier, search.request, probe, o.aggregation)
         answers = _answers(probe)
         votes = tally(answers)
         agreement = (next(iter(votes.values())) / len(probe)) if votes and probe else 0.0
         mean = sum(probability([c.score for c in probe])) / len(probe) if verifier is not None and probe else None
         confidence = agreement if mean is None else (1 - o.verifier_weight) * agreement + o.verifier_weight * mean
-        level = difficulty(confidence, o.level_thresholds)
-        trace.emit(
+        search.trace.emit(
             "probe",
             f"probe: {len(probe)} samples, answers {_tally_line(votes)}",
             ids=[c.id for c in probe],
             answers=answers,
             scores=[c.score for c in probe],
         )
-        route, routed = self._route(level, engine, verifier)
-        share = 0 if routed is None else _share(route.budget_fraction, total - meter.spent.samples)
-        name = route.strategy if share else PROBE
-        self._report = {
-            "difficulty": level,
-            "agreement": agreement,
-            "mean_score": mean,
-            "probe_samples": len(probe),
-            "routed_to": name,
-            "routed_samples": share,
-        }
-        scored = "" if mean is None else f", mean score {mean:.2f}"
-        plan = f"{name}, {share} samples" if share else "probe majority, no more samples"
-        if routed is not None and not share:
-            plan += " (the probe used the whole budget)"
-        trace.emit(
-            "route",
-            f"difficulty {level}/5 (agreement {agreement:.2f}{scored}) -> {plan}",
-            difficulty=level,
-            agreement=agreement,
-            mean_score=mean,
-            confidence=confidence,
-            routed_to=name,
-            samples=share,
-            strategy_options=route.strategy_options if name != PROBE else {},
-        )
-        if name == PROBE:
-            return majority(probe, request.n)
-        self._routed = routed
-        tokens = meter.limit("max_tokens")
-        seconds = meter.remaining_seconds()
-        sub_budget = Budget(
-            max_samples=share,
-            max_tokens=None if tokens is None else max(1, int(route.budget_fraction * (tokens - meter.spent.tokens))),
-            max_seconds=None if seconds is None else max(seconds, 0.0),
-        )
-        found = await routed.search(request, engine, verifier, sub_budget, trace)
-        known = {id(c) for c in trace.candidates}
-        pool = [*trace.candidates, *(c for c in found if id(c) not in known)]
-        return routed.fallback(pool, request.n)
+        return Probe(probe, votes, agreement, mean, confidence, difficulty(confidence, o.level_thresholds))
 
-    def fallback(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+    def fallback(self, candidates: Sequence[Candidate], n: int, result: ComputeOptimalResult) -> list[Candidate]:
         """Cut short: choose as the routed strategy would, from everything found; before routing, the majority."""
-        return self._routed.fallback(candidates, n) if self._routed is not None else majority(candidates, n)
+        if result.route is None:
+            return majority(candidates, n)
+        return result.route.strategy.fallback(candidates, n, result.route.search.result)
 
-    def result(
-        self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None
+    def finish(
+        self, result: ComputeOptimalResult, choices: list[Candidate], exhausted: str | None
     ) -> ComputeOptimalResult:
-        routed = self._routed.result(choices, spent, trace, exhausted).summary() if self._routed is not None else {}
-        return ComputeOptimalResult(choices, spent, trace, exhausted, **self._report, routed=routed)
+        """The routed strategy's figures, summed up as it would for a search of its own."""
+        if result.route is not None:
+            result.routed = result.route.strategy.finish(result.route.search.result, choices, exhausted).summary()
+        return super().finish(result, choices, exhausted)
 
-    def _candidate(self, s: Any) -> Candidate:
-        c = Candidate(s.text, s.num_tokens, s.finish_reason, logprob=s.cumulative_logprob)
-        c.answer = extract_answer(s.text, self.options.answer_extraction)  # None stays None: no vote
-        return c
-
-    def _route(self, level: int, engine: Any, verifier: Any) -> tuple[Route, Strategy | None]:
+    def _route(self, level: int, engine: Engine, verifier: Verifier | None) -> tuple[Route, Strategy | None]:
         """The level's first alternative this engine and verifier can serve, built; ``None`` for the probe route."""
         skipped = []
         for route in self._routes[level]:
@@ -327,7 +331,7 @@ def _registered(name: str) -> bool:
     return True
 
 
-def _unfit(strategy: Strategy, engine: Any, verifier: Any) -> str | None:
+def _unfit(strategy: Strategy, engine: Engine, verifier: Verifier | None) -> str | None:
     """Why ``strategy`` cannot run on this engine and verifier, or ``None`` when it can."""
     is_step = is_step_verifier(verifier)
     if strategy.needs_step_verifier and not is_step:
@@ -341,6 +345,17 @@ def _unfit(strategy: Strategy, engine: Any, verifier: Any) -> str | None:
     except InvalidRequestError as exc:
         return exc.message
     return None
+
+
+def _sub_budget(meter: Meter, route: Route, share: int) -> Budget:
+    """The routed strategy's budget: its samples, its fraction of the tokens left, the seconds left."""
+    tokens = meter.limit("max_tokens")
+    seconds = meter.remaining_seconds()
+    return Budget(
+        max_samples=share,
+        max_tokens=None if tokens is None else max(1, int(route.budget_fraction * (tokens - meter.spent.tokens))),
+        max_seconds=None if seconds is None else max(seconds, 0.0),
+    )
 
 
 def _share(fraction: float, left: int) -> int:

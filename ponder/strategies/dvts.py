@@ -7,21 +7,20 @@ from typing import Any
 
 from pydantic import Field
 
-from ponder.core.types import Budget
-from ponder.strategies.base import StrategyRequest, best_distinct
-from ponder.strategies.beam_search import (
+from ponder.strategies.base import Search
+from ponder.strategies.paths import (
     MAX_PATHS,
     Path,
-    StepExpander,
+    Paths,
+    PathSearch,
+    Round,
     StepOptions,
-    StepSearch,
     StepSearchResult,
     finished_note,
-    path_count,
 )
-from ponder.strategies.meter import MeteredEngine, MeteredVerifier, Spent
 from ponder.strategies.registry import register
-from ponder.strategies.trace import Candidate, Trace
+from ponder.strategies.step_search import solutions_wanted
+from ponder.strategies.trace import Candidate
 
 
 def allocate(paths: int, expansions: int, room: int) -> list[int]:
@@ -46,7 +45,7 @@ class DVTSResult(StepSearchResult):
 
 
 @register("dvts")
-class DVTS(StepSearch):
+class DVTS(PathSearch):
     """Diverse verifier tree search (Beeching et al. 2024, "Scaling test-time compute with open models"; HF
     search-and-learn).
 
@@ -66,58 +65,52 @@ class DVTS(StepSearch):
             "(N also caps the finished solutions).",
         )
 
-    async def search(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        budget: Budget,
-        trace: Trace,
-    ) -> list[Candidate]:
-        o = self.options
-        total = path_count(budget)
-        trees = o.subtrees or max(1, total // o.expansions)
-        self._figures["subtrees"] = trees
-        steps = StepExpander(o, request, engine, verifier, trace)
+    Result = DVTSResult
+
+    async def explore(self, search: Search[DVTSResult]) -> list[Candidate]:
+        o, result, meter = self.options, search.result, search.engine.meter
+        total = solutions_wanted(search.budget)
+        trees = result.subtrees = o.subtrees or max(1, total // o.expansions)
+        paths = self.begin_paths(search)
         live, finished, stop, rounds = [Path(tree=i) for i in range(trees)], [], "max_steps", 0
         for step in range(1, o.max_steps + 1):
             rounds = step
-            found = await steps.expand(live, allocate(len(live), o.expansions, total - len(finished)))
-            ended: list[int] = []
-            grown: list[Path] = []
-            for parent, kids, done in zip(live, found.children, found.finished, strict=True):
-                finished += done
-                if kids is None:  # not expanded this round: no room left, or the budget refused it
-                    grown.append(parent)
-                    continue
-                best = max(kids, key=lambda p: p.score, default=None)
-                if best is None or any(steps.rank(c) >= best.score for c in done):
-                    ended.append(parent.tree)
-                else:
-                    grown.append(best)
-            new = [c for done in found.finished for c in done]
-            self._record(steps, step, len(finished), None)  # kept current: a time cut ends the search anywhere
-            live = grown
+            found = await paths.expand(live, allocate(len(live), o.expansions, total - len(finished)))
+            finished += found.new
+            live, ended = self._advance(paths, live, found)
+            self.record(result, paths, step, len(finished), None)
             lead = max(live, key=lambda p: p.score, default=None)
+            note = finished_note(found.new, len(finished), total)
             best_line = f"; best {lead.score:.2f}: {lead.latest()}" if lead else ""
-            trace.emit(
+            search.trace.emit(
                 "step",
-                f"step {step}: {len(live)} subtrees going on{finished_note(new, len(finished), total)}{best_line}",
+                f"step {step}: {len(live)} subtrees going on{note}{best_line}",
                 step=step,
                 paths=[
                     {"tree": p.tree, "steps": list(p.pieces), "score": p.score, "step_scores": list(p.step_scores)}
                     for p in live
                 ],
                 ended=ended,
-                finished=[c.id for c in new],
+                finished=[c.id for c in found.new],
             )
-            if len(finished) >= total or not live or engine.meter.exhausted:
-                stop = "enough" if len(finished) >= total else engine.meter.exhausted or "no_paths"
+            if len(finished) >= total or not live or meter.exhausted:
+                stop = "enough" if len(finished) >= total else meter.exhausted or "no_paths"
                 break
-        if len(finished) < request.n and live and stop != "enough":
-            finished += steps.close(sorted(live, key=lambda p: p.score, reverse=True)[: request.n - len(finished)])
-        self._record(steps, rounds, len(finished), stop)
-        return best_distinct(finished, request.n)
+        self.record(result, paths, rounds, len(finished), stop)
+        return self.end(search, paths, live, finished)
 
-    def result(self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None) -> DVTSResult:
-        return DVTSResult(choices, spent, trace, exhausted, **self._figures_kw(exhausted))
+    @staticmethod
+    def _advance(paths: Paths, live: list[Path], found: Round) -> tuple[list[Path], list[int]]:
+        """Each subtree's own best child goes on; a subtree ends when a finished child is at least as good."""
+        ended: list[int] = []
+        grown: list[Path] = []
+        for parent, kids, done in zip(live, found.children, found.finished, strict=True):
+            if kids is None:  # not expanded this round: no room left, or the budget refused it
+                grown.append(parent)
+                continue
+            best = max(kids, key=lambda p: p.score, default=None)
+            if best is None or any(paths.rank(c) >= best.score for c in done):
+                ended.append(parent.tree)
+            else:
+                grown.append(best)
+        return grown, ended

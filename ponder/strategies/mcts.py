@@ -9,13 +9,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ponder.core.errors import InvalidRequestError
-from ponder.core.protocols import is_step_verifier
-from ponder.core.types import Budget
-from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult, best_distinct, gather, rank_key
-from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, Spent
+from ponder.core.protocols import Engine, Verifier, is_step_verifier
+from ponder.strategies.base import Search, Strategy, StrategyResult, best_distinct, gather, rank_key
+from ponder.strategies.meter import BudgetExhausted
 from ponder.strategies.registry import register
-from ponder.strategies.trace import Candidate, Trace
-from ponder.strategies.tree import Node, StepTree, TreeOptions, size_from
+from ponder.strategies.step_search import solutions_wanted
+from ponder.strategies.trace import Candidate
+from ponder.strategies.tree import Node, StepTree, TreeOptions
 
 
 def puct(parent: Node, child: Node, c: float) -> float:
@@ -74,7 +74,7 @@ class MCTSResult(StrategyResult):
     """MCTS's result with what the search did."""
 
     simulations: int = 0
-    tree_size: int = 0
+    tree_size: int = 1
     root_children: list[dict[str, Any]] = field(default_factory=list)
     finished: int = 0
     stop_reason: str | None = None
@@ -133,17 +133,9 @@ class MCTS(Strategy):
             "end of the most-visited path.",
         )
 
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self._figures: dict[str, Any] = {
-            "simulations": 0,
-            "tree_size": 1,
-            "root_children": [],
-            "finished": 0,
-            "stop_reason": None,
-        }
+    Result = MCTSResult
 
-    def check(self, engine: Any, verifier: Any) -> None:
+    def check(self, engine: Engine, verifier: Verifier | None) -> None:
         super().check(engine, verifier)
         if self.options.value == "prm" and not is_step_verifier(verifier):
             raise InvalidRequestError(
@@ -152,19 +144,12 @@ class MCTS(Strategy):
                 param="verifier",
             )
 
-    async def search(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        budget: Budget,
-        trace: Trace,
-    ) -> list[Candidate]:
-        o = self.options
-        total = o.simulations or size_from(budget)
+    async def explore(self, search: Search[MCTSResult]) -> list[Candidate]:
+        o, result, engine = self.options, search.result, search.engine
+        total = o.simulations or solutions_wanted(search.budget)
         c = o.c_puct if o.selection == "puct" else o.c_uct
         wants_priors = o.selection == "puct" and engine.capabilities.logprobs
-        tree = StepTree(o, request, engine, verifier, trace, logprobs=wants_priors)
+        tree = StepTree(o, search.request, engine, search.verifier, search.trace, logprobs=wants_priors)
         stop, done = "simulations", 0
         samples = engine.meter.limit("max_samples")
         for sim in range(1, total + 1):
@@ -178,18 +163,18 @@ class MCTS(Strategy):
                 stop = cut.limit
                 break
             done = sim
-            self._record(tree, done, None)
+            self._record(result, tree, done, None)
             best = best_distinct([x for x in tree.finished if x.finish_reason == "stop"], 1)
             so_far = best[0].answer if best else "none"
-            trace.emit("simulation", f"sim {sim}: {line}, best so far {so_far}", sim=sim, **data)
+            search.trace.emit("simulation", f"sim {sim}: {line}, best so far {so_far}", sim=sim, **data)
             if engine.meter.exhausted:
                 stop = engine.meter.exhausted
                 break
             if tree.root.solved:
                 stop = "tree_exhausted"
                 break
-        choices = await self._choose(tree, request.n)
-        self._record(tree, done, stop)
+        choices = await self._choose(tree, search.request.n)
+        self._record(result, tree, done, stop)
         return choices
 
     async def _simulate(self, tree: StepTree, node: Node) -> tuple[str, dict[str, Any]]:
@@ -197,7 +182,7 @@ class MCTS(Strategy):
         o = self.options
         if node.depth >= o.max_depth or tree.stuck(node):
             node.candidate = tree.close(node)  # no room to grow: the path ends here, unfinished
-            await tree.score([node.candidate])
+            await tree.score([node.candidate], self.options.aggregation)
             node.value = node.candidate.score if node.candidate.score is not None else 0.0
             backup(node, [node.value])
             mark_solved(node)
@@ -239,7 +224,7 @@ class MCTS(Strategy):
         rolled = await gather(*(tree.rollout(k) for k in open_kids))
         valued = [(k, k.candidate) for k in kids if k.terminal]
         valued += [(k, r) for k, r in zip(open_kids, rolled, strict=True) if r is not None]
-        await tree.score([cand for _, cand in valued])
+        await tree.score([cand for _, cand in valued], self.options.aggregation)
         for k, cand in valued:
             k.value = cand.score if cand.score is not None else 0.0
 
@@ -250,7 +235,7 @@ class MCTS(Strategy):
                 (leaf for leaf in tree.root.leaves() if not leaf.terminal and leaf.depth), key=lambda x: -x.mean
             )
             completed = [await self._complete(tree, leaf) for leaf in open_leaves[: n - len(finished)]]
-            await tree.score(completed)
+            await tree.score(completed, self.options.aggregation)
             finished += completed
         if self.options.final == "visits" and (end := most_visited_terminal(tree.root)) is not None:
             chosen = end.candidate
@@ -265,20 +250,17 @@ class MCTS(Strategy):
         except BudgetExhausted:
             return tree.close(leaf)
 
-    def _record(self, tree: StepTree, simulations: int, stop: str | None) -> None:
-        self._figures.update(
-            simulations=simulations,
-            tree_size=tree.root.count(),
-            root_children=[
-                {"step": k.pieces[-1], "visits": k.visits, "value": round(k.mean, 4), "prior": round(k.prior, 4)}
-                for k in tree.root.children
-            ],
-            finished=len(tree.finished),
-            stop_reason=stop,
-        )
+    @staticmethod
+    def _record(result: MCTSResult, tree: StepTree, simulations: int, stop: str | None) -> None:
+        """Keep the figures current: a time cut can end the search anywhere."""
+        result.simulations, result.tree_size, result.finished = simulations, tree.root.count(), len(tree.finished)
+        result.root_children = [
+            {"step": k.pieces[-1], "visits": k.visits, "value": round(k.mean, 4), "prior": round(k.prior, 4)}
+            for k in tree.root.children
+        ]
+        result.stop_reason = stop
 
-    def result(self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None) -> MCTSResult:
-        figures = dict(self._figures)
+    def finish(self, result: MCTSResult, choices: list[Candidate], exhausted: str | None) -> MCTSResult:
         if exhausted:
-            figures["stop_reason"] = exhausted
-        return MCTSResult(choices, spent, trace, exhausted, **figures)
+            result.stop_reason = exhausted
+        return super().finish(result, choices, exhausted)

@@ -6,9 +6,9 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from ponder.core.protocols import is_step_verifier
+from ponder.core.protocols import Engine, Problem, StepVerifier, Verifier, is_step_verifier
 from ponder.core.types import Budget, Prompt, Sample, SampleDelta, SamplingParams
 
 
@@ -119,7 +119,7 @@ class MeteredEngine:
     solution counts as a sample, one that stops at the separator does not.
     """
 
-    def __init__(self, engine: Any, meter: Meter, separator: str = "\n") -> None:
+    def __init__(self, engine: Engine, meter: Meter, separator: str = "\n") -> None:
         self._engine = engine
         self.meter = meter
         self.separator = separator
@@ -175,25 +175,26 @@ def is_step_end(sample: Sample, separator: str) -> bool:
 class MeteredVerifier:
     """A verifier whose calls are counted; step scoring is offered only when the verifier has it."""
 
-    def __init__(self, verifier: Any, meter: Meter) -> None:
+    def __init__(self, verifier: Verifier, meter: Meter) -> None:
         self._verifier = verifier
         self.meter = meter
         self.name = verifier.name
         self.step_level = is_step_verifier(verifier)
 
-    async def score(self, problem: Any, answers: Sequence[str], reference: str | None = None) -> list[float]:
+    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
         if not answers:
             return []
         self._count(len(answers))
         return list(await self._verifier.score(problem, answers, reference))
 
-    async def score_steps(self, problem: Any, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+    async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         if not self.step_level:
             raise TypeError(f"verifier {self.name!r} does not score steps")
         if not solutions:
             return []
         self._count(len(solutions))
-        return [list(s) for s in await self._verifier.score_steps(problem, solutions)]
+        steps = cast(StepVerifier, self._verifier)  # it declared step_level
+        return [list(s) for s in await steps.score_steps(problem, solutions)]
 
     def _count(self, items: int) -> None:
         self.meter.spent.verifier_calls += 1

@@ -15,6 +15,4 @@ class NoneStrategy(Strategy):
 
     async def search(self, request: StrategyRequest, engine, verifier, budget, trace: Trace) -> list[Candidate]:
         samples = await engine.generate(request.prompt, request.params, request.n)
-        return [
-            trace.add(Candidate(s.text, s.num_tokens, s.finish_reason, logprob=s.cumulative_logprob)) for s in samples
-        ]
+        return [trace.add(Candidate.of(s)) for s in samples]

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ponder.core.errors import InvalidRequestError
-from ponder.core.types import Budget
-from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct
+from ponder.core.protocols import Engine, Verifier
+from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct
 from ponder.strategies.best_of_n import (
     MAX_SAMPLES,
     Extraction,
@@ -22,11 +22,10 @@ from ponder.strategies.best_of_n import (
     vote_weights,
     winners,
 )
-from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, Spent
 from ponder.strategies.registry import register
+from ponder.strategies.sampling import draw
 from ponder.strategies.scoring import score_candidates
-from ponder.strategies.steps import extract_answer
-from ponder.strategies.trace import Candidate, Trace
+from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import is_decisive, tally
 
 
@@ -103,9 +102,10 @@ class SelfConsistency(Strategy):
         super().__init__(options)
         # only a verifier-weighted vote needs a verifier; the class attribute stays False for the server's listing
         self.needs_verifier = self.options.weighting == "verifier"
-        self._stop: tuple[int, str | None] = (0, None)
 
-    def check(self, engine: Any, verifier: Any) -> None:
+    Result = SelfConsistencyResult
+
+    def check(self, engine: Engine, verifier: Verifier | None) -> None:
         super().check(engine, verifier)
         if self.options.weighting == "logprob" and not engine.capabilities.logprobs:
             raise InvalidRequestError(
@@ -113,46 +113,33 @@ class SelfConsistency(Strategy):
                 param="strategy_options",
             )
 
-    async def search(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        budget: Budget,
-        trace: Trace,
-    ) -> list[Candidate]:
-        o = self.options
-        total = sample_count(o.n_samples, budget)
-        self._stop = (total, None)
-        params = request.params
+    async def explore(self, search: Search[SelfConsistencyResult]) -> list[Candidate]:
+        o, trace, result = self.options, search.trace, search.result
+        total = result.planned = sample_count(o.n_samples, search.budget)
+        params = search.request.params
         if o.weighting == "logprob" and params.logprobs is None:
             params = dataclasses.replace(params, logprobs=0)  # only the sampled token's logprob
         pool: list[Candidate] = []
         while len(pool) < total:
-            try:
-                samples = await engine.generate(request.prompt, params, min(o.round_size, total - len(pool)))
-            except BudgetExhausted:
-                if not pool:
-                    raise
+            batch = await draw(
+                search, params, min(o.round_size, total - len(pool)), o.answer_extraction, first=not pool
+            )
+            if not batch:
                 break  # vote with the rounds already drawn
-            if not samples:
-                break
-            batch = [trace.add(self._candidate(s), message="") for s in samples]
             if o.weighting == "verifier":
-                await score_candidates(verifier, request, batch, o.aggregation)
+                await score_candidates(search.verifier, search.request, batch, o.aggregation)
             pool += batch
             votes, counts = self._votes(pool), _counts(pool)
-            weighted = o.weighting != "none"
             trace.emit(
                 "votes",
-                f"votes after {len(pool)}: {top_votes(votes, counts, weighted)}",
+                f"votes after {len(pool)}: {top_votes(votes, counts, o.weighting != 'none')}",
                 votes=votes,
                 counts=counts,
                 samples=len(pool),
             )
-            reason = self._settled(votes, pool, total - len(pool), request.n)
+            reason = self._settled(votes, pool, total - len(pool), search.request.n)
             if reason and len(pool) < total:
-                self._stop = (total, reason)
+                result.stopped_early, result.stop_reason = True, reason
                 leader = next(iter(votes))
                 why = "cannot be overtaken" if reason == "decisive" else f"holds {_share(votes):.0%} of the vote"
                 trace.emit(
@@ -162,7 +149,7 @@ class SelfConsistency(Strategy):
                     samples=len(pool),
                 )
                 break
-        return self.select(pool, request.n)
+        return self.select(pool, search.request.n)
 
     def select(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
         """The ``n`` most-voted answers, each as its best solution (highest score or probability, else the first)."""
@@ -171,27 +158,17 @@ class SelfConsistency(Strategy):
             return best_distinct(candidates, n, key=self._within)
         return winners(candidates, votes, n, key=self._within)
 
-    def fallback(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+    def fallback(self, candidates: Sequence[Candidate], n: int, result: SelfConsistencyResult) -> list[Candidate]:
         return self.select(candidates, n)
 
-    def result(
-        self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None
+    def finish(
+        self, result: SelfConsistencyResult, choices: list[Candidate], exhausted: str | None
     ) -> SelfConsistencyResult:
-        pool = trace.candidates
-        planned, reason = self._stop
-        return SelfConsistencyResult(
-            choices,
-            spent,
-            trace,
-            exhausted,
-            weighting=self.options.weighting,
-            votes=self._votes(pool),
-            counts={a: c for a, c in _counts(pool).items()},
-            samples=len(pool),
-            planned=planned,
-            stopped_early=reason is not None,
-            stop_reason=reason,
-        )
+        """The vote over the whole pool."""
+        pool = result.trace.candidates
+        result.weighting, result.samples = self.options.weighting, len(pool)
+        result.votes, result.counts = self._votes(pool), _counts(pool)
+        return super().finish(result, choices, exhausted)
 
     def _settled(self, votes: dict[str, float], pool: Sequence[Candidate], remaining: int, n: int) -> str | None:
         """Why the vote can stop now: ``decisive`` (no remaining samples can change the top ``n``) or ``agreement``."""
@@ -208,11 +185,6 @@ class SelfConsistency(Strategy):
         if n == 1 and o.stop_agreement is not None and len(pool) >= o.min_samples and _share(votes) >= o.stop_agreement:
             return "agreement"
         return None
-
-    def _candidate(self, s: Any) -> Candidate:
-        c = Candidate(s.text, s.num_tokens, s.finish_reason, logprob=s.cumulative_logprob)
-        c.answer = extract_answer(s.text, self.options.answer_extraction)  # None stays None: no vote
-        return c
 
     def _weights(self, candidates: Sequence[Candidate]) -> list[float]:
         how = self.options.weighting

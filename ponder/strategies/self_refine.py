@@ -10,9 +10,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ponder.core.errors import PromptTooLongError
-from ponder.core.types import Budget, Prompt, Sample
-from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct
-from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, Spent
+from ponder.core.types import Prompt
+from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct
+from ponder.strategies.meter import BudgetExhausted
 from ponder.strategies.registry import register
 from ponder.strategies.scoring import score_candidates
 from ponder.strategies.steps import visible_answer
@@ -119,80 +119,70 @@ class SelfRefine(Strategy):
             "null: never.",
         )
 
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self._state: dict[str, Any] = {"iterations": 0, "accepted": False, "stop_reason": None}
+    Result = SelfRefineResult
 
-    async def search(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        budget: Budget,
-        trace: Trace,
-    ) -> list[Candidate]:
-        o = self.options
-        rounds = iteration_count(o.max_iterations, engine.meter.limit("max_samples"))
-        state = self._state
+    async def explore(self, search: Search[SelfRefineResult]) -> list[Candidate]:
+        o, trace, result = self.options, search.trace, search.result
         try:
-            draft = await self._draft(request, engine, verifier, request.prompt, trace)
-            while True:
-                if verifier is not None and draft.score is not None and draft.score >= o.accept_threshold:
-                    state.update(accepted=True, stop_reason="accepted")
-                    self._say(trace, draft, "accepted")
-                    break
-                if state["iterations"] >= rounds:
-                    state["stop_reason"] = "max_iterations"
-                    self._say(trace, draft, "no rounds left" if rounds else "no refinement in this budget")
-                    break
-                self._say(trace, draft, "critiquing" if verifier is None else "revising")
-                state["iterations"] += 1
-                shown = request.prompt.prefix + draft.text
-                ask = [("assistant", shown), ("user", o.critique_prompt)]
-                critique = (await self._sample(engine, turn(request.prompt, ask), request)).text
-                approved = verifier is None and o.stop_phrase is not None and says(critique, o.stop_phrase)
-                trace.emit(
-                    "critique",
-                    f"critique {state['iterations']}: {_gist(critique)} — {'approved' if approved else 'revising'}",
-                    iteration=state["iterations"],
-                    draft=draft.id,
-                    text=critique,
-                    approved=approved,
-                )
-                if approved:
-                    state.update(accepted=True, stop_reason="critique_approved")
-                    break
-                ask += [("assistant", critique), ("user", o.revise_prompt)]
-                draft = await self._draft(request, engine, verifier, turn(request.prompt, ask), trace)
+            await self._refine(search, iteration_count(o.max_iterations, search.engine.meter.limit("max_samples")))
         except BudgetExhausted:
             if not trace.candidates:
                 raise
-            state["stop_reason"] = "budget"
+            result.stop_reason = "budget"
         except PromptTooLongError:
             if not trace.candidates:  # the request itself does not fit: the user's error
                 raise
             # each round's chat is longer than the last; once it outgrows the context, refinement is over
-            state["stop_reason"] = "context_full"
+            result.stop_reason = "context_full"
             trace.emit("context", "the refinement chat no longer fits the model's context; keeping the best draft")
-        return self.fallback(trace.candidates, request.n)
+        return self.fallback(trace.candidates, search.request.n, result)
 
-    async def _sample(self, engine: MeteredEngine, prompt: Prompt, request: StrategyRequest) -> Sample:
-        samples = await engine.generate(prompt, request.params, 1)
+    async def _refine(self, search: Search[SelfRefineResult], rounds: int) -> None:
+        """Draft, then critique and revise until a draft is accepted or no round is left."""
+        o, trace, result, verifier, prompt = (
+            self.options,
+            search.trace,
+            search.result,
+            search.verifier,
+            search.request.prompt,
+        )
+        draft = await self._draft(search, prompt)
+        while True:
+            if verifier is not None and draft.score is not None and draft.score >= o.accept_threshold:
+                result.accepted, result.stop_reason = True, "accepted"
+                return self._say(trace, draft, "accepted")
+            if result.iterations >= rounds:
+                result.stop_reason = "max_iterations"
+                return self._say(trace, draft, "no rounds left" if rounds else "no refinement in this budget")
+            self._say(trace, draft, "critiquing" if verifier is None else "revising")
+            result.iterations += 1
+            ask = [("assistant", prompt.prefix + draft.text), ("user", o.critique_prompt)]
+            critique = (await self._sample(search, turn(prompt, ask))).text
+            approved = verifier is None and o.stop_phrase is not None and says(critique, o.stop_phrase)
+            trace.emit(
+                "critique",
+                f"critique {result.iterations}: {_gist(critique)} — {'approved' if approved else 'revising'}",
+                iteration=result.iterations,
+                draft=draft.id,
+                text=critique,
+                approved=approved,
+            )
+            if approved:
+                result.accepted, result.stop_reason = True, "critique_approved"
+                return None
+            ask += [("assistant", critique), ("user", o.revise_prompt)]
+            draft = await self._draft(search, turn(prompt, ask))
+
+    @staticmethod
+    async def _sample(search: Search, prompt: Prompt) -> Candidate:
+        samples = await search.engine.generate(prompt, search.request.params, 1)
         if not samples:  # the meter admitted nothing
-            raise BudgetExhausted(engine.meter.exhausted or "max_samples")
-        return samples[0]
+            raise BudgetExhausted(search.engine.meter.exhausted or "max_samples")
+        return Candidate.of(samples[0])
 
-    async def _draft(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        prompt: Prompt,
-        trace: Trace,
-    ) -> Candidate:
-        s = await self._sample(engine, prompt, request)
-        draft = trace.add(Candidate(s.text, s.num_tokens, s.finish_reason, logprob=s.cumulative_logprob), message="")
-        await score_candidates(verifier, request, [draft], self.options.aggregation)
+    async def _draft(self, search: Search, prompt: Prompt) -> Candidate:
+        draft = search.trace.add(await self._sample(search, prompt), message="")
+        await score_candidates(search.verifier, search.request, [draft], self.options.aggregation)
         return draft
 
     def _say(self, trace: Trace, draft: Candidate, then: str) -> None:
@@ -207,23 +197,14 @@ class SelfRefine(Strategy):
             tokens=draft.num_tokens,
         )
 
-    def fallback(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+    def fallback(self, candidates: Sequence[Candidate], n: int, result: SelfRefineResult) -> list[Candidate]:
         return best_distinct(candidates, n, key=_latest_best)
 
-    def result(self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None) -> SelfRefineResult:
-        state = self._state
-        best = choices[0].id + 1 if choices and choices[0].id >= 0 else None
-        return SelfRefineResult(
-            choices,
-            spent,
-            trace,
-            exhausted,
-            iterations=state["iterations"],
-            accepted=state["accepted"],
-            stop_reason=state["stop_reason"] or ("budget" if exhausted else None),
-            draft_scores=[c.score for c in trace.candidates],
-            best_draft=best,
-        )
+    def finish(self, result: SelfRefineResult, choices: list[Candidate], exhausted: str | None) -> SelfRefineResult:
+        result.stop_reason = result.stop_reason or ("budget" if exhausted else None)
+        result.draft_scores = [c.score for c in result.trace.candidates]
+        result.best_draft = choices[0].id + 1 if choices and choices[0].id >= 0 else None
+        return super().finish(result, choices, exhausted)
 
 
 def _latest_best(c: Candidate) -> tuple[float, float, int]:

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from ponder.core.types import FinishReason, TraceEvent
+from ponder.core.types import FinishReason, Sample, TraceEvent
 from ponder.strategies.steps import extract_answer
 
 
@@ -26,6 +26,13 @@ class Candidate:
     def __post_init__(self) -> None:
         if self.answer is None:
             self.answer = extract_answer(self.text)
+
+    @classmethod
+    def of(cls, sample: Sample, extraction: str = "content") -> Candidate:
+        """A whole-solution sample as a candidate, its answer extracted ``extraction``'s way (``None``: no vote)."""
+        c = cls(sample.text, sample.num_tokens, sample.finish_reason, logprob=sample.cumulative_logprob)
+        c.answer = extract_answer(sample.text, extraction)
+        return c
 
 
 class Trace:

@@ -10,14 +10,15 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ponder.core.errors import InvalidRequestError
-from ponder.core.protocols import is_step_verifier
-from ponder.core.types import Budget, Prompt, Sample, SamplingParams
-from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult, best_distinct, gather
-from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, Spent
+from ponder.core.protocols import Engine, Verifier, is_step_verifier
+from ponder.core.types import Prompt, Sample, SamplingParams
+from ponder.strategies.base import Search, Strategy, StrategyResult, best_distinct, gather
+from ponder.strategies.meter import BudgetExhausted
 from ponder.strategies.registry import register
 from ponder.strategies.scoring import aggregate
-from ponder.strategies.trace import Candidate, Trace
-from ponder.strategies.tree import Node, StepTree, TreeOptions, size_from
+from ponder.strategies.step_search import solutions_wanted
+from ponder.strategies.trace import Candidate
+from ponder.strategies.tree import Node, StepTree, TreeOptions
 
 JUDGE_QUESTION = "Is this reasoning correct so far? Answer yes or no."
 JUDGE_TOP_LOGPROBS = 5
@@ -125,12 +126,9 @@ class TreeOfThoughts(Strategy):
             None, ge=1, le=100000, description="DFS: most states expanded (one engine call each); default 4 x N."
         )
 
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self._figures: dict[str, Any] = {"search": self.options.search, "proposals": 0, "breadth": 0, "depth": 0}
-        self._figures.update(states_expanded=0, pruned=0, finished=0, stop_reason=None)
+    Result = TreeOfThoughtsResult
 
-    def check(self, engine: Any, verifier: Any) -> None:
+    def check(self, engine: Engine, verifier: Verifier | None) -> None:
         super().check(engine, verifier)
         if self.options.evaluator == "prm" and not is_step_verifier(verifier):
             got = f"'{verifier.name}' scores whole answers only" if verifier is not None else "no verifier is loaded"
@@ -146,59 +144,75 @@ class TreeOfThoughts(Strategy):
                 param="strategy_options",
             )
 
-    async def search(
-        self,
-        request: StrategyRequest,
-        engine: MeteredEngine,
-        verifier: MeteredVerifier | None,
-        budget: Budget,
-        trace: Trace,
-    ) -> list[Candidate]:
-        o = self.options
-        total = size_from(budget)
-        k = o.proposals or min(4, total)
-        b = o.breadth or max(1, total // k)
-        self._figures.update(proposals=k, breadth=b)
-        self._tree = tree = StepTree(o, request, engine, verifier, trace)
-        self._request, self._engine = request, engine
-        self._total = total
-        self._best_open: Node | None = None  # the deepest, best-valued unfinished state seen, for a cut search
+    async def explore(self, search: Search[TreeOfThoughtsResult]) -> list[Candidate]:
+        return await Thoughts(self.options, search).run()
+
+    def finish(
+        self, result: TreeOfThoughtsResult, choices: list[Candidate], exhausted: str | None
+    ) -> TreeOfThoughtsResult:
+        result.search = self.options.search
+        if exhausted:
+            result.stop_reason = exhausted
+        return super().finish(result, choices, exhausted)
+
+
+class Thoughts:
+    """One request's Tree of Thoughts: the tree, its sizes, the best open state, and the result it keeps current."""
+
+    def __init__(self, options: TreeOfThoughts.Options, search: Search[TreeOfThoughtsResult]) -> None:
+        self.options = options
+        self.request, self.engine, self.result = search.request, search.engine, search.result
+        self.tree = StepTree(options, search.request, search.engine, search.verifier, search.trace)
+        self.trace = search.trace
+        self.total = total = solutions_wanted(search.budget)
+        self.k = options.proposals or min(4, total)
+        self.b = options.breadth or max(1, total // self.k)
+        self.max_states = options.max_states or 4 * total
+        self.best_open: Node | None = None  # the deepest, best-valued unfinished state seen, for a cut search
+        self.result.proposals, self.result.breadth = self.k, self.b
+
+    async def run(self) -> list[Candidate]:
+        o, tree, n = self.options, self.tree, self.request.n
         try:
             if o.search == "bfs":
-                stop, frontier = await self._bfs(k, b)
+                stop, frontier = await self._bfs()
             else:
                 frontier = []
-                stop = await self._dfs(k, o.max_states or 4 * total)
+                stop = await self._dfs()
         except BudgetExhausted as cut:
             stop, frontier = cut.limit, []
         finished = list(tree.finished)
-        if len(finished) < request.n:
-            rest = frontier or ([self._best_open] if self._best_open is not None else [])
-            finished += self._close(rest[: request.n - len(finished)])
-        self._figures.update(stop_reason=stop, finished=len(tree.finished), states_expanded=tree.expansions)
-        return best_distinct(finished, request.n)
+        if len(finished) < n:
+            rest = frontier or ([self.best_open] if self.best_open is not None else [])
+            finished += self._close(rest[: n - len(finished)])
+        self.result.stop_reason = stop
+        return best_distinct(finished, n)
 
-    async def _bfs(self, k: int, b: int) -> tuple[str, list[Node]]:
-        tree, engine = self._tree, self._engine
+    def _tally(self) -> None:
+        """Keep the figures current: a time cut can end the search anywhere."""
+        self.result.finished, self.result.states_expanded = len(self.tree.finished), self.tree.calls
+
+    async def _bfs(self) -> tuple[str, list[Node]]:
+        tree, meter = self.tree, self.engine.meter
         frontier = [tree.root]
         for depth in range(1, self.options.max_depth + 1):
             stuck = [s for s in frontier if tree.stuck(s)]
             if stuck:
                 self._close(stuck)
                 frontier = [s for s in frontier if s not in stuck]
-            counts = self._allot(len(frontier), k)
+            counts = self._allot(len(frontier), self.k)
             grown = await gather(*(self._expand(s, n) for s, n in zip(frontier, counts, strict=True) if n > 0))
             kids = [kid for g in grown if g for kid in g]
             if not kids:
-                return engine.meter.exhausted or "no_states", frontier
-            self._figures["depth"] = depth
+                return meter.exhausted or "no_states", frontier
+            self.result.depth = depth
             finished = [kid for kid in kids if kid.terminal]
             ranked = sorted((kid for kid in kids if not kid.terminal), key=lambda s: s.value, reverse=True)
-            frontier, pruned = ranked[:b], ranked[b:]
-            self._figures["pruned"] += len(pruned)
+            frontier, pruned = ranked[: self.b], ranked[self.b :]
+            self.result.pruned += len(pruned)
             best = f"; best {frontier[0].value:.2f}: {frontier[0].latest()}" if frontier else ""
             trace_line = f"level {depth}: kept {len(frontier)} of {len(ranked)} states{self._note(finished)}{best}"
-            self._tree.trace.emit(
+            self.trace.emit(
                 "level",
                 trace_line,
                 level=depth,
@@ -206,8 +220,8 @@ class TreeOfThoughts(Strategy):
                 pruned=len(pruned),
                 finished=[kid.candidate.id for kid in finished],
             )
-            if len(tree.finished) >= self._total or not frontier or engine.meter.exhausted:
-                stop = "enough" if len(tree.finished) >= self._total else engine.meter.exhausted or "all_finished"
+            if len(tree.finished) >= self.total or not frontier or meter.exhausted:
+                stop = "enough" if len(tree.finished) >= self.total else meter.exhausted or "all_finished"
                 return stop, frontier
         return "max_depth", frontier
 
@@ -217,8 +231,8 @@ class TreeOfThoughts(Strategy):
         Any proposal may finish its solution, so a level asks for no more than could be accepted; the weakest
         states go without when the budget is nearly spent.
         """
-        limit = self._engine.meter.limit("max_samples")
-        room = math.inf if limit is None else limit - self._engine.meter.spent.samples
+        limit = self.engine.meter.limit("max_samples")
+        room = math.inf if limit is None else limit - self.engine.meter.spent.samples
         counts = []
         for _ in range(states):
             n = int(max(0, min(k, room)))
@@ -226,26 +240,25 @@ class TreeOfThoughts(Strategy):
             room -= n
         return counts
 
-    async def _dfs(self, k: int, max_states: int) -> str:
-        self._k, self._max_states = k, max_states
+    async def _dfs(self) -> str:
         try:
-            found = await self._visit(self._tree.root)
+            found = await self._visit(self.tree.root)
         except _Stop as stop:
             return stop.reason
         return "found" if found else "exhausted"
 
     async def _visit(self, state: Node) -> bool:
         """Explore ``state`` depth-first; True once a finished candidate reaches the threshold."""
-        o, tree, trace = self.options, self._tree, self._tree.trace
-        if len(tree.finished) >= self._total:
+        o, tree, trace = self.options, self.tree, self.trace
+        if len(tree.finished) >= self.total:
             raise _Stop("enough")
-        if tree.expansions >= self._max_states:
+        if tree.calls >= self.max_states:
             raise _Stop("max_states")
         if state.depth >= o.max_depth or tree.stuck(state):
             trace.emit("backtrack", f"depth limit at {state.depth} ({state.latest()}), backtracking", node=state.id)
             return False
-        kids = await self._expand(state, self._k)
-        self._figures["depth"] = max(self._figures["depth"], state.depth + 1)
+        kids = await self._expand(state, self.k)
+        self.result.depth = max(self.result.depth, state.depth + 1)
         good = [kid for kid in kids if kid.terminal and kid.value >= o.threshold]
         if good:
             top = max(good, key=lambda s: s.value)
@@ -268,7 +281,7 @@ class TreeOfThoughts(Strategy):
         for i, child in enumerate(ranked):
             if child.value < o.threshold:
                 cut = ranked[i:]
-                self._figures["pruned"] += len(cut)
+                self.result.pruned += len(cut)
                 trace.emit(
                     "prune",
                     f"pruned {len(cut)} at depth {child.depth} (best {child.value:.2f} < {o.threshold:.2f})",
@@ -277,30 +290,31 @@ class TreeOfThoughts(Strategy):
                 break
             if await self._visit(child):
                 return True
-        if self._engine.meter.exhausted:
-            raise _Stop(self._engine.meter.exhausted)
+        if self.engine.meter.exhausted:
+            raise _Stop(self.engine.meter.exhausted)
         trace.emit("backtrack", f"backtracking from depth {state.depth} ({state.latest()})", node=state.id)
         return False
 
     async def _expand(self, state: Node, k: int) -> list[Node]:
         """Propose ``k`` next steps of ``state``, value them, attach them; finished ones are registered."""
-        tree = self._tree
-        kids = await tree.expand(state, k)
-        if self.options.evaluator == "prm":
-            await tree.prm_values(kids)
-        else:
-            await self._judge(kids)
+        try:
+            kids = await self.tree.expand(state, k)
+            if self.options.evaluator == "prm":
+                await self.tree.prm_values(kids)
+            else:
+                await self._judge(kids)
+        finally:
+            self._tally()
         state.children = kids
         for kid in kids:
             if not kid.terminal:
-                best = self._best_open
+                best = self.best_open
                 if best is None or (kid.depth, kid.value) > (best.depth, best.value):
-                    self._best_open = kid
+                    self.best_open = kid
         return kids
 
     async def _judge(self, nodes: Sequence[Node]) -> None:
         """The model's own P(yes) for each node, asked concurrently; finished ones are registered with it as score."""
-        tree = self._tree
         try:
             answers = await gather(*(self._ask(n) for n in nodes))
             for node, sample in zip(nodes, answers, strict=True):
@@ -308,36 +322,37 @@ class TreeOfThoughts(Strategy):
                 if node.candidate is not None:
                     node.candidate.score = node.value
         finally:
-            tree.register([n.candidate for n in nodes if n.candidate is not None])
+            self.tree.register([n.candidate for n in nodes])
 
     async def _ask(self, node: Node) -> Sample | None:
-        request, fmt = self._request, self._request.format
+        request, fmt = self.request, self.request.format
         if node.candidate is not None:
             steps, answer = fmt.split(node.candidate.text)
         else:
-            steps, answer = fmt.steps(self._tree.prefix(node)), None
+            steps, answer = fmt.steps(self.tree.prefix(node)), None
         shown = "\n".join(steps) or "(no steps yet)"
         final = f"\nFinal answer: {answer}" if answer else ""
         content = f"{problem_text(request.prompt)}\n\nReasoning so far:\n{shown}{final}\n\n{JUDGE_QUESTION}"
         # The think block is pre-closed so a thinking model's first token is its verdict.
         prompt = Prompt.chat([{"role": "user", "content": content}], prefix=fmt.think_open + fmt.think_close)
-        top = min(JUDGE_TOP_LOGPROBS, self._engine.capabilities.max_top_logprobs)
+        top = min(JUDGE_TOP_LOGPROBS, self.engine.capabilities.max_top_logprobs)
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=top)
-        [sample] = await self._engine.ask(prompt, params, 1)
+        [sample] = await self.engine.ask(prompt, params, 1)
         return sample
 
     def _close(self, states: Sequence[Node]) -> list[Candidate]:
         """Unfinished states as ``length`` candidates, scored on the scale finished ones are."""
         closed = []
         for s in states:
-            c = self._tree.close(s)
+            c = self.tree.close(s)
             if s.step_scores:
                 c.step_scores = list(s.step_scores)
                 c.score = aggregate(s.step_scores, self.options.aggregation)
             else:
                 c.score = s.value
             closed.append(c)
-        self._tree.register(closed)
+        self.tree.register(closed)
+        self._tally()
         return closed
 
     @staticmethod
@@ -347,14 +362,3 @@ class TreeOfThoughts(Strategy):
         top = max(finished, key=lambda s: s.value if s.value is not None else -math.inf)
         value = "unscored" if top.value is None else f"{top.value:.2f}"
         return f", {len(finished)} finished (best {value}: answer {top.candidate.answer})"
-
-    def result(
-        self, choices: list[Candidate], spent: Spent, trace: Trace, exhausted: str | None
-    ) -> TreeOfThoughtsResult:
-        figures = dict(self._figures)
-        if exhausted:
-            figures["stop_reason"] = exhausted
-        if hasattr(self, "_tree"):
-            figures["states_expanded"] = self._tree.expansions
-            figures["finished"] = len(self._tree.finished)
-        return TreeOfThoughtsResult(choices, spent, trace, exhausted, **figures)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ponder.core.errors import InvalidRequestError
 from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
 from ponder.strategies import registry
-from ponder.strategies.base import Options, Strategy, StrategyRequest, StrategyResult, best_distinct
+from ponder.strategies.base import Options, Search, Strategy, StrategyRequest, StrategyResult, best_distinct
 from ponder.strategies.compute_optimal import DEFAULT_ROUTES, PROBE, ComputeOptimal, difficulty
 from ponder.strategies.scoring import score_candidates
 from ponder.strategies.trace import Candidate, Trace
@@ -34,20 +34,16 @@ class Drawer(Strategy):
     class Options(Options):
         tag: int = 0
 
-    def __init__(self, options=None):
-        super().__init__(options)
-        self.drawn = 0
+    Result = DrawerResult
 
-    async def search(self, request, engine, verifier, budget, trace):
-        trace.emit("drawer", tag=self.options.tag, budget=budget)
-        samples = await engine.generate(request.prompt, request.params, budget.max_samples)
+    async def explore(self, search: Search[DrawerResult]) -> list[Candidate]:
+        request, trace = search.request, search.trace
+        trace.emit("drawer", tag=self.options.tag, budget=search.budget)
+        samples = await search.engine.generate(request.prompt, request.params, search.budget.max_samples)
         batch = [trace.add(Candidate(s.text, s.num_tokens, s.finish_reason), message="") for s in samples]
-        await score_candidates(verifier, request, batch)
-        self.drawn = len(batch)
+        await score_candidates(search.verifier, request, batch)
+        search.result.drawn = len(batch)
         return best_distinct(batch, request.n)
-
-    def result(self, choices, spent, trace, exhausted):
-        return DrawerResult(choices, spent, trace, exhausted, drawn=self.drawn)
 
 
 class NeedsPRM(Drawer):
