@@ -6,6 +6,8 @@ import json
 import logging
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,48 @@ def detach_log_file(handler: logging.Handler) -> None:
     for name in ("ponder", "transformers", "trl"):
         logging.getLogger(name).removeHandler(handler)
     handler.close()
+
+
+@contextmanager
+def training_run(output_dir: str | Path, *, overwrite: bool) -> Iterator[tuple[Path, logging.Handler]]:
+    """The prepared output folder, with the logs also going to its ``logs/train.log`` until the run ends."""
+    out = prepare_output_dir(output_dir, overwrite=overwrite)
+    handler = attach_log_file(out / "logs" / "train.log")
+    try:
+        yield out, handler
+    finally:
+        detach_log_file(handler)
+
+
+def log_callback(path: Path, handler: logging.Handler) -> Any:
+    """A ``TrainerCallback`` that appends every log record (loss, lr, ...) to a JSONL file and the log file.
+
+    The console already shows them (the Trainer prints each record above its progress bar).
+    """
+    from transformers import TrainerCallback
+
+    metrics_log = logging.getLogger("ponder.train.metrics")
+    metrics_log.propagate = False
+    metrics_log.setLevel(logging.INFO)
+    if handler not in metrics_log.handlers:
+        metrics_log.handlers = [handler]
+
+    class JsonlLog(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if logs and state.is_world_process_zero:
+                record = {"step": state.global_step, **logs}
+                with path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                metrics_log.info("%s", json.dumps(record))
+
+    return JsonlLog()
+
+
+def versions() -> dict[str, str]:
+    """The versions of the libraries a training run depends on, for ``training_config.json``."""
+    from importlib.metadata import version
+
+    return {pkg: version(pkg) for pkg in ("torch", "transformers", "trl", "reasoning-gym")}
 
 
 def check_model_dir(path: str | Path) -> Path:

@@ -1,70 +1,131 @@
-"""Turn a config dataclass into argparse flags (help text from field metadata) and back."""
+"""Config dataclasses as CLI flags (transformers' ``HfArgumentParser``), as ``TrainingArguments``, and back to flags."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
-import typing
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-T = TypeVar("T")
+from transformers import HfArgumentParser
+
+TRAINER_KEY = "trainer"  # field metadata: the TrainingArguments fields a flag sets (not an argparse keyword)
+
+# Every run is a CPU run in float32 that saves its folder itself and reports to no tracker.
+CPU_RUN: dict[str, Any] = {
+    "bf16": False,
+    "use_cpu": True,
+    "report_to": [],
+    "save_strategy": "no",
+    "eval_strategy": "no",
+    "dataloader_num_workers": 0,
+    "disable_tqdm": False,
+    "torch_compile": False,
+}
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    """``X | None`` -> (X, True); anything else -> (tp, False)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
+def arg(help: str, *, trainer: str | tuple[str, ...] = (), **argparse_kwargs: Any) -> dict[str, Any]:
+    """Field metadata: the flag's help text, argparse extras (``choices``, ``metavar``) and the ``TrainingArguments``
+    field(s) the flag's value is passed on to (``trainer``)."""
+    names = (trainer,) if isinstance(trainer, str) else tuple(trainer)
+    return {"help": help, **argparse_kwargs, **({TRAINER_KEY: names} if names else {})}
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag-name`` per field of ``cls``: type, default, ``help``/``choices``/``metavar`` from metadata.
+# The flags every trainer has, defined once: help text and the TrainingArguments fields each one sets. Each trainer
+# words its own help for the batch size and the seed (what a batch holds and what the seed seeds differ).
+SHARED_FLAGS: dict[str, dict[str, Any]] = {
+    "epochs": arg("Passes over the training data.", trainer="num_train_epochs"),
+    "max_steps": arg(
+        "Stop after this many optimizer steps (-1: run the epochs); a few make a smoke test.", trainer="max_steps"
+    ),
+    "batch_size": arg("", trainer=("per_device_train_batch_size", "per_device_eval_batch_size")),
+    "grad_accum": arg("Gradient accumulation steps.", trainer="gradient_accumulation_steps"),
+    "learning_rate": arg("Peak learning rate (AdamW).", trainer="learning_rate"),
+    "lr_scheduler": arg(
+        "Learning-rate schedule.",
+        choices=("cosine", "linear", "constant", "constant_with_warmup"),
+        trainer="lr_scheduler_type",
+    ),
+    "warmup_ratio": arg("Fraction of the steps spent warming the learning rate up.", trainer="warmup_steps"),
+    "weight_decay": arg("AdamW weight decay.", trainer="weight_decay"),
+    "logging_steps": arg("Log the loss every this many steps.", trainer="logging_steps"),
+    "seed": arg("", trainer=("seed", "data_seed")),
+    "threads": arg("torch CPU threads (0: torch's default)."),
+    "overwrite": arg("Replace the contents of a non-empty output folder."),
+}
 
-    ``bool`` fields become ``--flag / --no-flag``; ``list[X]`` fields take one or more values; fields without a
-    default are required.
+
+def shared(name: str, default: Any, help: str = "") -> Any:
+    """The field of the shared flag ``name`` with this trainer's default (and help, where it is the trainer's own)."""
+    return field(default=default, metadata={**SHARED_FLAGS[name], **({"help": help} if help else {})})
+
+
+@dataclass
+class OptimArgs:
+    """The optimiser flags every trainer has, with the verifiers' defaults.
+
+    A config lists them after its own input flags by naming this base first, ``class SFTArgs(OptimArgs, SFTInputs)``
+    (a dataclass takes its bases' fields last base first), and restates only the defaults it changes.
     """
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp, _optional = _unwrap_optional(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        if "metavar" in f.metadata:
-            kwargs["metavar"] = f.metadata["metavar"]
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-            kwargs["required"] = True
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(tp) in (list, tuple):
-            kwargs["type"] = typing.get_args(tp)[0]
-            kwargs["nargs"] = "+"
-        else:
-            kwargs["type"] = tp
-        if not kwargs.get("required"):
-            kwargs["default"] = default
-            if kwargs["help"] and "%(default)" not in kwargs["help"]:
-                kwargs["help"] += " (default: %(default)s)"
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+    epochs: float = shared("epochs", 2.0)
+    max_steps: int = shared("max_steps", -1)
+    batch_size: int = shared("batch_size", 16, "Training examples per optimizer step (see the trainer's help).")
+    grad_accum: int = shared("grad_accum", 1)
+    learning_rate: float = shared("learning_rate", 2e-4)
+    lr_scheduler: str = shared("lr_scheduler", "cosine")
+    warmup_ratio: float = shared("warmup_ratio", 0.05)
+    weight_decay: float = shared("weight_decay", 0.01)
 
 
-def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Build ``cls`` from the parsed flags that ``add_dataclass_arguments`` registered."""
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        value = getattr(args, f.name)
-        if typing.get_origin(_unwrap_optional(hints[f.name])[0]) is tuple and value is not None:
-            value = tuple(value)
-        values[f.name] = value
-    return cls(**values)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, except on required flags, which have none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.required else super()._get_help_string(action)
+
+
+class ConfigParser(HfArgumentParser):
+    """``HfArgumentParser`` for the trainers' configs.
+
+    Every ``bool`` flag also gets ``--no-FLAG`` (``HfArgumentParser`` adds it only to flags on by default; ours are
+    off by default and scripts pass ``--no-group-by-length``), and the ``trainer`` metadata stays out of argparse.
+    """
+
+    def __init__(self, dataclass_types: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(dataclass_types, **kwargs)
+
+    @staticmethod
+    def _parse_dataclass_field(parser: argparse.ArgumentParser, config_field: dataclasses.Field) -> None:
+        flag = copy.copy(config_field)  # HfArgumentParser narrows `X | None` to `X` on the field it gets
+        flag.metadata = types.MappingProxyType({k: v for k, v in config_field.metadata.items() if k != TRAINER_KEY})
+        HfArgumentParser._parse_dataclass_field(parser, flag)
+        if config_field.type is bool and config_field.default is False:
+            name = config_field.name.replace("_", "-")
+            parser.add_argument(
+                f"--no-{name}",
+                action="store_false",
+                dest=config_field.name,
+                default=argparse.SUPPRESS,
+                help=f"Turn --{name} off.",
+            )
+
+
+def trainer_values(cfg: Any) -> dict[str, Any]:
+    """The ``TrainingArguments`` keywords that ``cfg``'s fields name in their ``trainer`` metadata."""
+    return {name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) for name in f.metadata.get(TRAINER_KEY, ())}
+
+
+def training_arguments(cfg: Any, out: Path, config_class: Any = None, **extra: Any) -> Any:
+    """``TrainingArguments`` (or a TRL subclass: ``SFTConfig``, ``RewardConfig``) for a CPU run of ``cfg`` into
+    ``out``; ``extra`` sets what the flags do not."""
+    if config_class is None:
+        from transformers import TrainingArguments as config_class
+    return config_class(output_dir=str(out / "checkpoints"), **CPU_RUN, **trainer_values(cfg), **extra)
 
 
 def to_cli_flags(obj: Any, *, skip: tuple[str, ...] = (), defaults: bool = False) -> list[str]:

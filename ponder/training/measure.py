@@ -93,6 +93,40 @@ def _training_questions(model_dir: str) -> set[str] | None:
     return {p.question for p in generate_problems("train", data["train"]["count"], args["levels"], args["tasks"])}
 
 
+def _graded_rows(
+    problems: list[Any], greedy: list[str], sampled: list[list[str]], trained_on: set[str] | None
+) -> list[dict[str, Any]]:
+    """Per problem: its level and task, whether greedy and any sample solved it, the sampled accuracy, seen or not."""
+    rows = []
+    for i, p in enumerate(problems):
+        hits = [grade_output(p, s) for s in sampled[i]] if sampled else []
+        rows.append(
+            {
+                "level": p.level,
+                "task": p.task,
+                "greedy": grade_output(p, greedy[i]),
+                "pass": any(hits),
+                "sample_acc": sum(hits) / len(hits) if hits else None,
+                "seen": trained_on is not None and p.question in trained_on,
+            }
+        )
+    return rows
+
+
+def _summary(subset: list[dict[str, Any]], samples: int, trained_on: set[str] | None) -> dict[str, Any]:
+    """Greedy accuracy, pass@``samples`` and mean sampled accuracy of some graded rows, and how many were seen."""
+    n = len(subset)
+    out = {"n": n, "greedy": sum(r["greedy"] for r in subset) / n}
+    if samples:
+        out[f"pass@{samples}"] = sum(r["pass"] for r in subset) / n
+        out["sample_acc"] = sum(r["sample_acc"] for r in subset) / n
+    if trained_on is not None:  # the same question text occurs among the training problems
+        unseen = [r for r in subset if not r["seen"]]
+        out["seen_in_training"] = 1 - len(unseen) / n
+        out["greedy_unseen"] = sum(r["greedy"] for r in unseen) / len(unseen) if unseen else None
+    return out
+
+
 def measure_policy(
     model_dir: str,
     *,
@@ -116,33 +150,12 @@ def measure_policy(
     sampled = generate(model_dir, prompts, n=samples, temperature=temperature, **kwargs) if samples else []
     seconds = time.time() - started
     trained_on = _training_questions(model_dir)
-    rows = []
-    for i, p in enumerate(problems):
-        hits = [grade_output(p, s) for s in sampled[i]] if samples else []
-        rows.append(
-            {
-                "level": p.level,
-                "task": p.task,
-                "greedy": grade_output(p, greedy[i]),
-                "pass": any(hits),
-                "sample_acc": sum(hits) / len(hits) if hits else None,
-                "seen": trained_on is not None and p.question in trained_on,
-            }
-        )
+    rows = _graded_rows(problems, greedy, sampled, trained_on)
 
-    def summary(subset: list[dict]) -> dict[str, Any]:
-        n = len(subset)
-        out = {"n": n, "greedy": sum(r["greedy"] for r in subset) / n}
-        if samples:
-            out[f"pass@{samples}"] = sum(r["pass"] for r in subset) / n
-            out["sample_acc"] = sum(r["sample_acc"] for r in subset) / n
-        if trained_on is not None:  # the same question text occurs among the training problems
-            unseen = [r for r in subset if not r["seen"]]
-            out["seen_in_training"] = 1 - len(unseen) / n
-            out["greedy_unseen"] = sum(r["greedy"] for r in unseen) / len(unseen) if unseen else None
-        return out
+    def summary(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        return _summary(subset, samples, trained_on)
 
-    result: dict[str, Any] = {
+    return {
         "model": str(model_dir),
         "split": split,
         "count": count,
@@ -161,7 +174,6 @@ def measure_policy(
             for i in range(min(5, len(problems)))
         ],
     }
-    return result
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ponder.training.common import TrainingInputError, attach_log_file, detach_log_file, prepare_output_dir
-from ponder.training.config_args import to_cli_flags
+from ponder.training.common import TrainingInputError
+from ponder.training.config_args import training_arguments
 from ponder.training.prm_config import PRMArgs
 from ponder.training.verifier_common import (
-    Timer,
     check_prompt,
     check_verifier_args,
-    eval_records,
-    load_verifier,
-    prm_sidecar,
     read_user_table,
     samples_info,
-    save_verifier,
     train_records,
-    trainer_arguments,
-    update_seconds,
 )
+from ponder.training.verifier_run import train_verifier
 
 log = logging.getLogger("ponder.train.prm")
 
@@ -183,12 +178,7 @@ def train_prm(cfg: PRMArgs) -> Path:
     check_args(cfg)
     if cfg.dataset:  # read and check it before touching the output folder
         rows_from_table(cfg.dataset)
-    out = prepare_output_dir(cfg.output_dir, overwrite=cfg.overwrite)
-    handler = attach_log_file(out / "logs" / "train.log")
-    try:
-        return _train(cfg, out, handler)
-    finally:
-        detach_log_file(handler)
+    return train_verifier(cfg, "prm", partial(_training_data, cfg), partial(_build_trainer, cfg))
 
 
 def _label_notes(cfg: PRMArgs, solutions: int) -> list[str]:
@@ -232,93 +222,52 @@ def _add_hard_negatives(cfg: PRMArgs, records: list[dict[str, Any]], rows: list)
     )
 
 
-def _training_data(cfg: PRMArgs) -> tuple[dict[str, Any], list[tuple[list[dict], list[str], list[float]]], list[str]]:
-    """The data description, the (messages, steps, targets) rows and the card's notes so far."""
+def _training_data(cfg: PRMArgs) -> tuple[dict[str, Any], list[tuple[list[dict], list[str], list[float]]]]:
+    """The data description (with the card's notes so far) and the (messages, steps, targets) rows."""
     if cfg.dataset:
-        data: dict[str, Any] = {"train": {"source": cfg.dataset}}
         rows = rows_from_table(cfg.dataset)
-        notes = [f"{len(rows)} labelled solutions from `{cfg.dataset}`."]
+        data: dict[str, Any] = {
+            "train": {"source": cfg.dataset},
+            "notes": [f"{len(rows)} labelled solutions from `{cfg.dataset}`."],
+        }
     else:
         records = train_records(cfg, mc_rollouts=0 if cfg.labels == "exact" else cfg.mc_rollouts)
-        data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
         rows = rows_from_samples(records, cfg.labels)
-        notes = _label_notes(cfg, len(rows))
+        data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
+        data["notes"] = _label_notes(cfg, len(rows))
         if cfg.hard_negatives:  # check_args refuses them with --dataset
-            notes.append(_add_hard_negatives(cfg, records, rows))
+            data["notes"].append(_add_hard_negatives(cfg, records, rows))
     if not rows:
         raise TrainingInputError("no solution with steps among the training data")
-    return data, rows, notes
+    return data, rows
 
 
-def _examples(cfg: PRMArgs, tokenizer: Any, rows: list, data: dict[str, Any], notes: list[str]) -> list[dict]:
-    """Featurised (and optionally depth-balanced) examples; their counts into ``data``, the final notes too."""
+def _examples(cfg: PRMArgs, tokenizer: Any, rows: list, data: dict[str, Any]) -> list[dict]:
+    """Featurised (and optionally depth-balanced) examples; their counts and the last notes into ``data``."""
     examples = featurise(tokenizer, rows, cfg.max_length)
     if not examples:
         raise TrainingInputError(f"every training sequence is longer than --max-length {cfg.max_length}")
     if cfg.balance_depth:
         balance_by_depth(examples)
-        notes.append("Step losses weighted so that good and bad steps weigh the same at every step position.")
+        data["notes"].append("Step losses weighted so that good and bad steps weigh the same at every step position.")
     targets = [t for ex in examples for t in ex["targets"]]
     data["train"].update(solutions=len(examples), steps=len(targets), mean_target=round(sum(targets) / len(targets), 4))
-    data["notes"] = [
-        *notes,
-        f"{len(targets)} labelled steps, mean target {sum(targets) / len(targets):.3f}; batch = solutions.",
-    ]
+    data["notes"].append(
+        f"{len(targets)} labelled steps, mean target {sum(targets) / len(targets):.3f}; batch = solutions."
+    )
     return examples
 
 
-def _measure_or_card(cfg: PRMArgs, out: Path, held_out: list[dict[str, Any]], timer: Timer) -> None:
-    """Measure the saved PRM on the held-out samples (which writes the card), or only write the card."""
-    from ponder.training.verifier_metrics import evaluate_into, write_card
-
-    if held_out:
-        info = samples_info(cfg, held_out, cfg.eval_split, cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
-        evaluate_into(out, "prm", held_out, info, log.info)
-        timer.mark("measure")
-        update_seconds(out, timer)
-    else:
-        write_card(out)
-
-
-def _train(cfg: PRMArgs, out: Path, handler: logging.Handler) -> Path:
-    """Build and label the rows, train, save the folder, then measure it or write its card."""
-    import torch
-    from transformers import set_seed
-
-    from ponder.training.sft import _log_callback
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    timer = Timer()
-    data, rows, notes = _training_data(cfg)
-    held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
-    timer.mark("samples")
-
-    set_seed(cfg.seed)  # before loading: the new head is initialised from it
-    tokenizer, model = load_verifier(cfg.init_model or cfg.policy, "token")
-    examples = _examples(cfg, tokenizer, rows, data, notes)
-    trainer = _prm_trainer_class()(
+def _build_trainer(
+    cfg: PRMArgs, rows: list, data: dict[str, Any], tokenizer: Any, model: Any, out: Path, callbacks: list
+) -> Any:
+    """The BCE-at-step-ends trainer on the featurised rows."""
+    examples = _examples(cfg, tokenizer, rows, data)
+    log.info("PRM (%s labels): %d solutions, %d steps", cfg.labels, len(examples), data["train"]["steps"])
+    return _prm_trainer_class()(
         model=model,
-        args=trainer_arguments(cfg, out, remove_unused_columns=False),
+        args=training_arguments(cfg, out, remove_unused_columns=False),
         train_dataset=examples,
         data_collator=prm_collator(tokenizer.pad_token_id),
-        callbacks=[_log_callback(out / "logs" / "train.jsonl", handler)],
+        callbacks=callbacks,
     )
-    log.info("PRM (%s labels): %d solutions, %d steps", cfg.labels, len(examples), data["train"]["steps"])
-    result = trainer.train()
-    timer.mark("train")
-    save_verifier(
-        out,
-        trainer.model,
-        tokenizer,
-        prm_sidecar(),
-        command="ponder train prm " + " ".join(to_cli_flags(cfg)),
-        cfg=cfg,
-        data=data,
-        steps=trainer.state.global_step,
-        seconds=timer.seconds(),
-        metrics=dict(result.metrics),
-    )
-    _measure_or_card(cfg, out, held_out, timer)
-    log.info("saved %s (%d steps, %.1f min)", out, trainer.state.global_step, timer.seconds()["total"] / 60)
-    return out

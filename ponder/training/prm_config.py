@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ponder.training.rm_config import VerifierArgs, _h
+from ponder.training.config_args import arg
+from ponder.training.rm_config import VerifierArgs
 
 
 @dataclass
@@ -17,7 +18,7 @@ class PRMArgs(VerifierArgs):
 
     dataset: str | None = field(
         default=None,
-        metadata=_h(
+        metadata=arg(
             "Your own data instead of policy samples: JSONL, JSON or Parquet with columns `prompt` (a user message, "
             "or a list of {role, content} turns), `steps` (a list of step texts without the separator) and `labels` "
             "(one per step: true/false, or a probability in [0, 1]).",
@@ -26,16 +27,16 @@ class PRMArgs(VerifierArgs):
     )
     labels: str = field(
         default="exact",
-        metadata=_h(
+        metadata=arg(
             "Step labels of the policy samples: exact, mc-hard or mc-soft.", choices=("exact", "mc-hard", "mc-soft")
         ),
     )
     mc_rollouts: int = field(
-        default=8, metadata=_h("mc-hard / mc-soft: rollouts per step prefix (one engine call with n=this).")
+        default=8, metadata=arg("mc-hard / mc-soft: rollouts per step prefix (one engine call with n=this).")
     )
     hard_negatives: int = field(
         default=0,
-        metadata=_h(
+        metadata=arg(
             "Add, for every training problem, its gold trace and this many corrupted copies: one step gets a wrong "
             "result (off by 1 or 10, swapped/dropped/doubled digit), a wrong operand (another number of the question) "
             "or a skipped term, and every later step is carried forward from it; labelled exactly. 0 = none.",
@@ -44,7 +45,7 @@ class PRMArgs(VerifierArgs):
     )
     balance_depth: bool = field(
         default=False,
-        metadata=_h(
+        metadata=arg(
             "Weight the step losses so that good and bad steps weigh the same at every step position, "
             "so that depth alone stops predicting the label."
         ),

@@ -5,27 +5,22 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ponder.training.common import TrainingInputError, attach_log_file, detach_log_file, prepare_output_dir
-from ponder.training.config_args import to_cli_flags
+from ponder.training.common import TrainingInputError
+from ponder.training.config_args import training_arguments
 from ponder.training.rm_config import RMArgs
 from ponder.training.verifier_common import (
-    Timer,
     check_completion,
     check_prompt,
     check_verifier_args,
-    eval_records,
-    load_verifier,
-    orm_sidecar,
     read_user_table,
     samples_info,
-    save_verifier,
     train_records,
-    trainer_arguments,
-    update_seconds,
 )
+from ponder.training.verifier_run import train_verifier
 
 log = logging.getLogger("ponder.train.rm")
 
@@ -235,21 +230,16 @@ def train_rm(cfg: RMArgs) -> Path:
     check_args(cfg)
     if cfg.dataset:  # read and check it before touching the output folder
         pairs_from_table(cfg.dataset) if cfg.loss == "bt" else lists_from_table(cfg.dataset)
-    out = prepare_output_dir(cfg.output_dir, overwrite=cfg.overwrite)
-    handler = attach_log_file(out / "logs" / "train.log")
-    try:
-        return _train(cfg, out, handler)
-    finally:
-        detach_log_file(handler)
+    return train_verifier(cfg, "orm", partial(_training_data, cfg), partial(_build_trainer, cfg))
 
 
-def _add_hard_negatives(cfg: RMArgs, records: list[dict[str, Any]], pairs: list | None, lists: list | None) -> str:
+def _add_hard_negatives(cfg: RMArgs, records: list[dict[str, Any]], rows: list) -> str:
     """Extend the pairs (or lists) in place with corrupted gold traces; the card's note on them."""
     extra = hard_negative_lists(records, cfg.hard_negatives, cfg.seed)
-    if pairs is not None:
-        pairs += [(m, texts[0], bad) for m, texts, _ in extra for bad in texts[1:]]
+    if cfg.loss == "bt":
+        rows += [(m, texts[0], bad) for m, texts, _ in extra for bad in texts[1:]]
     else:
-        lists += extra
+        rows += extra
     return (
         f"Hard negatives: for {len(extra)} training problems, the gold trace against {cfg.hard_negatives} "
         "corrupted copies (one step with a wrong result, a wrong operand or a skipped term, later steps and "
@@ -257,31 +247,30 @@ def _add_hard_negatives(cfg: RMArgs, records: list[dict[str, Any]], pairs: list 
     )
 
 
-def _training_data(cfg: RMArgs) -> tuple[dict[str, Any], list | None, list | None, list[str]]:
-    """The data description, the Bradley-Terry pairs or Plackett-Luce lists (the other is None), and card notes."""
-    notes: list[str] = []
+def _training_data(cfg: RMArgs) -> tuple[dict[str, Any], list]:
+    """The data description (with the card's notes so far) and the Bradley-Terry pairs or Plackett-Luce lists."""
     if cfg.dataset:
-        data: dict[str, Any] = {"train": {"source": cfg.dataset}}
-        pairs = pairs_from_table(cfg.dataset) if cfg.loss == "bt" else None
-        lists = lists_from_table(cfg.dataset) if cfg.loss == "pl" else None
-        return data, pairs, lists, notes
+        rows = pairs_from_table(cfg.dataset) if cfg.loss == "bt" else lists_from_table(cfg.dataset)
+        return {"train": {"source": cfg.dataset}, "notes": []}, rows
     records = train_records(cfg)
-    data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature)}
-    pairs = pairs_from_samples(records, cfg.max_pairs_per_prompt, cfg.seed) if cfg.loss == "bt" else None
-    lists = lists_from_samples(records, cfg.max_list_size, cfg.seed) if cfg.loss == "pl" else None
+    data = {"train": samples_info(cfg, records, "train", cfg.train_problems, cfg.k, cfg.temperature), "notes": []}
+    if cfg.loss == "bt":
+        rows = pairs_from_samples(records, cfg.max_pairs_per_prompt, cfg.seed)
+    else:
+        rows = lists_from_samples(records, cfg.max_list_size, cfg.seed)
     if cfg.hard_negatives:
-        notes.append(_add_hard_negatives(cfg, records, pairs, lists))
-    return data, pairs, lists, notes
+        data["notes"].append(_add_hard_negatives(cfg, records, rows))
+    return data, rows
 
 
-def _bt_rows(cfg: RMArgs, tokenizer: Any, pairs: list, data: dict[str, Any], notes: list[str]) -> dict[str, list]:
-    """Tokenized chosen/rejected columns for ``RewardTrainer``; counts into ``data``, a note into ``notes``."""
+def _bt_rows(cfg: RMArgs, tokenizer: Any, pairs: list, data: dict[str, Any]) -> dict[str, list]:
+    """Tokenized chosen/rejected columns for ``RewardTrainer``; counts and a note into ``data``."""
     rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
     for messages, chosen, rejected in pairs:
         rows["chosen_ids"].append(_tokenize(tokenizer, messages, chosen))
         rows["rejected_ids"].append(_tokenize(tokenizer, messages, rejected))
     data["train"]["pairs"] = len(pairs)
-    notes.append(
+    data["notes"].append(
         f"Bradley-Terry pairs: {len(pairs)} (chosen = a correct sample, rejected = a wrong sample of the same "
         f"problem, distinct completions, at most {cfg.max_pairs_per_prompt} per problem); batch = pairs."
     )
@@ -293,8 +282,8 @@ def _bt_rows(cfg: RMArgs, tokenizer: Any, pairs: list, data: dict[str, Any], not
     return rows
 
 
-def _pl_examples(cfg: RMArgs, tokenizer: Any, lists: list, data: dict[str, Any], notes: list[str]) -> list[dict]:
-    """Tokenized lists for the PL trainer, too-long completions dropped; counts into ``data``, a note too."""
+def _pl_examples(cfg: RMArgs, tokenizer: Any, lists: list, data: dict[str, Any]) -> list[dict]:
+    """Tokenized lists for the PL trainer, too-long completions dropped; counts and a note into ``data``."""
     examples = []
     for messages, completions, ranks in lists:
         ids = [_tokenize(tokenizer, messages, c) for c in completions]
@@ -305,7 +294,7 @@ def _pl_examples(cfg: RMArgs, tokenizer: Any, lists: list, data: dict[str, Any],
         raise TrainingInputError("no prompt has completions of at least two different ranks to learn from")
     data["train"]["lists"] = len(examples)
     data["train"]["listed_completions"] = sum(len(e["ids"]) for e in examples)
-    notes.append(
+    data["notes"].append(
         f"Plackett-Luce lists: {len(examples)} problems with at least two distinct ranks, "
         f"{data['train']['listed_completions']} distinct completions (at most {cfg.max_list_size} per list); "
         "batch = lists. Rank: correct answers first; wrong ones ordered by how many leading steps are right "
@@ -316,87 +305,30 @@ def _pl_examples(cfg: RMArgs, tokenizer: Any, lists: list, data: dict[str, Any],
     return examples
 
 
-def _build_trainer(cfg: RMArgs, out: Path, model: Any, tokenizer: Any, train_set: Any, callbacks: list) -> Any:
-    """TRL's ``RewardTrainer`` on the pair columns (``bt``), or the Plackett-Luce trainer on the lists (``pl``)."""
+def _build_trainer(
+    cfg: RMArgs, rows: list, data: dict[str, Any], tokenizer: Any, model: Any, out: Path, callbacks: list
+) -> Any:
+    """TRL's ``RewardTrainer`` on the tokenized pairs (``bt``), or the Plackett-Luce trainer on the lists (``pl``)."""
+    log.info("ORM (%s): %.2fM parameters", cfg.loss, sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.loss == "bt":
         from datasets import Dataset
         from trl import RewardConfig, RewardTrainer
 
-        args = trainer_arguments(
+        args = training_arguments(
             cfg, out, RewardConfig, max_length=cfg.max_length, disable_dropout=True, gradient_checkpointing=False
         )
         # Pre-tokenized with verifiers.formats.orm_text, exactly as serving does; TRL then adds no EOS of its own.
         return RewardTrainer(
             model=model,
             args=args,
-            train_dataset=Dataset.from_dict(train_set),
+            train_dataset=Dataset.from_dict(_bt_rows(cfg, tokenizer, rows, data)),
             processing_class=tokenizer,
             callbacks=callbacks,
         )
-    args = trainer_arguments(cfg, out, remove_unused_columns=False)
     return _pl_trainer_class()(
         model=model,
-        args=args,
-        train_dataset=train_set,
+        args=training_arguments(cfg, out, remove_unused_columns=False),
+        train_dataset=_pl_examples(cfg, tokenizer, rows, data),
         data_collator=pl_collator(tokenizer.pad_token_id),
         callbacks=callbacks,
     )
-
-
-def _measure_or_card(cfg: RMArgs, out: Path, held_out: list[dict[str, Any]], timer: Timer) -> None:
-    """Measure the saved ORM on the held-out samples (which writes the card), or only write the card."""
-    if held_out:
-        from ponder.training.verifier_metrics import evaluate_into
-
-        info = samples_info(cfg, held_out, cfg.eval_split, cfg.eval_problems, cfg.eval_k, cfg.eval_temperature)
-        evaluate_into(out, "orm", held_out, info, log.info)
-        timer.mark("measure")
-        update_seconds(out, timer)
-    else:
-        from ponder.training.verifier_metrics import write_card
-
-        write_card(out)
-
-
-def _train(cfg: RMArgs, out: Path, handler: logging.Handler) -> Path:
-    """Build the pairs or lists, train, save the folder, then measure it or write its card."""
-    import torch
-
-    from ponder.training.sft import _log_callback
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    timer = Timer()
-    data, pairs, lists, notes = _training_data(cfg)
-    held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
-    timer.mark("samples")
-
-    from transformers import set_seed
-
-    set_seed(cfg.seed)  # before loading: the new head is initialised from it
-    tokenizer, model = load_verifier(cfg.init_model or cfg.policy, "sequence")
-    callbacks = [_log_callback(out / "logs" / "train.jsonl", handler)]
-    if cfg.loss == "bt":
-        train_set: Any = _bt_rows(cfg, tokenizer, pairs, data, notes)
-    else:
-        train_set = _pl_examples(cfg, tokenizer, lists, data, notes)
-    trainer = _build_trainer(cfg, out, model, tokenizer, train_set, callbacks)
-    data["notes"] = notes
-    log.info("ORM (%s): %.2fM parameters", cfg.loss, sum(p.numel() for p in model.parameters()) / 1e6)
-    result = trainer.train()
-    timer.mark("train")
-    save_verifier(
-        out,
-        trainer.model,
-        tokenizer,
-        orm_sidecar(),
-        command="ponder train rm " + " ".join(to_cli_flags(cfg)),
-        cfg=cfg,
-        data=data,
-        steps=trainer.state.global_step,
-        seconds=timer.seconds(),
-        metrics=dict(result.metrics),
-    )
-    _measure_or_card(cfg, out, held_out, timer)
-    log.info("saved %s (%d steps, %.1f min)", out, trainer.state.global_step, timer.seconds()["total"] / 60)
-    return out

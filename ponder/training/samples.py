@@ -165,6 +165,25 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def _read_cache(cache: str | Path, spec: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, bool]:
+    """The cached samples of the run ``spec`` describes (None when the file holds another run), and whether they
+    are complete: samples cached without the requested Monte Carlo rollouts are reused, the rollouts still missing."""
+    if not Path(cache).is_file():
+        return None, False
+    rows = read_jsonl(cache)
+    header = dict(rows[0].get("header") or {}) if rows else {}
+    cached_mc = header.pop("mc_rollouts", 0)
+    header.pop("seconds", None)
+    if header != {k: v for k, v in spec.items() if k != "mc_rollouts"} or len(rows) < 2:
+        log.info("%s was made for a different request; regenerating it", cache)
+        return None, False
+    if spec["mc_rollouts"] in (0, cached_mc):
+        log.info("reusing %d policy samples from %s", len(rows) - 1, cache)
+        return rows[1:], True
+    log.info("reusing %d policy samples from %s; adding m=%d rollouts", len(rows) - 1, cache, spec["mc_rollouts"])
+    return rows[1:], False
+
+
 def collect_samples(
     policy: str | Path,
     *,
@@ -196,20 +215,9 @@ def collect_samples(
     }
     problems = generate_problems(split, count, levels)
     started = time.time()
-    records: list[dict[str, Any]] | None = None
-    if cache and Path(cache).is_file():
-        rows = read_jsonl(cache)
-        header = dict(rows[0].get("header") or {}) if rows else {}
-        cached_mc = header.pop("mc_rollouts", 0)
-        header.pop("seconds", None)
-        if header == {k_: v for k_, v in spec.items() if k_ != "mc_rollouts"} and len(rows) > 1:
-            if mc_rollouts in (0, cached_mc):
-                log.info("reusing %d policy samples from %s", len(rows) - 1, cache)
-                return rows[1:]
-            records = rows[1:]  # the same samples; only their rollouts are missing
-            log.info("reusing %d policy samples from %s; adding m=%d rollouts", len(records), cache, mc_rollouts)
-        else:
-            log.info("%s was made for a different request; regenerating it", cache)
+    records, complete = _read_cache(cache, spec) if cache else (None, False)
+    if complete:
+        return records
 
     async def work(eng: Any) -> list[dict[str, Any]]:
         out = records if records is not None else await sample_problems(eng, problems, k, temperature=temperature)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -14,15 +13,16 @@ from ponder.tasks import SPLITS, check_levels, check_tasks, generate_problems, s
 from ponder.training.common import (
     SIDECAR,
     TrainingInputError,
-    attach_log_file,
     check_messages,
     check_model_dir,
-    detach_log_file,
     load_table,
+    log_callback,
     policy_sidecar,
-    prepare_output_dir,
+    training_run,
+    versions,
     write_json,
 )
+from ponder.training.config_args import training_arguments
 from ponder.training.sft_config import SFTArgs
 
 log = logging.getLogger("ponder.train.sft")
@@ -106,30 +106,6 @@ def load_model(cfg: SFTArgs) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def _log_callback(path: Path, handler: logging.Handler) -> Any:
-    """A ``TrainerCallback`` that appends every log record (loss, lr, ...) to a JSONL file and the log file.
-
-    The console already shows them (the Trainer prints each record above its progress bar).
-    """
-    from transformers import TrainerCallback
-
-    metrics_log = logging.getLogger("ponder.train.metrics")
-    metrics_log.propagate = False
-    metrics_log.setLevel(logging.INFO)
-    if handler not in metrics_log.handlers:
-        metrics_log.handlers = [handler]
-
-    class JsonlLog(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-            if logs and state.is_world_process_zero:
-                record = {"step": state.global_step, **logs}
-                with path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                metrics_log.info("%s", json.dumps(record))
-
-    return JsonlLog()
-
-
 def train_sft(cfg: SFTArgs) -> Path:
     """Train, then save the model folder (weights, tokenizer with chat template, sidecar, config, logs)."""
     check_args(cfg)
@@ -137,44 +113,22 @@ def train_sft(cfg: SFTArgs) -> Path:
         check_model_dir(cfg.init_model)
     if cfg.dataset:  # read and check it before touching the output folder
         training_rows(dataclasses.replace(cfg, eval_size=0))
-    out = prepare_output_dir(cfg.output_dir, overwrite=cfg.overwrite)
-    handler = attach_log_file(out / "logs" / "train.log")
-    try:
+    with training_run(cfg.output_dir, overwrite=cfg.overwrite) as (out, handler):
         return _train(cfg, out, handler)
-    finally:
-        detach_log_file(handler)
 
 
 def _sft_config(cfg: SFTArgs, out: Path) -> Any:
     """TRL's ``SFTConfig`` for the run: CPU, float32, loss on the assistant turn, no checkpoints or evaluation."""
     from trl import SFTConfig
 
-    return SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        bf16=False,
-        use_cpu=True,
-        report_to=[],
+    return training_arguments(
+        cfg,
+        out,
+        SFTConfig,
         assistant_only_loss=True,
         max_length=cfg.max_length,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",
-        eval_strategy="no",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        disable_tqdm=False,
         gradient_checkpointing=False,  # TRL turns it on by default; a tiny model does not need the memory
-        torch_compile=False,
     )
 
 
@@ -215,7 +169,7 @@ def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
         train_dataset=Dataset.from_dict({"messages": train_rows}),
         eval_dataset=Dataset.from_dict({"messages": eval_rows}) if eval_rows else None,
         processing_class=tokenizer,
-        callbacks=[_log_callback(out / "logs" / "train.jsonl", handler)],
+        callbacks=[log_callback(out / "logs" / "train.jsonl", handler)],
     )
     prepared = time.time()
     result = trainer.train()
@@ -239,14 +193,8 @@ def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
             },
             "threads": torch.get_num_threads(),
             "metrics": metrics,
-            "versions": _versions(),
+            "versions": versions(),
         },
     )
     log.info("saved %s (%d steps, %.1f min)", out, trainer.state.global_step, (time.time() - started) / 60)
     return out
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {pkg: version(pkg) for pkg in ("torch", "transformers", "trl", "reasoning-gym")}

@@ -1,17 +1,13 @@
-"""What the verifier trainers (``rm``, ``prm``) share: argument checks, user-data checks, models, saving."""
+"""What the verifier trainers (``rm``, ``prm``) share: argument checks, user-data checks, models, samples, sidecars."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from ponder.tasks import SPLITS, check_levels
-from ponder.training.common import SIDECAR, TrainingInputError, arithmetic_sidecar, check_model_dir, write_json
+from ponder.training.common import TrainingInputError, arithmetic_sidecar, check_model_dir
 from ponder.training.rm_config import VerifierArgs
 
 log = logging.getLogger("ponder.train.verifier")
@@ -142,73 +138,6 @@ def samples_info(cfg: VerifierArgs, records: list[dict[str, Any]], split: str, c
     }
 
 
-def trainer_arguments(cfg: VerifierArgs, out: Path, config_class: Any = None, **extra: Any) -> Any:
-    """``TrainingArguments`` (or a subclass such as TRL's ``RewardConfig``) for a CPU run of ``cfg``."""
-    if config_class is None:
-        from transformers import TrainingArguments as config_class
-    return config_class(
-        output_dir=str(out / "checkpoints"),
-        bf16=False,
-        use_cpu=True,
-        report_to=[],
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",
-        eval_strategy="no",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-        torch_compile=False,
-        **extra,
-    )
-
-
-def save_verifier(
-    out: Path,
-    model: Any,
-    tokenizer: Any,
-    sidecar: dict[str, Any],
-    *,
-    command: str,
-    cfg: VerifierArgs,
-    data: dict[str, Any],
-    steps: int,
-    seconds: dict[str, float],
-    metrics: dict[str, Any],
-) -> None:
-    """Weights, tokenizer (with its chat template), ``ponder.json`` and ``training_config.json``."""
-    import torch
-
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the JSON below records the same
-    write_json(out / SIDECAR, sidecar)
-    write_json(
-        out / "training_config.json",
-        {
-            "command": command,
-            "args": dataclasses.asdict(cfg),
-            "data": data,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "steps": steps,
-            "seconds": seconds,
-            "threads": torch.get_num_threads(),
-            "metrics": metrics,
-            "versions": versions(),
-        },
-    )
-
-
 def orm_sidecar() -> dict[str, Any]:
     """``ponder.json`` of an outcome reward model."""
     return {**ORM_SIDECAR, **arithmetic_sidecar()}
@@ -220,12 +149,6 @@ def prm_sidecar() -> dict[str, Any]:
     return {**PRM_SIDECAR, "step_separator": shared["step_separator"], "score": "sigmoid", **shared}
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {pkg: version(pkg) for pkg in ("torch", "transformers", "trl", "reasoning-gym")}
-
-
 def read_user_table(path: str, required: tuple[str, ...]) -> list[dict[str, Any]]:
     """``load_table`` with the row count logged."""
     from ponder.training.common import load_table
@@ -233,38 +156,3 @@ def read_user_table(path: str, required: tuple[str, ...]) -> list[dict[str, Any]
     rows = load_table(path, required)
     log.info("read %d rows from %s", len(rows), path)
     return rows
-
-
-class Timer:
-    """Wall-clock marks of a run: prepare, train, measure."""
-
-    def __init__(self) -> None:
-        self.start = time.time()
-        self.marks: dict[str, float] = {}
-
-    def mark(self, name: str) -> None:
-        self.marks[name] = time.time()
-
-    def seconds(self) -> dict[str, float]:
-        out, last = {}, self.start
-        for name, t in self.marks.items():
-            out[name] = round(t - last, 1)
-            last = t
-        out["total"] = round(time.time() - self.start, 1)
-        return out
-
-
-def dump_json(path: Path, data: Any) -> None:
-    """``write_json`` that accepts the numpy/torch scalars a Trainer's metrics may hold."""
-    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
-
-
-def update_seconds(out: Path, timer: Timer) -> None:
-    """Record the measuring time in ``training_config.json`` too, and re-render the card with it."""
-    from ponder.training.verifier_metrics import write_card
-
-    path = out / "training_config.json"
-    config = json.loads(path.read_text())
-    config["seconds"] = timer.seconds()
-    write_json(path, config)
-    write_card(out)
