@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from abc import ABC
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -44,7 +43,7 @@ class StrategyRequest:
 class StrategyResult:
     """What a strategy returns: the chosen candidates, best first, what the search cost, and its own figures.
 
-    Each algorithm's subclass adds its figures as fields (with defaults) and lists them in :meth:`summary`.
+    Each algorithm's subclass adds its figures as fields (with defaults); :meth:`summary` reports them.
     """
 
     choices: list[Candidate]
@@ -53,8 +52,9 @@ class StrategyResult:
     exhausted: str | None = None  # the budget limit that cut the search short, if one did
 
     def summary(self) -> dict[str, Any]:
-        """Strategy-specific figures for the response's ``ponder`` block; subclasses add theirs."""
-        return {}
+        """Strategy-specific figures for the response's ``ponder`` block: by default every field a subclass adds."""
+        common = {f.name for f in fields(StrategyResult)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in common}
 
 
 R = TypeVar("R", bound=StrategyResult)
@@ -79,7 +79,7 @@ class Search(Generic[R]):
         return self.result.trace
 
 
-class Strategy(ABC, Generic[R]):
+class Strategy(Generic[R]):
     """One decoding strategy: its validated options are all it holds, so one object may serve any request.
 
     A strategy implements :meth:`explore` (the algorithm over a :class:`Search`, filling its typed ``Result``),
@@ -122,7 +122,7 @@ class Strategy(ABC, Generic[R]):
         trace: Trace,
     ) -> Search[R]:
         """A new search of ``request`` on the metered engine and verifier, with this strategy's empty result."""
-        result: Any = self.Result([], engine.meter.spent, trace)
+        result: Any = self.Result([], engine.meter.spent, trace)  # the R of this class
         return Search(request, engine, verifier, budget, result)
 
     async def run(

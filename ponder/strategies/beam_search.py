@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import Field
 
@@ -24,10 +23,9 @@ def spread(paths: int, total: int) -> list[int]:
 
 @dataclass
 class BeamSearchResult(StepSearchResult):
-    beam_width: int = 0
+    """A beam search's result: the step search's figures and the beam width."""
 
-    def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "beam_width": self.beam_width}
+    beam_width: int = 0
 
 
 @register("beam_search")

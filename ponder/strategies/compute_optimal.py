@@ -206,7 +206,7 @@ class ComputeOptimal(Strategy):
 
     Result = ComputeOptimalResult
 
-    def __init__(self, options: Any = None) -> None:
+    def __init__(self, options: BaseModel | None = None) -> None:
         super().__init__(options)
         self._explicit = self.options.routes is not None
         self._routes = self.options.routes if self._explicit else DEFAULT_ROUTES

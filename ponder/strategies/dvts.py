@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import Field
 
@@ -38,10 +37,9 @@ def allocate(paths: int, expansions: int, room: int) -> list[int]:
 
 @dataclass
 class DVTSResult(StepSearchResult):
-    subtrees: int = 0
+    """A DVTS result: the step search's figures and the number of subtrees."""
 
-    def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "subtrees": self.subtrees}
+    subtrees: int = 0
 
 
 @register("dvts")

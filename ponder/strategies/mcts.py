@@ -79,15 +79,6 @@ class MCTSResult(StrategyResult):
     finished: int = 0
     stop_reason: str | None = None
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "simulations": self.simulations,
-            "tree_size": self.tree_size,
-            "root_children": self.root_children,
-            "finished": self.finished,
-            "stop_reason": self.stop_reason,
-        }
-
 
 @register("mcts")
 class MCTS(Strategy):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import Field
 
@@ -128,15 +127,6 @@ class StepSearchResult(StrategyResult):
     expansions: int = 0
     stop_reason: str | None = None
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "rounds": self.rounds,
-            "paths_expanded": self.paths_expanded,
-            "finished": self.finished,
-            "expansions": self.expansions,
-            "stop_reason": self.stop_reason,
-        }
-
 
 class PathSearch(Strategy):
     """Shared frame of the PRM-guided path searches (beam_search, dvts): needs, the round loop's bookkeeping."""
@@ -146,7 +136,7 @@ class PathSearch(Strategy):
     needs_prefix_continuation = True
     Result = StepSearchResult
 
-    def begin_paths(self, search: Search[Any]) -> Paths:
+    def begin_paths(self, search: Search[StepSearchResult]) -> Paths:
         search.result.expansions = self.options.expansions
         return Paths(self.options, search.request, search.engine, search.verifier, search.trace)
 
@@ -157,7 +147,7 @@ class PathSearch(Strategy):
         result.stop_reason = stop
 
     def end(
-        self, search: Search[Any], paths: Paths, left: Sequence[Path], finished: list[Candidate]
+        self, search: Search[StepSearchResult], paths: Paths, left: Sequence[Path], finished: list[Candidate]
     ) -> list[Candidate]:
         """Close the best unfinished paths when too few solutions finished; the best distinct answers."""
         n, r = search.request.n, search.result
@@ -166,7 +156,7 @@ class PathSearch(Strategy):
         r.finished = len(finished)
         return best_distinct(finished, n)
 
-    def finish(self, result: Any, choices: list[Candidate], exhausted: str | None) -> Any:
+    def finish(self, result: StepSearchResult, choices: list[Candidate], exhausted: str | None) -> StepSearchResult:
         if exhausted:
             result.stop_reason = exhausted
         return super().finish(result, choices, exhausted)

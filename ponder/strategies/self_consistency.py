@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from ponder.core.errors import InvalidRequestError
 from ponder.core.protocols import Engine, Verifier
@@ -98,7 +98,7 @@ class SelfConsistency(Strategy):
             8, ge=1, le=MAX_SAMPLES, description="Samples drawn before stop_agreement may end the vote."
         )
 
-    def __init__(self, options: Any = None) -> None:
+    def __init__(self, options: BaseModel | None = None) -> None:
         super().__init__(options)
         # only a verifier-weighted vote needs a verifier; the class attribute stays False for the server's listing
         self.needs_verifier = self.options.weighting == "verifier"

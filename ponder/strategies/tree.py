@@ -6,13 +6,13 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import Field
 
 from ponder.core.reasoning import THINK_CLOSE
 from ponder.core.types import Sample
-from ponder.strategies.base import Options
+from ponder.strategies.base import Options, StrategyRequest
+from ponder.strategies.meter import MeteredEngine, MeteredVerifier
 from ponder.strategies.step_search import (
     Aggregation,
     Extraction,
@@ -22,7 +22,7 @@ from ponder.strategies.step_search import (
     step_max_tokens_field,
     temperature_field,
 )
-from ponder.strategies.trace import Candidate
+from ponder.strategies.trace import Candidate, Trace
 
 
 @dataclass(eq=False)
@@ -111,8 +111,18 @@ def priors(logprobs: Sequence[float | None]) -> list[float]:
 class StepTree(StepCore):
     """One request's tree: grow a node into distinct children, and value nodes with the PRM in batched calls."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        options: TreeOptions,
+        request: StrategyRequest,
+        engine: MeteredEngine,
+        verifier: MeteredVerifier | None,
+        trace: Trace,
+        *,
+        logprobs: bool = False,
+    ) -> None:
+        super().__init__(options, request, engine, verifier, trace, logprobs=logprobs)
+        self.options: TreeOptions = options
         self.root = Node()
         self.nodes = 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -66,18 +66,6 @@ class TreeOfThoughtsResult(StrategyResult):
     pruned: int = 0
     finished: int = 0
     stop_reason: str | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "search": self.search,
-            "proposals": self.proposals,
-            "breadth": self.breadth,
-            "depth": self.depth,
-            "states_expanded": self.states_expanded,
-            "pruned": self.pruned,
-            "finished": self.finished,
-            "stop_reason": self.stop_reason,
-        }
 
 
 @register("tree_of_thoughts")
