@@ -1,48 +1,51 @@
-"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``), its flags those of the trainer's config."""
+"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``), whose flags are its config's fields.
+
+As TRL's CLI does, ``ponder`` registers ``train`` alone and builds the trainers' parsers (transformers'
+``HfArgumentParser``) only when ``train`` runs, so that the other subcommands start without importing transformers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Any
 
-from ponder.training.config_args import ConfigParser
-from ponder.training.prm_config import PRMArgs
-from ponder.training.rm_config import RMArgs
-from ponder.training.sft_config import SFTArgs
-
 # name: (config dataclass, the trainer that takes it, the subcommand's one-line help)
-TRAINERS: dict[str, tuple[type, str, str]] = {
+TRAINERS: dict[str, tuple[str, str, str]] = {
     "sft": (
-        SFTArgs,
-        "ponder.training.sft.train_sft",
+        "ponder.training.sft_config:SFTArgs",
+        "ponder.training.sft:train_sft",
         "Supervised fine-tuning of a policy (default: the bundled arithmetic thinker, from scratch).",
     ),
     "rm": (
-        RMArgs,
-        "ponder.training.rm.train_rm",
+        "ponder.training.rm_config:RMArgs",
+        "ponder.training.rm:train_rm",
         "Outcome reward model (--loss bt: Bradley-Terry via TRL; pl: Plackett-Luce) on policy samples.",
     ),
     "prm": (
-        PRMArgs,
-        "ponder.training.prm.train_prm",
+        "ponder.training.prm_config:PRMArgs",
+        "ponder.training.prm:train_prm",
         "Process reward model (--labels exact | mc-hard | mc-soft) on policy samples.",
     ),
 }
+CHOICES = "{" + ",".join(TRAINERS) + "}"
 
 
-def _handler(name: str, parser: ConfigParser, train: str) -> Any:
+def _load(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _handler(name: str, parser: Any, train: str) -> Any:
     """The handler of ``ponder train NAME``: the config from the parsed flags, train, print the output folder."""
 
     def run(args: argparse.Namespace) -> int:
-        import importlib
-
         from ponder.training.common import TrainingInputError
 
         (cfg,) = parser.parse_dict(vars(args), allow_extra_keys=True)  # the other keys are the CLI's own
-        module, func = train.rsplit(".", 1)
         try:
-            out = getattr(importlib.import_module(module), func)(cfg)
+            out = _load(train)(cfg)
         except TrainingInputError as exc:
             print(f"ponder train {name}: error: {exc}", file=sys.stderr)
             return 2
@@ -52,26 +55,35 @@ def _handler(name: str, parser: ConfigParser, train: str) -> Any:
     return run
 
 
-def add_trainers(parser: argparse.ArgumentParser) -> None:
-    """The ``sft``, ``rm`` and ``prm`` subcommands under ``parser``, each a ``ConfigParser`` of its config."""
-    trainers = parser.add_subparsers(
-        dest="trainer", required=True, metavar="{" + ",".join(TRAINERS) + "}", parser_class=ConfigParser
-    )
+def build_parser(prog: str = "ponder train") -> argparse.ArgumentParser:
+    """The parser of ``ponder train``: one ``ConfigParser`` of the trainer's config per subcommand."""
+    from ponder.training.config_parser import ConfigParser
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    trainers = parser.add_subparsers(dest="trainer", required=True, metavar=CHOICES, parser_class=ConfigParser)
     for name, (config, train, help) in TRAINERS.items():
-        sub = trainers.add_parser(name, help=help, description=config.__doc__, dataclass_types=config)
+        cls = _load(config)
+        sub = trainers.add_parser(name, help=help, description=cls.__doc__, dataclass_types=cls)
         sub.set_defaults(func=_handler(name, sub, train))
+    return parser
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``ponder train`` and its trainers on the top-level ``ponder`` subparsers."""
-    add_trainers(sub.add_parser("train", help="Train the policies and verifiers Ponder serves.", description=__doc__))
+    """Register ``ponder train`` on the top-level ``ponder`` subparsers; what follows ``train`` goes to ``main``."""
+    trainers = "\n".join(f"  {name:<4} {help}" for name, (_, _, help) in TRAINERS.items())
+    p = sub.add_parser(
+        "train",
+        help="Train the policies and verifiers Ponder serves.",
+        description=f"{__doc__}\ntrainers (`ponder train TRAINER --help` lists its flags):\n{trainers}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar=f"{CHOICES} ...", help="a trainer and its flags")
+    p.set_defaults(func=lambda args: main(args.argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ponder.cli.train sft ...``: the same as ``ponder train sft ...``."""
-    parser = argparse.ArgumentParser(prog="ponder train", description=__doc__)
-    add_trainers(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

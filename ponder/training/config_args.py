@@ -1,18 +1,14 @@
-"""Config dataclasses as CLI flags (transformers' ``HfArgumentParser``), as ``TrainingArguments``, and back to flags."""
+"""The trainers' config fields: help and ``TrainingArguments`` metadata, the shared flags, and the way back to flags."""
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import HfArgumentParser
-
-TRAINER_KEY = "trainer"  # field metadata: the TrainingArguments fields a flag sets (not an argparse keyword)
+# Field metadata naming the TrainingArguments fields a flag sets; `ConfigParser` keeps it from argparse.
+TRAINER_KEY = "trainer"
 
 # Every run is a CPU run in float32 that saves its folder itself and reports to no tracker.
 CPU_RUN: dict[str, Any] = {
@@ -79,40 +75,6 @@ class OptimArgs:
     lr_scheduler: str = shared("lr_scheduler", "cosine")
     warmup_ratio: float = shared("warmup_ratio", 0.05)
     weight_decay: float = shared("weight_decay", 0.01)
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each flag's default after its help, except on required flags, which have none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.required else super()._get_help_string(action)
-
-
-class ConfigParser(HfArgumentParser):
-    """``HfArgumentParser`` for the trainers' configs.
-
-    Every ``bool`` flag also gets ``--no-FLAG`` (``HfArgumentParser`` adds it only to flags on by default; ours are
-    off by default and scripts pass ``--no-group-by-length``), and the ``trainer`` metadata stays out of argparse.
-    """
-
-    def __init__(self, dataclass_types: Any = None, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(dataclass_types, **kwargs)
-
-    @staticmethod
-    def _parse_dataclass_field(parser: argparse.ArgumentParser, config_field: dataclasses.Field) -> None:
-        flag = copy.copy(config_field)  # HfArgumentParser narrows `X | None` to `X` on the field it gets
-        flag.metadata = types.MappingProxyType({k: v for k, v in config_field.metadata.items() if k != TRAINER_KEY})
-        HfArgumentParser._parse_dataclass_field(parser, flag)
-        if config_field.type is bool and config_field.default is False:
-            name = config_field.name.replace("_", "-")
-            parser.add_argument(
-                f"--no-{name}",
-                action="store_false",
-                dest=config_field.name,
-                default=argparse.SUPPRESS,
-                help=f"Turn --{name} off.",
-            )
 
 
 def trainer_values(cfg: Any) -> dict[str, Any]:

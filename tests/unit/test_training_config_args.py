@@ -1,4 +1,5 @@
-"""Config dataclasses as CLI flags (``ConfigParser``), as ``TrainingArguments``, and the way back to flags."""
+"""Config dataclasses as CLI flags (``ConfigParser``), as ``TrainingArguments``, and the way back to flags; the CLI
+imports transformers only when ``ponder train`` runs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ponder.training.config_args import ConfigParser, arg, to_cli_flags, trainer_values, training_arguments
+from ponder.training.config_args import arg, to_cli_flags, trainer_values, training_arguments
+from ponder.training.config_parser import ConfigParser
 from ponder.training.prm_config import PRMArgs
 from ponder.training.rm_config import RMArgs
 from ponder.training.sft_config import SFTArgs
@@ -94,3 +96,14 @@ def test_training_arguments_carry_the_flags(tmp_path: Path):
         7,
     )
     assert trainer_values(Demo(out="x", steps=4)) == {"max_steps": 4}
+
+
+def test_registering_ponder_train_imports_no_transformers():
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, sys; from ponder.cli import train; "
+        "train.add_parser(argparse.ArgumentParser().add_subparsers()); print('transformers' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
