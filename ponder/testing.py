@@ -1,11 +1,14 @@
-"""A scripted, deterministic engine for unit tests of the logic above the engine."""
+"""Scripted, deterministic fakes for tests above the engine: an engine, a step verifier, a whole-answer verifier."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 
+from ponder.core.aggregate import aggregate
+from ponder.core.protocols import Problem
+from ponder.core.reasoning import THINK_CLOSE
 from ponder.core.types import (
     EngineCapabilities,
     Prompt,
@@ -15,6 +18,7 @@ from ponder.core.types import (
     TokenLogprob,
 )
 from ponder.engines.base import check_logprobs, resolve_max_tokens
+from ponder.strategies.steps import StepFormat
 
 Responder = Callable[[Prompt, SamplingParams, int], str]
 TopLogprobs = Callable[[Prompt, str], Sequence[tuple[str, float]]]
@@ -159,3 +163,87 @@ class FakeEngine:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+WORD_SCORES = {"best": 1.0, "good": 0.75, "ok": 0.5, "bad": 0.25, "wrong": 0.0}  # exact in binary: no float ties
+
+
+class RulePRM:
+    """A fake step verifier (PRM): a step scores ``rule(step)``, or the score of the first word of a table it holds.
+
+    ``calls`` keeps the solutions (lists of steps) of every step-scoring call. A whole answer scores its steps'
+    minimum, unless ``steps_only``: then asking for whole-answer scores fails the test (a step search must not).
+    """
+
+    step_level = True
+
+    def __init__(
+        self,
+        rule: Mapping[str, float] | Callable[[str], float] = WORD_SCORES,
+        *,
+        default: float = 0.3,
+        name: str = "rule_prm",
+        steps_only: bool = False,
+    ) -> None:
+        self.rule = rule
+        self.default = default
+        self.name = name
+        self.steps_only = steps_only
+        self.calls: list[list[list[str]]] = []
+
+    def step_score(self, step: str) -> float:
+        if callable(self.rule):
+            return self.rule(step)
+        return next((score for word, score in self.rule.items() if word in step), self.default)
+
+    async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        self.calls.append([list(s) for s in solutions])
+        return [[self.step_score(step) for step in steps] for steps in solutions]
+
+    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
+        if self.steps_only:
+            raise AssertionError(f"{self.name} was asked for whole-answer scores; a step search asks for step scores")
+        return [aggregate([self.step_score(s) for s in StepFormat().steps(a)], "min") for a in answers]
+
+
+def after_think(answer: str) -> str:
+    """The visible answer: what follows the think block."""
+    return answer.rpartition(THINK_CLOSE)[2]
+
+
+def tag(answer: str) -> int:
+    """The number tagged ``#k`` in a completion (``"<think>try #3\n..."`` is 3)."""
+    return int(answer.split("#")[1].split("\n")[0])
+
+
+class TableVerifier:
+    """A fake whole-answer verifier: an answer scores ``table[key(answer)]``, ``default`` when the key is absent.
+
+    ``table`` maps keys to scores (a list maps its indices); the key is the visible answer unless ``key`` says
+    otherwise. Without a ``default`` a missing key fails the test. ``calls`` keeps the answers of every call.
+    """
+
+    step_level = False
+
+    def __init__(
+        self,
+        table: Mapping[Hashable, float] | Sequence[float],
+        *,
+        key: Callable[[str], Hashable] = after_think,
+        default: float | None = None,
+        name: str = "table",
+    ) -> None:
+        self.table: Mapping[Hashable, float] = table if isinstance(table, Mapping) else dict(enumerate(table))
+        self.key = key
+        self.default = default
+        self.name = name
+        self.calls: list[list[str]] = []
+
+    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
+        self.calls.append(list(answers))
+        return [self._lookup(self.key(a)) for a in answers]
+
+    def _lookup(self, key: Hashable) -> float:
+        if key in self.table or self.default is None:
+            return self.table[key]
+        return self.default

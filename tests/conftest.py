@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny Llama built in the test session (no download), and a real vLLM upstream serving it."""
+"""Shared fixtures: fake verifiers for strategy tests, a tiny Llama built in the session, a real vLLM upstream."""
 
 from __future__ import annotations
 
@@ -14,7 +14,30 @@ from pathlib import Path
 
 import pytest
 
+from ponder.testing import RulePRM, TableVerifier
+
 VLLM_START_TIMEOUT = 180.0
+
+
+@pytest.fixture
+def prm() -> RulePRM:
+    """A step verifier scoring each step by its word (best 1, good .75, ok .5, bad .25, wrong 0, else .3).
+
+    Step searches must ask it for step scores only: a whole-answer call fails the test.
+    """
+    return RulePRM(steps_only=True)
+
+
+@pytest.fixture
+def graded_prm() -> RulePRM:
+    """A step verifier on a coarser scale: a step with "good" scores 0.9, "ok" 0.5, "bad" 0.1 (else 0.3); steps only."""
+    return RulePRM({"good": 0.9, "ok": 0.5, "bad": 0.1}, steps_only=True)
+
+
+@pytest.fixture
+def orm() -> TableVerifier:
+    """A whole-answer verifier that scores every answer 0.5 (a verifier that is not a PRM)."""
+    return TableVerifier({}, default=0.5, name="orm")
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from ponder.core.errors import InvalidRequestError, PromptTooLongError
-from ponder.core.protocols import Engine
+from ponder.core.protocols import Engine, StepVerifier, Verifier, is_step_verifier
 from ponder.core.types import EngineCapabilities, Prompt, SamplingParams
 from ponder.engines.base import resolve_max_tokens
-from ponder.testing import FakeEngine
+from ponder.testing import FakeEngine, RulePRM, TableVerifier
 
 PROMPT = Prompt.chat([{"role": "user", "content": "hi"}])
 
@@ -57,3 +57,17 @@ async def test_logprob_limit_from_capabilities():
     engine = FakeEngine(capabilities=EngineCapabilities(max_model_len=64, max_top_logprobs=2))
     with pytest.raises(InvalidRequestError):
         await engine.generate(PROMPT, SamplingParams(logprobs=3))
+
+
+async def test_fake_verifiers_declare_what_they_score():
+    prm, table = RulePRM(), TableVerifier({"5": 0.9}, default=0.1)
+    assert isinstance(prm, StepVerifier) and is_step_verifier(prm)
+    assert isinstance(table, Verifier) and not is_step_verifier(table)
+    assert await prm.score_steps("q", [["good 1", "bad 2", "other"]]) == [[0.75, 0.25, 0.3]]
+    assert await prm.score("q", ["<think>good\nbad\n</think>5"]) == [0.25]  # the weakest step
+    assert await table.score("q", ["<think>2+3=5\n</think>5", "<think>x</think>6"]) == [0.9, 0.1]
+    assert table.calls == [["<think>2+3=5\n</think>5", "<think>x</think>6"]]
+    with pytest.raises(AssertionError, match="whole-answer"):
+        await RulePRM(steps_only=True).score("q", ["<think>good\n</think>5"])
+    with pytest.raises(KeyError):
+        await TableVerifier({"5": 0.9}).score("q", ["<think>x</think>6"])  # no default: a missing key fails

@@ -11,7 +11,7 @@ from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
 from ponder.strategies.base import Strategy, StrategyRequest, best_distinct, gather
 from ponder.strategies.meter import BudgetExhausted
 from ponder.strategies.trace import Candidate, Trace
-from ponder.testing import FakeEngine
+from ponder.testing import FakeEngine, RulePRM
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 2+3?"}])
 
@@ -113,15 +113,8 @@ def test_missing_step_verifier_and_prefix_continuation_are_refused_up_front():
         NeedsPRM().check(engine, None)
     assert err.value.param == "verifier"
 
-    class StepVerifier:
-        step_level = True
-        name = "prm"
-
-        async def score_steps(self, problem, solutions):
-            return [[1.0] for _ in solutions]
-
     with pytest.raises(InvalidRequestError, match="continues partial solutions"):
-        NeedsPRM().check(engine, StepVerifier())
+        NeedsPRM().check(engine, RulePRM())
 
 
 async def test_gather_raises_the_real_error_and_cancels_the_rest():

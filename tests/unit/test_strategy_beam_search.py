@@ -19,38 +19,6 @@ FMT = StepFormat()
 WORDS = {"g": "good", "o": "ok", "b": "bad"}
 
 
-def rule(step: str) -> float:
-    for word, score in (("good", 0.9), ("ok", 0.5), ("bad", 0.1)):
-        if word in step:
-            return score
-    return 0.3
-
-
-class RulePRM:
-    """A fake PRM: a step with "good" scores 0.9, "ok" 0.5, "bad" 0.1."""
-
-    step_level = True
-
-    name = "rule_prm"
-
-    def __init__(self):
-        self.calls: list[list[list[str]]] = []
-
-    async def score(self, problem, answers, reference=None):
-        raise AssertionError("a step search asks for step scores")
-
-    async def score_steps(self, problem, solutions):
-        self.calls.append([list(s) for s in solutions])
-        return [[rule(step) for step in steps] for steps in solutions]
-
-
-class WholeAnswerVerifier:
-    name = "orm"
-
-    async def score(self, problem, answers, reference=None):
-        return [0.5 for _ in answers]
-
-
 def tree(depth: int = 2, kinds: dict[str, str] | None = None):
     """Responder: child ``i`` of the path tagged ``t`` is step ``<word> t.i``; at ``depth`` steps it answers ``t.i``.
 
@@ -85,8 +53,8 @@ def kept(trace: Trace) -> list[list[list[str]]]:
     return [[p["steps"] for p in e.data["kept"]] for e in trace.events if e.kind == "step"]
 
 
-async def test_keeps_the_best_scored_prefixes_and_continues_them_from_the_cached_prefix():
-    engine, prm, trace = FakeEngine(tree(kinds={"0": "obob"})), RulePRM(), Trace(keep=True)
+async def test_keeps_the_best_scored_prefixes_and_continues_them_from_the_cached_prefix(graded_prm):
+    engine, prm, trace = FakeEngine(tree(kinds={"0": "obob"})), graded_prm, Trace(keep=True)
     result = await beam(beam_width=2, expansions=4).run(request(n=2), engine, prm, Budget(max_samples=8), trace)
 
     # Round 1 keeps the first two goods; in round 2 path "2"'s good children displace all of path "0"'s (ok, bad).
@@ -129,11 +97,11 @@ async def test_keeps_the_best_scored_prefixes_and_continues_them_from_the_cached
     ("aggregation", "survivor"),
     [("last", ["bad 0", "good 0.0"]), ("min", ["ok 1", "ok 1.0"]), ("prod", ["ok 1", "ok 1.0"])],
 )
-async def test_aggregation_ranks_partial_paths(aggregation, survivor):
+async def test_aggregation_ranks_partial_paths(aggregation, survivor, graded_prm):
     kinds = {"": "bobb", "0": "gggg", "1": "oooo"}  # bad, good: last 0.9, min 0.1, prod 0.09; ok, ok: 0.5, 0.5, 0.25
     trace = Trace(keep=True)
     options = {"beam_width": 2, "expansions": 2, "max_steps": 2, "aggregation": aggregation}
-    await beam(**options).run(request(), FakeEngine(tree(depth=5, kinds=kinds)), RulePRM(), Budget(), trace)
+    await beam(**options).run(request(), FakeEngine(tree(depth=5, kinds=kinds)), graded_prm, Budget(), trace)
     assert kept(trace)[1][0] == survivor
 
 
@@ -144,9 +112,9 @@ def test_spread_shares_a_round_over_the_kept_paths_best_first():
     assert spread(2, 0) == [0, 0] and spread(0, 4) == []
 
 
-async def test_the_sample_budget_caps_finished_solutions():
+async def test_the_sample_budget_caps_finished_solutions(graded_prm):
     engine = FakeEngine(tree(depth=1))
-    result = await beam(beam_width=4, expansions=4).run(request(), engine, RulePRM(), Budget(max_samples=6))
+    result = await beam(beam_width=4, expansions=4).run(request(), engine, graded_prm, Budget(max_samples=6))
     assert [n for _, _, n in engine.calls] == [6, 2, 2, 1, 1]  # a round never asks for more than 6 solutions
     assert result.spent.samples == 6 == len(result.trace.candidates)
     assert result.exhausted is None and result.summary()["stop_reason"] == "enough"
@@ -155,16 +123,16 @@ async def test_the_sample_budget_caps_finished_solutions():
 @pytest.mark.parametrize(
     ("samples", "expansions", "width"), [(1, 4, 1), (4, 4, 1), (16, 4, 4), (64, 4, 16), (16, 2, 8)]
 )
-async def test_beam_width_follows_the_budget(samples, expansions, width):
+async def test_beam_width_follows_the_budget(samples, expansions, width, graded_prm):
     result = await beam(expansions=expansions, max_steps=1).run(
-        request(), FakeEngine(tree(depth=5)), RulePRM(), Budget(max_samples=samples)
+        request(), FakeEngine(tree(depth=5)), graded_prm, Budget(max_samples=samples)
     )
     assert result.summary()["beam_width"] == width
 
 
-async def test_max_steps_stops_and_returns_the_best_unfinished_path():
+async def test_max_steps_stops_and_returns_the_best_unfinished_path(graded_prm):
     engine, trace = FakeEngine(tree(depth=100)), Trace(keep=True)
-    result = await beam(beam_width=2, expansions=2, max_steps=3).run(request(), engine, RulePRM(), Budget(), trace)
+    result = await beam(beam_width=2, expansions=2, max_steps=3).run(request(), engine, graded_prm, Budget(), trace)
     assert len(engine.calls) == 5  # 1 + 2 + 2
     assert kept(trace)[-1] == [["good 0", "good 0.0", "good 0.0.0"], ["good 2", "good 2.0", "good 2.0.0"]]
     [best] = result.choices
@@ -173,14 +141,14 @@ async def test_max_steps_stops_and_returns_the_best_unfinished_path():
     assert result.summary()["stop_reason"] == "max_steps" and result.summary()["rounds"] == 3
 
 
-async def test_identical_continuations_are_one_path():
+async def test_identical_continuations_are_one_path(graded_prm):
     engine, trace = FakeEngine(lambda p, s, i: "same step\n"), Trace(keep=True)
-    await beam(beam_width=4, expansions=4, max_steps=2).run(request(), engine, RulePRM(), Budget(), trace)
+    await beam(beam_width=4, expansions=4, max_steps=2).run(request(), engine, graded_prm, Budget(), trace)
     assert [n for _, _, n in engine.calls] == [16, 16]  # one path went on, not four copies, with the 4 x 4 samples
     assert messages(trace)[0] == "step 1: kept 1 of 1 paths; best 0.30: same step"
 
 
-async def test_an_answer_spanning_separators_is_completed_as_one_solution():
+async def test_an_answer_spanning_separators_is_completed_as_one_solution(graded_prm):
     def responder(prompt, params, index):
         if prompt.prefix == "<think>":
             return "467+914=1381\n"
@@ -189,7 +157,7 @@ async def test_an_answer_spanning_separators_is_completed_as_one_solution():
         return "</think>\nThe answer\nis 1381"
 
     engine = FakeEngine(responder)
-    result = await beam(beam_width=1, expansions=1).run(request(), engine, RulePRM(), Budget(max_samples=1))
+    result = await beam(beam_width=1, expansions=1).run(request(), engine, graded_prm, Budget(max_samples=1))
     [best] = result.choices
     assert best.text == "<think>467+914=1381\n</think>\nThe answer\nis 1381"
     assert best.answer == "The answer is 1381" and best.finish_reason == "stop"
@@ -197,10 +165,10 @@ async def test_an_answer_spanning_separators_is_completed_as_one_solution():
     assert result.spent.samples == 1 and result.exhausted is None
 
 
-async def test_sampling_settings_per_step():
+async def test_sampling_settings_per_step(graded_prm):
     async def params_of(options, **req):
         engine = FakeEngine(tree(depth=100))
-        await beam(expansions=1, max_steps=1, **options).run(request(**req), engine, RulePRM(), Budget())
+        await beam(expansions=1, max_steps=1, **options).run(request(**req), engine, graded_prm, Budget())
         return engine.calls[0][1]
 
     assert (await params_of({})).temperature == 1.0  # the request's
@@ -210,31 +178,31 @@ async def test_sampling_settings_per_step():
     assert step.token_cap == 12 and step.max_tokens is None and step.logprobs is None
 
 
-async def test_request_max_tokens_bounds_each_path():
+async def test_request_max_tokens_bounds_each_path(graded_prm):
     engine = FakeEngine(lambda p, s, i: "two tokens\n")
-    result = await beam(beam_width=1, expansions=1).run(request(max_tokens=5), engine, RulePRM(), Budget())
+    result = await beam(beam_width=1, expansions=1).run(request(max_tokens=5), engine, graded_prm, Budget())
     assert [params.token_cap for _, params, _ in engine.calls] == [5, 3, 1]
     [best] = result.choices
     assert best.finish_reason == "length" and best.num_tokens == 5
     assert best.text == "<think>two tokens\ntwo tokens\ntwo"
 
 
-async def test_a_token_budget_returns_the_best_path_so_far():
+async def test_a_token_budget_returns_the_best_path_so_far(graded_prm):
     engine = FakeEngine(tree(depth=100))
-    result = await beam(beam_width=2, expansions=2).run(request(), engine, RulePRM(), Budget(max_tokens=8))
+    result = await beam(beam_width=2, expansions=2).run(request(), engine, graded_prm, Budget(max_tokens=8))
     assert [params.token_cap for _, params, _ in engine.calls] == [2]  # 4 steps of 2 tokens, then nothing is left
     assert result.exhausted == "max_tokens" and result.spent.tokens == 8
     [best] = result.choices
     assert best.finish_reason == "length" and best.text == "<think>good 0\n" and best.score == 0.9
 
 
-async def test_a_time_budget_keeps_the_solutions_finished_so_far():
+async def test_a_time_budget_keeps_the_solutions_finished_so_far(graded_prm):
     def responder(prompt, params, index):
         depth = len(FMT.steps(prompt.prefix))
         return f"good {depth}\n" if index == 0 else f"bad {depth}</think>{depth}"
 
     engine = FakeEngine(responder, token_delay=0.02)
-    result = await beam(beam_width=1, expansions=2).run(request(), engine, RulePRM(), Budget(max_seconds=0.4))
+    result = await beam(beam_width=1, expansions=2).run(request(), engine, graded_prm, Budget(max_seconds=0.4))
     assert result.exhausted == "max_seconds" and engine.active == 0
     rounds = result.summary()["rounds"]
     assert rounds >= 2 and result.summary()["stop_reason"] == "max_seconds"
@@ -242,19 +210,19 @@ async def test_a_time_budget_keeps_the_solutions_finished_so_far():
     assert result.choices[0].finish_reason == "stop" and result.choices[0].score == 0.1
 
 
-def test_needs_a_step_verifier_and_prefix_continuation():
+def test_needs_a_step_verifier_and_prefix_continuation(orm):
     assert registry.get("beam_search") is BeamSearch
     with pytest.raises(InvalidRequestError, match="needs a step verifier") as err:
-        beam().check(FakeEngine(), WholeAnswerVerifier())
+        beam().check(FakeEngine(), orm)
     assert err.value.param == "verifier"
     with pytest.raises(InvalidRequestError, match="no verifier is loaded"):
         beam().check(FakeEngine(), None)
 
 
-async def test_a_whole_answer_verifier_is_refused_before_any_generation():
+async def test_a_whole_answer_verifier_is_refused_before_any_generation(orm):
     engine = FakeEngine(tree())
     with pytest.raises(InvalidRequestError, match="step verifier"):
-        await beam().run(request(), engine, WholeAnswerVerifier(), Budget())
+        await beam().run(request(), engine, orm, Budget())
     assert engine.calls == []
 
 

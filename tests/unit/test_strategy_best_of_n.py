@@ -11,41 +11,9 @@ from ponder.strategies import registry
 from ponder.strategies.base import StrategyRequest
 from ponder.strategies.best_of_n import BestOfN, BestOfNResult, vote_weights
 from ponder.strategies.trace import Trace
-from ponder.testing import FakeEngine
+from ponder.testing import FakeEngine, RulePRM, TableVerifier, tag
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+934?"}])
-
-
-class TableVerifier:
-    """Scores a completion by the ``#k`` tag in its reasoning: ``scores[k]``."""
-
-    name = "table"
-
-    def __init__(self, scores):
-        self.scores = scores
-        self.calls: list[int] = []
-
-    async def score(self, problem, answers, reference=None):
-        self.calls.append(len(answers))
-        return [self.scores[int(a.split("#")[1].split("\n")[0])] for a in answers]
-
-
-class StepValueVerifier:
-    """A fake PRM: every step is a number, and that number is its score."""
-
-    step_level = True
-
-    name = "steps"
-
-    def __init__(self):
-        self.calls: list[list[list[str]]] = []
-
-    async def score(self, problem, answers, reference=None):
-        raise AssertionError("a step verifier is asked for step scores")
-
-    async def score_steps(self, problem, solutions):
-        self.calls.append([list(s) for s in solutions])
-        return [[float(step) for step in steps] for steps in solutions]
 
 
 def tagged(answers):
@@ -64,11 +32,11 @@ def bon(**options) -> BestOfN:
 async def test_picks_the_argmax_score_from_one_engine_call_and_one_verifier_call():
     answers = ["1401", "1301", "1401", "141", "1401", "1300", "1400", "1401"]
     scores = [0.2, 0.3, 0.1, 0.05, 0.4, 0.93, 0.5, 0.35]
-    engine, verifier = FakeEngine(tagged(answers)), TableVerifier(scores)
+    engine, verifier = FakeEngine(tagged(answers)), TableVerifier(scores, key=tag)
     trace = Trace(keep=True)
     result = await bon().run(request(), engine, verifier, Budget(max_samples=8), trace)
     assert [n for _, _, n in engine.calls] == [8]
-    assert verifier.calls == [8]
+    assert [len(call) for call in verifier.calls] == [8]
     assert result.spent.samples == 8 and result.spent.verifier_calls == 1
     [best] = result.choices
     assert best.answer == "1300" and best.score == 0.93 and "#5" in best.text
@@ -86,7 +54,7 @@ async def test_picks_the_argmax_score_from_one_engine_call_and_one_verifier_call
 
 async def test_n_best_distinct_answers():
     answers = ["7", "7", "8", "9"]
-    engine, verifier = FakeEngine(tagged(answers)), TableVerifier([0.9, 0.8, 0.1, 0.5])
+    engine, verifier = FakeEngine(tagged(answers)), TableVerifier([0.9, 0.8, 0.1, 0.5], key=tag)
     result = await bon(n_samples=4).run(request(n=2), engine, verifier, Budget())
     assert [(c.answer, c.score) for c in result.choices] == [("7", 0.9), ("9", 0.5)]
 
@@ -95,10 +63,12 @@ async def test_weighted_picks_the_largest_score_sum_over_the_single_best_score()
     answers = ["1401", "1301", "1401", "1401", "141"]
     scores = [0.4, 0.9, 0.35, 0.45, 0.2]  # 1401 totals 1.2 against 1301's single 0.9
     trace = Trace(keep=True)
-    best = await bon().run(request(), FakeEngine(tagged(answers)), TableVerifier(scores), Budget(max_samples=5))
+    best = await bon().run(
+        request(), FakeEngine(tagged(answers)), TableVerifier(scores, key=tag), Budget(max_samples=5)
+    )
     assert best.choices[0].answer == "1301"
     weighted = await bon(selection="weighted").run(
-        request(n=2), FakeEngine(tagged(answers)), TableVerifier(scores), Budget(max_samples=5), trace
+        request(n=2), FakeEngine(tagged(answers)), TableVerifier(scores, key=tag), Budget(max_samples=5), trace
     )
     first, second = weighted.choices
     assert first.answer == "1401" and first.score == 0.45  # represented by its best-scored candidate
@@ -117,7 +87,7 @@ async def test_weighted_maps_raw_logits_through_a_sigmoid():
     answers = ["5", "5", "5", "6"]
     logits = [-1.0, -1.0, -1.0, 0.5]  # summed raw, 5 would total -3; as probabilities 3 x 0.27 > 0.62
     result = await bon(selection="weighted").run(
-        request(), FakeEngine(tagged(answers)), TableVerifier(logits), Budget(max_samples=4)
+        request(), FakeEngine(tagged(answers)), TableVerifier(logits, key=tag), Budget(max_samples=4)
     )
     assert result.choices[0].answer == "5"
     assert vote_weights([-1.0, 0.5, None]) == [pytest.approx(0.2689, abs=1e-4), pytest.approx(0.6225, abs=1e-4), 0.0]
@@ -133,11 +103,11 @@ async def test_weighted_groups_by_the_chosen_answer_extraction():
         return f"<think>try #{index}\n</think>{texts[index]}"
 
     by_content = await bon(selection="weighted").run(
-        request(), FakeEngine(responder), TableVerifier(scores), Budget(max_samples=5)
+        request(), FakeEngine(responder), TableVerifier(scores, key=tag), Budget(max_samples=5)
     )
     assert by_content.choices[0].answer == "It is 41"  # every text differs: the single best wins
     by_number = await bon(selection="weighted", answer_extraction="last_number").run(
-        request(), FakeEngine(responder), TableVerifier(scores), Budget(max_samples=5)
+        request(), FakeEngine(responder), TableVerifier(scores, key=tag), Budget(max_samples=5)
     )
     assert by_number.choices[0].answer == "42"  # 0.95 in three votes against 41's 0.9 in two
     assert by_number.summary()["ranking"][0]["count"] == 3
@@ -160,7 +130,7 @@ async def test_step_verifier_aggregation_decides_the_winner(aggregation, winner)
         name = names[index]
         return "<think>" + "".join(s + "\n" for s in solutions[name]) + "</think>" + name
 
-    verifier = StepValueVerifier()
+    verifier = RulePRM(float, name="steps", steps_only=True)
     result = await bon(aggregation=aggregation).run(request(), FakeEngine(responder), verifier, Budget(max_samples=4))
     assert result.choices[0].answer == winner
     assert len(verifier.calls) == 1 and verifier.calls[0] == [solutions[n] for n in names]
@@ -170,7 +140,7 @@ async def test_step_verifier_aggregation_decides_the_winner(aggregation, winner)
 async def test_sample_count_follows_options_then_budget_then_default():
     def run(options, budget):
         engine = FakeEngine(tagged([str(i) for i in range(64)]))
-        return engine, bon(**options).run(request(), engine, TableVerifier([0.5] * 64), budget)
+        return engine, bon(**options).run(request(), engine, TableVerifier([0.5] * 64, key=tag), budget)
 
     engine, job = run({}, Budget())
     assert (await job).summary()["samples"] == 16 and [n for _, _, n in engine.calls] == [16]
@@ -197,14 +167,14 @@ async def test_chunks_are_scored_as_they_finish_and_kept_when_tokens_run_out():
             calls.append(params.token_cap)
         return responder(prompt, params, index)
 
-    verifier = TableVerifier([0.1, 0.7])
+    verifier = TableVerifier([0.1, 0.7], key=tag)
     trace = Trace(keep=True)
     result = await bon(n_samples=8, batch_size=2).run(
         request(), FakeEngine(counting), verifier, Budget(max_tokens=20), trace
     )
     assert result.exhausted == "max_tokens"
     assert calls == [10, 6, 2]  # each chunk clamped to its share of what is left
-    assert verifier.calls == [2, 2, 2]
+    assert [len(call) for call in verifier.calls] == [2, 2, 2]
     assert len(result.trace.candidates) == 6 and result.spent.tokens == 20
     best = result.choices[0]
     assert best.finish_reason == "stop" and best.score == 0.7  # finished solutions outrank truncated ones
@@ -220,7 +190,7 @@ async def test_time_budget_keeps_the_scored_chunks_with_the_weighted_selection()
     answers = ["3", "4"]
     engine = FakeEngine(tagged(answers), token_delay=0.05)  # ~0.15 s per chunk of 2 (3 tokens)
     result = await bon(n_samples=64, batch_size=2, selection="weighted").run(
-        request(), engine, TableVerifier([0.2, 0.9]), Budget(max_seconds=0.8)
+        request(), engine, TableVerifier([0.2, 0.9], key=tag), Budget(max_seconds=0.8)
     )
     assert result.exhausted == "max_seconds"
     assert 2 <= len(result.trace.candidates) < 64

@@ -15,7 +15,7 @@ from ponder.strategies.base import Options, Search, Strategy, StrategyRequest, S
 from ponder.strategies.compute_optimal import DEFAULT_ROUTES, PROBE, ComputeOptimal, difficulty
 from ponder.strategies.scoring import score_candidates
 from ponder.strategies.trace import Candidate, Trace
-from ponder.testing import FakeEngine
+from ponder.testing import FakeEngine, RulePRM, TableVerifier
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 2+3?"}])
 
@@ -74,22 +74,14 @@ def scripted(probe: list[str], later: str = "9", capabilities: EngineCapabilitie
     return engine
 
 
-class ByAnswer:
-    name = "by_answer"
-
-    def __init__(self, scores: dict[str, float], default: float = 0.5) -> None:
-        self.scores, self.default = scores, default
-
-    async def score(self, problem, answers, reference=None):
-        return [self.scores.get(a.rpartition("</think>")[2], self.default) for a in answers]
+def by_answer(scores: dict[str, float]) -> TableVerifier:
+    """A whole-answer verifier with a score per visible answer, 0.5 for the others."""
+    return TableVerifier(scores, default=0.5, name="by_answer")
 
 
-class PRM:
-    step_level = True
-    name = "prm"
-
-    async def score_steps(self, problem, solutions):
-        return [[0.8] * len(s) for s in solutions]
+def flat_prm() -> RulePRM:
+    """A step verifier scoring every step 0.8."""
+    return RulePRM({}, default=0.8, name="prm")
 
 
 async def run(engine, options=None, verifier=None, budget=16, n=1):
@@ -157,22 +149,26 @@ async def test_custom_thresholds_move_the_levels():
 
 async def test_verifier_score_lowers_the_confidence():
     engine = scripted(["5", "5", "5", "5"])
-    result, trace = await run(engine, {"routes": routes()}, ByAnswer({"5": 0.2}))
+    result, trace = await run(engine, {"routes": routes()}, by_answer({"5": 0.2}))
     assert result.mean_score == pytest.approx(0.2)
     assert result.difficulty == 3  # 0.5 * 1.0 + 0.5 * 0.2 = 0.6
     assert "difficulty 3/5 (agreement 1.00, mean score 0.20) -> test_co_draw, 12 samples" in messages(trace)
-    result, _ = await run(scripted(["5", "5", "5", "5"]), {"routes": routes(), "verifier_weight": 0.0}, ByAnswer({}))
+    result, _ = await run(
+        scripted(["5", "5", "5", "5"]),
+        {"routes": routes(), "verifier_weight": 0.0},
+        by_answer({}),
+    )
     assert result.difficulty == 1
 
 
 async def test_logit_scores_are_squashed_before_averaging():
-    result, _ = await run(scripted(["5", "5", "5", "5"]), {"routes": routes()}, ByAnswer({"5": 4.0}))
+    result, _ = await run(scripted(["5", "5", "5", "5"]), {"routes": routes()}, by_answer({"5": 4.0}))
     assert result.mean_score == pytest.approx(0.982, abs=1e-3) and result.difficulty == 1
 
 
 async def test_spending_is_counted_once_and_probe_samples_are_reused():
     engine = scripted(["5", "6", "7", "8"], later="9")
-    verifier = ByAnswer({"6": 0.9, "9": 0.1})
+    verifier = by_answer({"6": 0.9, "9": 0.1})
     result, trace = await run(engine, {"routes": routes()}, verifier, budget=16)
     [(tag, budget)] = drawer_calls(trace)
     assert tag == 4 and budget.max_samples == 12  # what the probe left
@@ -188,7 +184,7 @@ async def test_a_budget_cut_in_the_routed_strategy_returns_the_best_of_the_pool(
     engine = scripted(["5", "6", "7", "8"])
     strategy = ComputeOptimal.from_request({"routes": routes()})
     request = StrategyRequest(PROMPT, SamplingParams())
-    verifier = ByAnswer({"7": 0.9})
+    verifier = by_answer({"7": 0.9})
     # the probe spends 8 of the 10 tokens; the drawer's 12 samples cannot be admitted
     result = await strategy.run(request, engine, verifier, Budget(max_samples=16, max_tokens=10))
     assert result.exhausted == "max_tokens" and result.spent.samples == 4 and len(engine.calls) == 1
@@ -233,13 +229,13 @@ async def test_default_routes_pick_what_the_engine_and_verifier_can_serve():
     engine = FakeEngine()
     assert strategy._route(1, engine, None)[0].strategy == PROBE
     assert strategy._route(2, engine, None)[0].strategy == "self_consistency"
-    assert strategy._route(2, engine, ByAnswer({}))[0].strategy == "best_of_n"
+    assert strategy._route(2, engine, by_answer({}))[0].strategy == "best_of_n"
     assert strategy._route(4, engine, None)[0].strategy == "self_consistency"
-    assert strategy._route(4, engine, ByAnswer({}))[0].strategy == "best_of_n"
+    assert strategy._route(4, engine, by_answer({}))[0].strategy == "best_of_n"
     has_beam = "beam_search" in registry.names()
-    assert strategy._route(5, engine, PRM())[0].strategy == ("beam_search" if has_beam else "best_of_n")
+    assert strategy._route(5, engine, flat_prm())[0].strategy == ("beam_search" if has_beam else "best_of_n")
     no_prefix = FakeEngine(capabilities=EngineCapabilities(max_model_len=512, prefix_continuation=False))
-    assert strategy._route(5, no_prefix, PRM())[0].strategy == "best_of_n"
+    assert strategy._route(5, no_prefix, flat_prm())[0].strategy == "best_of_n"
     named = {r.strategy for alternatives in DEFAULT_ROUTES.values() for r in alternatives}
     assert named <= {PROBE, *registry.BUILTIN}
 
@@ -254,16 +250,16 @@ async def test_default_routes_end_to_end_without_a_verifier():
 async def test_alternatives_fall_through_to_the_first_that_fits():
     table = routes(L4=[{"strategy": "test_co_prm", "strategy_options": {"tag": 40}}, {"strategy": "test_co_draw"}])
     options = {"routes": table, "verifier_weight": 0.0}  # agreement alone: level 4
-    result, trace = await run(scripted(["5", "6", "7", "8"]), options, ByAnswer({}))
+    result, trace = await run(scripted(["5", "6", "7", "8"]), options, by_answer({}))
     assert result.routed_to == "test_co_draw" and drawer_calls(trace)[0][0] == 0
-    result, trace = await run(scripted(["5", "6", "7", "8"]), options, PRM())
+    result, trace = await run(scripted(["5", "6", "7", "8"]), options, flat_prm())
     assert result.routed_to == "test_co_prm" and drawer_calls(trace)[0][0] == 40
 
 
 async def test_a_level_nothing_can_serve_is_refused_before_any_work():
     engine = scripted(["5", "6", "7", "8"])
     with pytest.raises(InvalidRequestError, match=r"No route for difficulty 2 .*test_co_prm \(needs a step verifier\)"):
-        await run(engine, {"routes": routes(L2={"strategy": "test_co_prm"})}, ByAnswer({}))
+        await run(engine, {"routes": routes(L2={"strategy": "test_co_prm"})}, by_answer({}))
     assert engine.calls == []
 
 

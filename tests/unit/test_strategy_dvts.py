@@ -14,7 +14,6 @@ from ponder.strategies.dvts import DVTS, DVTSResult, allocate
 from ponder.strategies.steps import StepFormat
 from ponder.strategies.trace import Trace
 from ponder.testing import FakeEngine
-from tests.unit.test_strategy_beam_search import RulePRM, WholeAnswerVerifier
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+914?"}])
 FMT = StepFormat()
@@ -53,14 +52,14 @@ def paths(trace: Trace) -> list[list[tuple[int, list[str]]]]:
     return [[(p["tree"], p["steps"]) for p in e.data["paths"]] for e in trace.events if e.kind == "step"]
 
 
-async def test_a_weaker_subtree_keeps_its_own_best_step_and_answers_stay_distinct():
+async def test_a_weaker_subtree_keeps_its_own_best_step_and_answers_stay_distinct(graded_prm):
     plan = {
         "a": ["ok", "bad"],  # subtree a's best child is only ok (0.5) ...
         "b": ["good", "good"],  # ... yet subtree b's two goods do not displace it
         "a0": ["good|8", "good|8"],
         "b0": ["good|7", "good|7"],
     }
-    engine, prm, trace = FakeEngine(forest(plan)), RulePRM(), Trace(keep=True)
+    engine, prm, trace = FakeEngine(forest(plan)), graded_prm, Trace(keep=True)
     result = await dvts(expansions=2).run(request(n=2), engine, prm, Budget(max_samples=4), trace)
 
     assert paths(trace)[0] == [(0, ["ok a0"]), (1, ["good b0"])]
@@ -88,23 +87,23 @@ async def test_a_weaker_subtree_keeps_its_own_best_step_and_answers_stay_distinc
     )
 
 
-async def test_the_same_tree_under_beam_search_loses_the_weaker_subtree():
+async def test_the_same_tree_under_beam_search_loses_the_weaker_subtree(graded_prm):
     # For contrast: one shared beam of width 2 keeps b's two goods, so only b's answer is found.
     plan = {"a": ["good", "good", "ok", "bad"] * 2, "a0": ["good|7"] * 4, "a1": ["good|7"] * 4, "a2": ["good|8"] * 4}
     result = await BeamSearch.from_request({"beam_width": 2}).run(
-        request(n=2), FakeEngine(forest(plan)), RulePRM(), Budget(max_samples=8)
+        request(n=2), FakeEngine(forest(plan)), graded_prm, Budget(max_samples=8)
     )
     assert {c.answer for c in result.trace.candidates} == {"7"}
 
 
-async def test_a_subtree_ends_when_its_best_child_is_a_finished_solution():
+async def test_a_subtree_ends_when_its_best_child_is_a_finished_solution(graded_prm):
     plan = {
         "a": ["good|1", "bad"],  # the finished child outscores the step: subtree a is done
         "b": ["good", "bad|2"],  # the step outscores the finished child: subtree b goes on
         "b0": ["good|3", "bad|4"],
     }
     engine, trace = FakeEngine(forest(plan)), Trace(keep=True)
-    result = await dvts(subtrees=2, expansions=2).run(request(n=3), engine, RulePRM(), Budget(max_samples=4), trace)
+    result = await dvts(subtrees=2, expansions=2).run(request(n=3), engine, graded_prm, Budget(max_samples=4), trace)
     assert [p.prefix for p, _, _ in engine.calls] == ["<think>", "<think>", "<think>good b0\n"]
     step1 = next(e for e in trace.events if e.kind == "step")
     assert step1.data["ended"] == [0] and paths(trace)[0] == [(1, ["good b0"])]
@@ -113,22 +112,22 @@ async def test_a_subtree_ends_when_its_best_child_is_a_finished_solution():
     assert result.choices[1].text == "<think>good b0\ngood b00</think>3"
 
 
-async def test_subtrees_follow_the_budget_and_never_finish_more_than_it_allows():
+async def test_subtrees_follow_the_budget_and_never_finish_more_than_it_allows(graded_prm):
     plan = {"a": ["good|1"] * 4, "b": ["good|2"] * 4}
     engine = FakeEngine(forest(plan))
-    result = await dvts(expansions=4).run(request(), engine, RulePRM(), Budget(max_samples=6))
+    result = await dvts(expansions=4).run(request(), engine, graded_prm, Budget(max_samples=6))
     assert result.summary()["subtrees"] == 1  # 6 // 4
     assert [n for _, _, n in engine.calls] == [4]  # one subtree, one round, all four finished
     too_many = await dvts(subtrees=3, expansions=4).run(
-        request(), FakeEngine(forest(plan | {"c": ["good|3"] * 4})), RulePRM(), Budget(max_samples=6)
+        request(), FakeEngine(forest(plan | {"c": ["good|3"] * 4})), graded_prm, Budget(max_samples=6)
     )
     assert too_many.spent.samples == 6 == len(too_many.trace.candidates)
 
 
-async def test_max_steps_returns_the_best_unfinished_subtree_path():
+async def test_max_steps_returns_the_best_unfinished_subtree_path(graded_prm):
     plan = {"a": ["ok", "bad"], "b": ["good", "bad"], "a0": ["ok", "ok"], "b0": ["bad", "bad"]}
     result = await dvts(subtrees=2, expansions=2, max_steps=2).run(
-        request(), FakeEngine(forest(plan)), RulePRM(), Budget()
+        request(), FakeEngine(forest(plan)), graded_prm, Budget()
     )
     [best] = result.choices
     assert best.finish_reason == "length" and best.text == "<think>ok a0\nok a00\n"  # its 0.5 beats b's 0.1
@@ -141,10 +140,10 @@ def test_allocate_gives_each_subtree_its_expansions_until_the_room_is_used():
     assert allocate(2, 3, 0) == [0, 0]
 
 
-def test_needs_a_step_verifier():
+def test_needs_a_step_verifier(orm):
     assert registry.get("dvts") is DVTS
     with pytest.raises(InvalidRequestError, match="needs a step verifier"):
-        dvts().check(FakeEngine(), WholeAnswerVerifier())
+        dvts().check(FakeEngine(), orm)
 
 
 @pytest.mark.parametrize(

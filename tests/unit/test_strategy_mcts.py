@@ -15,47 +15,16 @@ from ponder.strategies.mcts import MCTS, MCTSResult, backup, mark_solved, most_v
 from ponder.strategies.steps import StepFormat
 from ponder.strategies.trace import Candidate, Trace
 from ponder.strategies.tree import Node
-from ponder.testing import FakeEngine
+from ponder.testing import FakeEngine, TableVerifier, after_think
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+914?"}])
 FMT = StepFormat()
 WORDS = {"x": "best", "g": "good", "o": "ok", "b": "bad", "z": "wrong"}
-VALUES = {"best": 1.0, "good": 0.75, "ok": 0.5, "bad": 0.25, "wrong": 0.0}  # exact in binary: no float ties
 
 
-def rule(step: str) -> float:
-    return next((v for word, v in VALUES.items() if word in step), 0.3)
-
-
-class RulePRM:
-    """A fake PRM scoring each step by its word (best 1, good .75, ok .5, bad .25, wrong 0)."""
-
-    step_level = True
-
-    name = "rule_prm"
-
-    def __init__(self):
-        self.calls: list[list[list[str]]] = []
-
-    async def score(self, problem, answers, reference=None):
-        raise AssertionError("value='prm' asks for step scores")
-
-    async def score_steps(self, problem, solutions):
-        self.calls.append([list(s) for s in solutions])
-        return [[rule(step) for step in steps] for steps in solutions]
-
-
-class AnswerORM:
-    """A fake whole-answer verifier: 1.0 for answers under node "2", else 0.2."""
-
-    name = "orm"
-
-    def __init__(self):
-        self.calls: list[list[str]] = []
-
-    async def score(self, problem, answers, reference=None):
-        self.calls.append(list(answers))
-        return [1.0 if a.split("</think>")[-1].startswith("2") else 0.2 for a in answers]
+def answer_orm() -> TableVerifier:
+    """A whole-answer verifier: 1.0 for answers under node "2", else 0.2."""
+    return TableVerifier({"2": 1.0}, key=lambda a: after_think(a)[:1], default=0.2, name="orm")
 
 
 def tree(depth: int = 2, kinds: dict[str, str] | None = None):
@@ -132,8 +101,8 @@ def test_backup_adds_one_visit_per_value_to_the_node_and_its_ancestors():
     assert (grandchild.visits, grandchild.value_sum) == (1, 1.0)
 
 
-async def test_simulations_expand_with_one_call_from_the_selected_prefix_and_back_up_prm_values():
-    engine, prm, trace = FakeEngine(tree(depth=1)), RulePRM(), Trace(keep=True)
+async def test_simulations_expand_with_one_call_from_the_selected_prefix_and_back_up_prm_values(prm):
+    engine, prm, trace = FakeEngine(tree(depth=1)), prm, Trace(keep=True)
     result = await mcts(simulations=3).run(request(), engine, prm, Budget(), trace)
 
     # Sim 1 expands the root (good .75, bad .25, good .75, priors 1/3: equal-length steps). Sim 2: PUCT picks
@@ -169,23 +138,23 @@ async def test_simulations_expand_with_one_call_from_the_selected_prefix_and_bac
 
 
 @pytest.mark.parametrize(("c_puct", "third"), [(1.0, "<think>good 1\n"), (0.0, "<think>good 0\nbest 0.0\n")])
-async def test_the_exploration_constant_decides_between_a_proven_and_a_fresh_child(c_puct, third):
+async def test_the_exploration_constant_decides_between_a_proven_and_a_fresh_child(c_puct, third, prm):
     # Sim 2 grows good 0 into two best steps: Q = (.75 + 2) / 3 = .917 with N = 3. Sim 3, root N = 5: with c = 1,
     # good 1 (.75 + .5 * sqrt 5 / 2 = 1.309) beats good 0 (.917 + .5 * sqrt 5 / 4 = 1.196); with c = 0, Q decides.
     engine = FakeEngine(tree(depth=5, kinds={"": "gg", "0": "xx"}))
-    await mcts(simulations=3, expansion_width=2, c_puct=c_puct).run(request(), engine, RulePRM(), Budget())
+    await mcts(simulations=3, expansion_width=2, c_puct=c_puct).run(request(), engine, prm, Budget())
     assert [p.prefix for p, _, _ in engine.calls][:3] == ["<think>", "<think>good 0\n", third]
     assert "\n" not in engine.calls[3][1].stop  # nothing finished in 3 simulations: the best path is rolled out
 
 
-async def test_priors_are_step_probabilities_normalised_among_siblings():
+async def test_priors_are_step_probabilities_normalised_among_siblings(prm):
     scripted = {"good": -0.1, "bad": -2.0}
 
     def top_logprobs(prompt, token):
         return [(token, scripted.get(token.strip(), 0.0))]
 
     engine = FakeEngine(tree(depth=5), top_logprobs=top_logprobs)
-    result = await mcts(simulations=1).run(request(), engine, RulePRM(), Budget())
+    result = await mcts(simulations=1).run(request(), engine, prm, Budget())
     good, bad = math.exp(-0.1), math.exp(-2.0)
     priors = [c["prior"] for c in result.summary()["root_children"]]
     share_good, share_bad = round(good / (2 * good + bad), 4), round(bad / (2 * good + bad), 4)
@@ -196,14 +165,14 @@ async def test_priors_are_step_probabilities_normalised_among_siblings():
         (FakeEngine(tree(depth=5), top_logprobs=top_logprobs), {"selection": "uct"}),
         (FakeEngine(tree(depth=5), capabilities=EngineCapabilities(max_model_len=512, logprobs=False)), {}),
     ):
-        result = await mcts(simulations=1, **options).run(request(), engine, RulePRM(), Budget())
+        result = await mcts(simulations=1, **options).run(request(), engine, prm, Budget())
         assert [c["prior"] for c in result.summary()["root_children"]] == [0.3333] * 3
         assert engine.calls[0][1].logprobs is None
 
 
-async def test_repeated_steps_are_one_child_carrying_their_shares():
+async def test_repeated_steps_are_one_child_carrying_their_shares(prm):
     engine = FakeEngine(lambda p, s, i: "same\n" if i < 2 else "other\n")
-    result = await mcts(simulations=1, selection="uct").run(request(), engine, RulePRM(), Budget())
+    result = await mcts(simulations=1, selection="uct").run(request(), engine, prm, Budget())
     assert result.summary()["root_children"] == [
         {"step": "same", "visits": 1, "value": 0.3, "prior": 0.6667},
         {"step": "other", "visits": 1, "value": 0.3, "prior": 0.3333},
@@ -211,7 +180,7 @@ async def test_repeated_steps_are_one_child_carrying_their_shares():
 
 
 async def test_rollouts_value_children_by_scored_whole_solutions():
-    engine, orm, trace = FakeEngine(tree(depth=1)), AnswerORM(), Trace(keep=True)
+    engine, orm, trace = FakeEngine(tree(depth=1)), answer_orm(), Trace(keep=True)
     result = await mcts(value="rollout", simulations=2).run(request(), engine, orm, Budget(), trace)
 
     # Sim 1: root -> three children, each rolled out once (a whole solution, no step stop) and scored by the ORM.
@@ -236,16 +205,16 @@ async def test_rollouts_value_children_by_scored_whole_solutions():
 
 async def test_the_sample_budget_ends_the_search():
     engine = FakeEngine(tree(depth=1))
-    result = await mcts(value="rollout", simulations=50).run(request(), engine, AnswerORM(), Budget(max_samples=4))
+    result = await mcts(value="rollout", simulations=50).run(request(), engine, answer_orm(), Budget(max_samples=4))
     assert [n for _, _, n in engine.calls] == [3, 1, 1, 1, 1]  # sim 2 may still finish one solution, not three
     assert result.spent.samples == 4 == len(result.trace.candidates)
     assert result.summary()["simulations"] == 2 and result.summary()["stop_reason"] == "max_samples"
     assert result.exhausted is None
 
 
-async def test_simulations_default_to_the_sample_budget():
+async def test_simulations_default_to_the_sample_budget(prm):
     engine = FakeEngine(tree(depth=100))  # never finishes: only the simulation count stops it
-    result = await mcts().run(request(), engine, RulePRM(), Budget(max_samples=4))
+    result = await mcts().run(request(), engine, prm, Budget(max_samples=4))
     assert len(engine.calls) == 5 and result.summary()["simulations"] == 4
     [best] = result.choices
     # no solution finished in the simulations: the best open path is completed by one rollout (the fifth call)
@@ -253,17 +222,17 @@ async def test_simulations_default_to_the_sample_budget():
     assert best.text.startswith("<think>good 0\ngood 0.0\n") and best.text.endswith("</think>" + best.answer)
 
 
-async def test_an_open_path_is_returned_as_it_is_when_the_budget_refuses_its_rollout():
+async def test_an_open_path_is_returned_as_it_is_when_the_budget_refuses_its_rollout(prm):
     engine = FakeEngine(tree(depth=100))
-    result = await mcts(simulations=2).run(request(), engine, RulePRM(), Budget(max_tokens=12))
+    result = await mcts(simulations=2).run(request(), engine, prm, Budget(max_tokens=12))
     [best] = result.choices
     assert best.finish_reason == "length" and best.text.startswith("<think>good 0\n")
     assert all("\n" in params.stop for _, params, _ in engine.calls)  # no rollout was admitted
 
 
-async def test_max_depth_closes_paths_and_an_exhausted_tree_stops():
+async def test_max_depth_closes_paths_and_an_exhausted_tree_stops(prm):
     engine, trace = FakeEngine(tree(depth=100)), Trace(keep=True)
-    result = await mcts(max_depth=1, simulations=20).run(request(), engine, RulePRM(), Budget(), trace)
+    result = await mcts(max_depth=1, simulations=20).run(request(), engine, prm, Budget(), trace)
     assert len(engine.calls) == 1  # only the root grows; its three children are closed, one per simulation
     assert result.summary()["simulations"] == 4 and result.summary()["stop_reason"] == "tree_exhausted"
     assert messages(trace)[1:] == [
@@ -275,7 +244,7 @@ async def test_max_depth_closes_paths_and_an_exhausted_tree_stops():
     assert best.finish_reason == "length" and best.text == "<think>good 0\n" and best.score == 0.75
 
 
-async def test_final_by_visits_returns_the_end_of_the_most_visited_path():
+async def test_final_by_visits_returns_the_end_of_the_most_visited_path(prm):
     # c_puct = 0 exploits Q alone. Root: good 0 (.75), ok 1 (.5). Sim 2 grows good 0 into two wrong steps (0), so
     # Q(good 0) = .75 / 3 = .25; sims 3-5 grow ok 1 and both its children into ok answers (.5): 7 visits. Sim 6
     # turns to good 0's first child and finds the best answer (1.0) there, on the less visited path.
@@ -284,35 +253,35 @@ async def test_final_by_visits_returns_the_end_of_the_most_visited_path():
     runs = {}
     for final in ("visits", "score"):
         engine = FakeEngine(tree(2, kinds))
-        runs[final] = await mcts(final=final, **options).run(request(), engine, RulePRM(), Budget())
+        runs[final] = await mcts(final=final, **options).run(request(), engine, prm, Budget())
     assert [c["visits"] for c in runs["visits"].summary()["root_children"]] == [5, 7]
     assert runs["visits"].choices[0].answer == "1.0.0" and runs["visits"].choices[0].score == 0.5
     assert runs["score"].choices[0].answer == "0.0.0" and runs["score"].choices[0].score == 1.0
     assert most_visited_terminal(Node()) is None
 
 
-async def test_n_choices_are_distinct_answers():
-    result = await mcts(simulations=3).run(request(n=2), FakeEngine(tree(depth=1)), RulePRM(), Budget())
+async def test_n_choices_are_distinct_answers(prm):
+    result = await mcts(simulations=3).run(request(n=2), FakeEngine(tree(depth=1)), prm, Budget())
     assert [c.answer for c in result.choices] == ["0.0", "0.2"]
 
 
-def test_check_refuses_what_the_search_cannot_serve():
+def test_check_refuses_what_the_search_cannot_serve(prm):
     assert registry.get("mcts") is MCTS
     with pytest.raises(InvalidRequestError, match="value='prm' needs a step verifier") as err:
-        mcts().check(FakeEngine(), AnswerORM())
+        mcts().check(FakeEngine(), answer_orm())
     assert err.value.param == "verifier"
-    mcts(value="rollout").check(FakeEngine(), AnswerORM())  # a whole-answer verifier scores rollouts
+    mcts(value="rollout").check(FakeEngine(), answer_orm())  # a whole-answer verifier scores rollouts
     with pytest.raises(InvalidRequestError, match="needs a verifier; none is loaded"):
         mcts(value="rollout").check(FakeEngine(), None)
     no_prefix = FakeEngine(capabilities=EngineCapabilities(max_model_len=512, prefix_continuation=False))
     with pytest.raises(InvalidRequestError, match="continues partial solutions"):
-        mcts().check(no_prefix, RulePRM())
+        mcts().check(no_prefix, prm)
 
 
 async def test_a_refused_request_generates_nothing():
     engine = FakeEngine(tree())
     with pytest.raises(InvalidRequestError, match="step verifier"):
-        await mcts().run(request(), engine, AnswerORM(), Budget())
+        await mcts().run(request(), engine, answer_orm(), Budget())
     assert engine.calls == []
 
 
@@ -341,9 +310,9 @@ def test_options_are_validated(options, field):
     assert err.value.errors()[0]["loc"] == (field,)
 
 
-async def test_request_max_tokens_bounds_each_path():
+async def test_request_max_tokens_bounds_each_path(prm):
     engine = FakeEngine(lambda p, s, i: "two tokens\n")
-    result = await mcts(simulations=10).run(request(max_tokens=5), engine, RulePRM(), Budget())
+    result = await mcts(simulations=10).run(request(max_tokens=5), engine, prm, Budget())
     assert [params.token_cap for _, params, _ in engine.calls] == [5, 3, 1]
     [best] = result.choices
     assert best.finish_reason == "length" and best.num_tokens == 5
@@ -351,13 +320,13 @@ async def test_request_max_tokens_bounds_each_path():
     assert result.summary()["stop_reason"] == "tree_exhausted" and result.summary()["tree_size"] == 4
 
 
-async def test_a_time_budget_keeps_the_solutions_finished_so_far():
+async def test_a_time_budget_keeps_the_solutions_finished_so_far(prm):
     def responder(prompt, params, index):
         depth = len(FMT.steps(prompt.prefix))
         return f"good {depth}.{index}\n" if index else f"bad {depth}</think>{depth}"
 
     engine = FakeEngine(responder, token_delay=0.02)
-    result = await mcts(simulations=1000).run(request(), engine, RulePRM(), Budget(max_seconds=0.3))
+    result = await mcts(simulations=1000).run(request(), engine, prm, Budget(max_seconds=0.3))
     assert result.exhausted == "max_seconds" and engine.active == 0
     assert result.summary()["stop_reason"] == "max_seconds" and result.summary()["simulations"] >= 2
     assert result.choices[0].finish_reason == "stop" and result.choices[0].score == 0.25

@@ -10,7 +10,7 @@ from ponder.core.types import Budget, EngineCapabilities, Prompt, SamplingParams
 from ponder.strategies.base import StrategyRequest
 from ponder.strategies.self_refine import DEFAULT_CRITIQUE, DEFAULT_REVISE, SelfRefine, iteration_count, says, turn
 from ponder.strategies.trace import Trace
-from ponder.testing import FakeEngine
+from ponder.testing import FakeEngine, RulePRM, TableVerifier
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"}]
 
@@ -32,33 +32,9 @@ def refiner(drafts: list[str], critiques: list[str] | None = None):
     return respond
 
 
-class ByAnswer:
-    """An outcome verifier with a fixed score per visible answer (0 for an unfinished one)."""
-
-    name = "by_answer"
-
-    def __init__(self, scores: dict[str, float]) -> None:
-        self.scores = scores
-        self.seen: list[str] = []
-
-    async def score(self, problem, answers, reference=None):
-        self.seen += list(answers)
-        return [self.scores.get(a.rpartition("</think>")[2], 0.0) for a in answers]
-
-
-class StepVerifier:
-    """A PRM: the first step scores 0.9, the last step scores what the answer's table says."""
-
-
-    step_level = True
-
-    name = "prm"
-
-    def __init__(self, last: dict[str, float]) -> None:
-        self.last = last
-
-    async def score_steps(self, problem, solutions):
-        return [[0.9, self.last[steps[-1].rpartition("=")[2]]] for steps in solutions]
+def two_steps(respond):
+    """The same drafts, reasoned in two steps: ``2+3`` first."""
+    return lambda prompt, params, index: respond(prompt, params, index).replace("<think>", "<think>2+3\n", 1)
 
 
 def request(messages=MESSAGES) -> StrategyRequest:
@@ -73,7 +49,7 @@ async def refine(engine, verifier=None, budget=None, trace=None, **options):
 async def test_stops_at_the_first_accepted_draft():
     engine = FakeEngine(refiner(["4", "5", "5"]))
     trace = Trace(keep=True)
-    result = await refine(engine, ByAnswer({"4": 0.2, "5": 0.9}), trace=trace)
+    result = await refine(engine, TableVerifier({"4": 0.2, "5": 0.9}, default=0.0), trace=trace)
     assert len(engine.calls) == 3  # draft, critique, revision: then the verifier accepts and nothing more is drawn
     assert result.spent.samples == 3 and result.spent.verifier_calls == 2
     assert result.choices[0].answer == "5"
@@ -94,13 +70,13 @@ async def test_stops_at_the_first_accepted_draft():
 
 async def test_an_accepted_first_draft_costs_one_sample():
     engine = FakeEngine(refiner(["5"]))
-    result = await refine(engine, ByAnswer({"5": 0.5}))  # the threshold is inclusive
+    result = await refine(engine, TableVerifier({"5": 0.5}, default=0.0))  # the threshold is inclusive
     assert len(engine.calls) == 1 and result.iterations == 0 and result.accepted
 
 
 async def test_returns_the_best_draft_when_revisions_get_worse():
     engine = FakeEngine(refiner(["5", "6", "7"]))
-    result = await refine(engine, ByAnswer({"5": 0.4, "6": 0.1, "7": 0.3}), max_iterations=2)
+    result = await refine(engine, TableVerifier({"5": 0.4, "6": 0.1, "7": 0.3}, default=0.0), max_iterations=2)
     assert len(engine.calls) == 5  # 1 draft + 2 x (critique + revision)
     assert result.draft_scores == [0.4, 0.1, 0.3]
     assert result.choices[0].answer == "5" and result.best_draft == 1
@@ -110,7 +86,7 @@ async def test_returns_the_best_draft_when_revisions_get_worse():
 async def test_n_choices_are_the_best_distinct_drafts():
     engine = FakeEngine(refiner(["5", "6", "7"]))
     req = StrategyRequest(Prompt.chat(MESSAGES), SamplingParams(), n=2)
-    verifier = ByAnswer({"5": 0.4, "6": 0.1, "7": 0.3})
+    verifier = TableVerifier({"5": 0.4, "6": 0.1, "7": 0.3}, default=0.0)
     result = await SelfRefine.from_request({"max_iterations": 2}).run(req, engine, verifier, Budget(max_samples=9))
     assert [c.answer for c in result.choices] == ["5", "7"]
 
@@ -119,7 +95,9 @@ async def test_n_choices_are_the_best_distinct_drafts():
 async def test_rounds_are_capped_by_the_budget(max_samples, option, calls):
     engine = FakeEngine(refiner(["4"]))
     options = {} if option is None else {"max_iterations": option}
-    result = await refine(engine, ByAnswer({"4": 0.0}), budget=Budget(max_samples=max_samples), **options)
+    result = await refine(
+        engine, TableVerifier({"4": 0.0}, default=0.0), budget=Budget(max_samples=max_samples), **options
+    )
     assert len(engine.calls) == calls == result.spent.samples <= max_samples
     assert result.exhausted is None  # a round is only started when the budget pays for both its samples
     assert result.iterations == (calls - 1) // 2
@@ -134,7 +112,7 @@ async def test_token_budget_ends_the_loop_with_the_best_so_far():
     engine = FakeEngine(refiner(["4", "5"]))
     # drafts and critiques are 2 fake tokens each: the revision gets the 1 token left and is cut short,
     # the next critique cannot be admitted
-    result = await refine(engine, ByAnswer({"4": 0.3, "5": 0.9}), budget=Budget(max_tokens=5))
+    result = await refine(engine, TableVerifier({"4": 0.3, "5": 0.9}, default=0.0), budget=Budget(max_tokens=5))
     assert result.exhausted == "max_tokens" and result.stop_reason == "budget"
     assert result.spent.tokens == 5 and len(engine.calls) == 3
     assert [c.finish_reason for c in result.trace.candidates] == ["stop", "length"]
@@ -143,7 +121,7 @@ async def test_token_budget_ends_the_loop_with_the_best_so_far():
 
 async def test_a_chat_outgrowing_the_context_ends_refinement_with_the_best_draft():
     engine = FakeEngine(refiner(["4", "5"]), capabilities=EngineCapabilities(max_model_len=40))
-    result = await refine(engine, ByAnswer({"4": 0.3}), max_iterations=3)
+    result = await refine(engine, TableVerifier({"4": 0.3}, default=0.0), max_iterations=3)
     # the request is 8 fake tokens, the critique chat 36 (fits in 40), the revision chat 59 (does not)
     assert len(engine.calls) == 2 and result.spent.samples == 2
     assert result.stop_reason == "context_full" and [c.answer for c in result.choices] == ["4"]
@@ -153,13 +131,13 @@ async def test_a_chat_outgrowing_the_context_ends_refinement_with_the_best_draft
 async def test_a_request_that_does_not_fit_is_still_an_error():
     engine = FakeEngine(refiner(["4"]), capabilities=EngineCapabilities(max_model_len=4))
     with pytest.raises(PromptTooLongError):
-        await refine(engine, ByAnswer({"4": 0.3}))
+        await refine(engine, TableVerifier({"4": 0.3}, default=0.0))
 
 
 async def test_critique_and_revision_chats_extend_the_original_conversation():
     critique = "<think>check 2+3\n</think>The sum is wrong."
     engine = FakeEngine(refiner(["4", "5"], [critique]))
-    await refine(engine, ByAnswer({"4": 0.1, "5": 0.9}))
+    await refine(engine, TableVerifier({"4": 0.1, "5": 0.9}, default=0.0))
     first, critic, reviser = (prompt for prompt, _, _ in engine.calls)
     draft = "<think>2+3=4\n</think>4"
     assert first.messages == tuple(MESSAGES)
@@ -179,7 +157,9 @@ async def test_critique_and_revision_chats_extend_the_original_conversation():
 
 async def test_custom_prompts_are_used():
     engine = FakeEngine(refiner(["4", "5"]))
-    await refine(engine, ByAnswer({"4": 0.1, "5": 0.9}), critique_prompt="CRIT", revise_prompt="FIX IT")
+    await refine(
+        engine, TableVerifier({"4": 0.1, "5": 0.9}, default=0.0), critique_prompt="CRIT", revise_prompt="FIX IT"
+    )
     assert engine.calls[1][0].messages[-1] == {"role": "user", "content": "CRIT"}
     assert engine.calls[2][0].messages[-1] == {"role": "user", "content": "FIX IT"}
 
@@ -207,13 +187,16 @@ async def test_without_a_verifier_and_stop_phrase_it_runs_all_rounds_and_returns
 
 
 async def test_a_step_verifier_scores_drafts_through_the_aggregation():
-    verifier = StepVerifier({"4": 0.2, "5": 0.6})
-    engine = FakeEngine(refiner(["4", "5"]))
+    verifier = RulePRM({"=4": 0.2, "=5": 0.6}, default=0.9)  # the first step scores 0.9, the last by its answer
+    engine = FakeEngine(two_steps(refiner(["4", "5"])))
     result = await refine(engine, verifier, aggregation="min", max_iterations=1)
+    assert verifier.calls[0] == [["2+3", "2+3=4"]]
     assert result.draft_scores == [0.2, 0.6] and result.accepted  # min(0.9, 0.6) passes 0.5
-    result = await refine(FakeEngine(refiner(["4", "5"])), verifier, aggregation="prod", max_iterations=1)
+    result = await refine(FakeEngine(two_steps(refiner(["4", "5"]))), verifier, aggregation="prod", max_iterations=1)
     assert result.draft_scores == [pytest.approx(0.18), pytest.approx(0.54)]
-    result = await refine(FakeEngine(refiner(["4", "5"])), verifier, aggregation="prod", accept_threshold=0.6)
+    result = await refine(
+        FakeEngine(two_steps(refiner(["4", "5"]))), verifier, aggregation="prod", accept_threshold=0.6
+    )
     assert result.choices[0].answer == "5" and not result.accepted and result.iterations == 7
 
 

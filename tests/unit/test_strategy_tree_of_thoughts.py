@@ -19,37 +19,6 @@ from ponder.testing import FakeEngine
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+914?"}])
 FMT = StepFormat()
 WORDS = {"x": "best", "g": "good", "o": "ok", "b": "bad", "z": "wrong"}
-VALUES = {"best": 1.0, "good": 0.75, "ok": 0.5, "bad": 0.25, "wrong": 0.0}
-
-
-def rule(step: str) -> float:
-    return next((v for word, v in VALUES.items() if word in step), 0.3)
-
-
-class RulePRM:
-    """A fake PRM scoring each step by its word (best 1, good .75, ok .5, bad .25, wrong 0)."""
-
-
-    step_level = True
-
-    name = "rule_prm"
-
-    def __init__(self):
-        self.calls: list[list[list[str]]] = []
-
-    async def score(self, problem, answers, reference=None):
-        raise AssertionError("evaluator='prm' asks for step scores")
-
-    async def score_steps(self, problem, solutions):
-        self.calls.append([list(s) for s in solutions])
-        return [[rule(step) for step in steps] for steps in solutions]
-
-
-class WholeAnswerVerifier:
-    name = "orm"
-
-    async def score(self, problem, answers, reference=None):
-        return [0.5 for _ in answers]
 
 
 def tree(depth: int = 2, kinds: dict[str, str] | None = None):
@@ -93,9 +62,9 @@ def expanded(engine: FakeEngine) -> list[str]:
     return [p.prefix for p, params, _ in engine.calls if "\n" in params.stop]
 
 
-async def test_bfs_keeps_the_top_b_states_by_value_each_level():
+async def test_bfs_keeps_the_top_b_states_by_value_each_level(prm):
     kinds = {"": "obgx", "3": "bbbb", "2": "oooo"}
-    engine, prm, trace = FakeEngine(tree(kinds=kinds)), RulePRM(), Trace(keep=True)
+    engine, prm, trace = FakeEngine(tree(kinds=kinds)), prm, Trace(keep=True)
     result = await tot(proposals=4, breadth=2).run(request(n=2), engine, prm, Budget(), trace)
 
     # Level 1 keeps best 3 (1.0) and good 2 (.75); level 2 keeps good 2's ok children (.5) over best 3's bad (.25).
@@ -132,24 +101,24 @@ async def test_bfs_keeps_the_top_b_states_by_value_each_level():
 
 
 @pytest.mark.parametrize(("samples", "k", "b"), [(1, 1, 1), (4, 4, 1), (16, 4, 4), (64, 4, 16), (None, 4, 4)])
-async def test_default_sizes_follow_the_sample_budget(samples, k, b):
-    result = await tot(max_depth=1).run(request(), FakeEngine(tree(depth=5)), RulePRM(), Budget(max_samples=samples))
+async def test_default_sizes_follow_the_sample_budget(samples, k, b, prm):
+    result = await tot(max_depth=1).run(request(), FakeEngine(tree(depth=5)), prm, Budget(max_samples=samples))
     assert (result.summary()["proposals"], result.summary()["breadth"]) == (k, b)
 
 
-async def test_bfs_stops_once_n_solutions_finished():
+async def test_bfs_stops_once_n_solutions_finished(prm):
     engine = FakeEngine(tree(depth=1))
-    result = await tot(proposals=4, breadth=4).run(request(), engine, RulePRM(), Budget(max_samples=6))
+    result = await tot(proposals=4, breadth=4).run(request(), engine, prm, Budget(max_samples=6))
     assert [n for _, _, n in engine.calls] == [4, 4, 2]  # a level asks for no more answers than the budget admits
     assert result.spent.samples == 6 and result.summary()["stop_reason"] == "enough" and result.exhausted is None
 
 
-async def test_dfs_goes_deepest_first_in_value_order_and_backtracks_from_pruned_states():
+async def test_dfs_goes_deepest_first_in_value_order_and_backtracks_from_pruned_states(prm):
     # Root: good 0 (.75), ok 1 (.5), bad 2 (.25). good 0's proposals are all wrong (0 < .5): pruned, backtrack to
     # ok 1, whose good child leads to a finished answer valued min(.5, .75, .75) = .5 >= .5: the search stops.
     kinds = {"": "gob", "0": "zzz", "1": "gzz", "1.0": "zgz"}
     engine, trace = FakeEngine(tree(kinds=kinds)), Trace(keep=True)
-    result = await tot(search="dfs", proposals=3).run(request(), engine, RulePRM(), Budget(), trace)
+    result = await tot(search="dfs", proposals=3).run(request(), engine, prm, Budget(), trace)
     assert expanded(engine) == ["<think>", "<think>good 0\n", "<think>ok 1\n", "<think>ok 1\ngood 1.0\n"]
     assert messages(trace) == [
         "depth 1: 3 proposals; best 0.75: good 0",
@@ -166,19 +135,19 @@ async def test_dfs_goes_deepest_first_in_value_order_and_backtracks_from_pruned_
     assert summary["stop_reason"] == "found" and summary["pruned"] == 3 and summary["states_expanded"] == 4
 
 
-async def test_dfs_goes_on_past_finished_answers_below_the_threshold():
+async def test_dfs_goes_on_past_finished_answers_below_the_threshold(prm):
     # All of good 0's answers are bad (min .25 < .5): the search backtracks to good 2, whose answers pass.
     kinds = {"": "gbg", "0": "bbb", "2": "ggg"}
     engine = FakeEngine(tree(depth=1, kinds=kinds))
-    result = await tot(search="dfs", proposals=3).run(request(), engine, RulePRM(), Budget())
+    result = await tot(search="dfs", proposals=3).run(request(), engine, prm, Budget())
     assert expanded(engine) == ["<think>", "<think>good 0\n", "<think>good 2\n"]
     assert result.choices[0].answer == "2.0" and result.choices[0].score == 0.75
     assert len(result.trace.candidates) == 6
 
 
-async def test_dfs_backtracks_at_the_depth_limit_and_stops_after_max_states():
+async def test_dfs_backtracks_at_the_depth_limit_and_stops_after_max_states(prm):
     engine, trace = FakeEngine(tree(depth=100, kinds={"": "gg"})), Trace(keep=True)
-    result = await tot(search="dfs", proposals=2, max_depth=1).run(request(), engine, RulePRM(), Budget(), trace)
+    result = await tot(search="dfs", proposals=2, max_depth=1).run(request(), engine, prm, Budget(), trace)
     assert expanded(engine) == ["<think>"]
     assert "depth limit at 1 (good 0), backtracking" in messages(trace)
     assert result.summary()["stop_reason"] == "exhausted"
@@ -186,7 +155,7 @@ async def test_dfs_backtracks_at_the_depth_limit_and_stops_after_max_states():
     assert best.finish_reason == "length" and best.text == "<think>good 0\n"  # the best open state, as it is
 
     engine = FakeEngine(tree(depth=100))
-    result = await tot(search="dfs", proposals=2, max_states=3).run(request(), engine, RulePRM(), Budget())
+    result = await tot(search="dfs", proposals=2, max_states=3).run(request(), engine, prm, Budget())
     assert expanded(engine) == ["<think>", "<think>good 0\n", "<think>good 0\ngood 0.0\n"]
     assert result.summary()["stop_reason"] == "max_states"
 
@@ -263,10 +232,10 @@ async def test_a_sample_budget_leaves_judgements_possible():
     assert [c.score for c in result.trace.candidates] == [pytest.approx(0.75)] * 2
 
 
-def test_check_refuses_what_the_search_cannot_serve():
+def test_check_refuses_what_the_search_cannot_serve(prm, orm):
     assert registry.get("tree_of_thoughts") is TreeOfThoughts
     with pytest.raises(InvalidRequestError, match="evaluator='prm' needs a step verifier") as err:
-        tot().check(FakeEngine(), WholeAnswerVerifier())
+        tot().check(FakeEngine(), orm)
     assert err.value.param == "verifier"
     with pytest.raises(InvalidRequestError, match="no verifier is loaded"):
         tot().check(FakeEngine(), None)
@@ -277,7 +246,7 @@ def test_check_refuses_what_the_search_cannot_serve():
     assert err.value.param == "strategy_options"
     no_prefix = FakeEngine(capabilities=EngineCapabilities(max_model_len=512, prefix_continuation=False))
     with pytest.raises(InvalidRequestError, match="continues partial solutions"):
-        tot().check(no_prefix, RulePRM())
+        tot().check(no_prefix, prm)
 
 
 @pytest.mark.parametrize(
