@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ponder.core.errors import InvalidRequestError, PromptTooLongError
-from ponder.core.protocols import Engine
 from ponder.core.types import EngineCapabilities, Prompt, SamplingParams
-
-__all__ = ["Engine", "check_logprobs", "render_chat", "resolve_max_tokens"]
 
 
 def render_chat(tokenizer: Any, prompt: Prompt) -> str:
