@@ -1,22 +1,12 @@
-"""Shared fixtures: fake verifiers for strategy tests, a tiny Llama built in the session, a real vLLM upstream."""
+"""Shared fixtures: fake verifiers for strategy tests and a tiny Llama built once per session."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ponder.testing import RulePRM, TableVerifier
-
-VLLM_START_TIMEOUT = 180.0
 
 
 @pytest.fixture
@@ -46,76 +36,3 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ponder.training.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the server, then SIGKILL its process group (vLLM's engine workers) if anything is left."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group is this fixture's own (start_new_session)
-
-
-@pytest.fixture(scope="session")
-def vllm_upstream(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``vllm.entrypoints.openai.api_server`` (CPU) serving the tiny model; yields its base URL (no ``/v1``).
-
-    It is started once per session, warmed up with one generation, and terminated at the end.
-    Its log is kept in the session's temp folder and shown if it fails to start.
-    """
-    pytest.importorskip("vllm")
-    import httpx
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("vllm-upstream") / "vllm.log"
-    argv = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(tiny_model_dir),
-        "--dtype", "float32",
-        "--max-model-len", "512",
-        "--enforce-eager",
-        "--gpu-memory-utilization", "0.1",
-        "--seed", "0",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + VLLM_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM upstream exited with {proc.returncode}; log {log}:\n{log.read_text()[-6000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"vLLM upstream not healthy after {VLLM_START_TIMEOUT:.0f}s; log {log}:\n{log.read_text()[-6000:]}"
-                )
-            time.sleep(0.5)
-        # The first generation is slow (warm-up); take it here so tests see steady timings.
-        model = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
-        httpx.post(
-            f"{url}/v1/chat/completions",
-            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
-            timeout=180,
-        ).raise_for_status()
-        yield url
-    finally:
-        _stop_process_group(proc)

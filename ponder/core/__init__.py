@@ -1,1 +1,1 @@
-"""Shared vocabulary of Ponder: types, errors and the think-tag parser."""
+"""Shared vocabulary below every other layer: types, errors, protocols, think tags, the sidecar, aggregation."""

@@ -1,1 +1,1 @@
-"""The OpenAI-compatible HTTP server: wire models, routes, services, SSE, CLI."""
+"""The OpenAI-compatible HTTP server: wire models, routes, serving classes, SSE, settings, errors, metrics."""

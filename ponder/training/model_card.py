@@ -93,7 +93,7 @@ def _data_section(train: dict[str, Any]) -> list[str]:
         f"Problems from `reasoning-gym` {train['versions'].get('reasoning-gym', '')} (`chain_sum`, `products`), "
         "worded and graded (`score_answer`) exactly as reasoning-gym does; products whose factors have different "
         "digit counts keep reasoning-gym's wording and grading with a second-factor digit count of their own. "
-        "Levels (`training/data/levels.py`):",
+        "Levels (`ponder/tasks/levels.py`):",
         "",
         level_table(),
         "",

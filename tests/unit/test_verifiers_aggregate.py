@@ -48,9 +48,8 @@ class Fixed:
 
 
 class FixedSteps(Fixed):
-
-
     step_level = True
+
     async def score_steps(self, problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         return [[self.table[s] for s in steps] for steps in solutions]
 
