@@ -1,4 +1,4 @@
-"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``), whose flags are its config's fields.
+"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``, ``genprm``); its flags are its config.
 
 As TRL's CLI does, ``ponder`` registers ``train`` alone and builds the trainers' parsers (transformers'
 ``HfArgumentParser``) only when ``train`` runs, so that the other subcommands start without importing transformers.
@@ -27,6 +27,11 @@ TRAINERS: dict[str, tuple[str, str, str]] = {
         "ponder.training.prm_config:PRMArgs",
         "ponder.training.prm:train_prm",
         "Process reward model (--labels exact | mc-hard | mc-soft) on policy samples.",
+    ),
+    "genprm": (
+        "ponder.training.genprm_config:GenPRMArgs",
+        "ponder.training.genprm:train_genprm",
+        "Generative PRM: a causal LM on gold traces that scores a step by the likelihood of the step as written.",
     ),
 }
 CHOICES = "{" + ",".join(TRAINERS) + "}"
@@ -70,7 +75,7 @@ def build_parser(prog: str = "ponder train") -> argparse.ArgumentParser:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``ponder train`` on the top-level ``ponder`` subparsers; what follows ``train`` goes to ``main``."""
-    trainers = "\n".join(f"  {name:<4} {help}" for name, (_, _, help) in TRAINERS.items())
+    trainers = "\n".join(f"  {name:<6} {help}" for name, (_, _, help) in TRAINERS.items())
     p = sub.add_parser(
         "train",
         help="Train the policies and verifiers Ponder serves.",

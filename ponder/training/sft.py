@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,20 @@ from ponder.training.config_args import training_arguments
 from ponder.training.sft_config import SFTArgs
 
 log = logging.getLogger("ponder.train.sft")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTTask:
+    """What a trainer built on SFT changes: how the model sees the chats, its sidecar, its command's name."""
+
+    view: Callable[[str], str] | None = None  # applied to every message's text, in training data alike
+    sidecar: dict[str, Any] | None = None  # None: the policy's (generated data), or the init model's
+    command: str = "ponder train sft"
+
+    def view_rows(self, rows: list[list[dict]]) -> list[list[dict]]:
+        if self.view is None:
+            return rows
+        return [[{**m, "content": self.view(m["content"])} for m in chat] for chat in rows]
 
 
 def check_args(cfg: SFTArgs) -> None:
@@ -106,7 +121,7 @@ def load_model(cfg: SFTArgs) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def train_sft(cfg: SFTArgs) -> Path:
+def train_sft(cfg: SFTArgs, task: SFTTask | None = None) -> Path:
     """Train, then save the model folder (weights, tokenizer with chat template, sidecar, config, logs)."""
     check_args(cfg)
     if cfg.init_model:
@@ -114,7 +129,7 @@ def train_sft(cfg: SFTArgs) -> Path:
     if cfg.dataset:  # read and check it before touching the output folder
         training_rows(dataclasses.replace(cfg, eval_size=0))
     with training_run(cfg.output_dir, overwrite=cfg.overwrite) as (out, handler):
-        return _train(cfg, out, handler)
+        return _train(cfg, out, handler, task or SFTTask())
 
 
 def _sft_config(cfg: SFTArgs, out: Path) -> Any:
@@ -132,19 +147,21 @@ def _sft_config(cfg: SFTArgs, out: Path) -> Any:
     )
 
 
-def _save_folder(cfg: SFTArgs, out: Path, trainer: Any, tokenizer: Any) -> None:
+def _save_folder(cfg: SFTArgs, out: Path, trainer: Any, tokenizer: Any, sidecar: dict[str, Any] | None) -> None:
     """Weights, tokenizer and sidecar into ``out``; the checkpoints and the pickled arguments removed."""
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_config.json records the same
-    if not cfg.dataset:
+    if sidecar is not None:
+        write_json(out / SIDECAR, sidecar)
+    elif not cfg.dataset:
         write_json(out / SIDECAR, policy_sidecar())
     elif cfg.init_model and (Path(cfg.init_model) / SIDECAR).is_file():
         shutil.copy(Path(cfg.init_model) / SIDECAR, out / SIDECAR)
 
 
-def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
+def _train(cfg: SFTArgs, out: Path, handler: logging.Handler, task: SFTTask) -> Path:
     """Build the chats and the model, train, evaluate on the validation chats, save the folder and its config."""
     import torch
     from datasets import Dataset
@@ -154,6 +171,7 @@ def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
         torch.set_num_threads(cfg.threads)
     started = time.time()
     train_rows, eval_rows, data_info = training_rows(cfg)
+    train_rows, eval_rows = task.view_rows(train_rows), task.view_rows(eval_rows)
     tokenizer, model = load_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
@@ -177,11 +195,11 @@ def _train(cfg: SFTArgs, out: Path, handler: logging.Handler) -> Path:
     metrics = dict(result.metrics)
     if eval_rows:
         metrics.update(trainer.evaluate())
-    _save_folder(cfg, out, trainer, tokenizer)
+    _save_folder(cfg, out, trainer, tokenizer, task.sidecar)
     write_json(
         out / "training_config.json",
         {
-            "command": "ponder train sft",
+            "command": task.command,
             "args": dataclasses.asdict(cfg),
             "data": data_info,
             "parameters": n_params,

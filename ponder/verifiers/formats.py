@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ponder.core.reasoning import THINK_OPEN
+
+# How a verifier model sees numbers: as written, or every digit run reversed (least significant digit first).
+NUMBER_ORDERS = ("as_written", "reversed")
+_DIGITS = re.compile(r"\d+")
+
+
+def reverse_digits(text: str) -> str:
+    """Every run of digits written backwards: ``467+914=1381`` -> ``764+419=1831`` (carries become local)."""
+    return _DIGITS.sub(lambda m: m.group()[::-1], text)
+
+
+def number_view(order: str) -> Callable[[str], str]:
+    """The text transform of a number order (the one used both to train a verifier and to serve it)."""
+    if order not in NUMBER_ORDERS:
+        raise ValueError(f"unknown number order {order!r}; valid: {', '.join(NUMBER_ORDERS)}")
+    return reverse_digits if order == "reversed" else str
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[dict]) -> str:

@@ -3,7 +3,8 @@
 Grammar (one spec per ``--verifier``)::
 
     prm=models/prm                      a model folder; kind from its ponder.json or config.json architectures
-    orm=models/orm:orm                  or a kind: orm, prm, prm-step-tag (Math-Shepherd), prm-qwen (Qwen2.5-Math-PRM)
+    orm=models/orm:orm                  or a kind: orm, prm, prm-generative (ponder train genprm), prm-step-tag
+                                        (Math-Shepherd), prm-qwen (Qwen2.5-Math-PRM)
     prm=models/prm:prm,agg=last,device=cpu   options after the kind: agg (PRM step aggregation), device
     safety=policy.yaml                  a .yaml / .yml / .json file is a content policy (kind policy)
     rule=math_rule   calc=calculator   judge=llm_judge    the built-ins; a bare built-in name names itself
@@ -28,7 +29,7 @@ from ponder.verifiers.hf import VerifierLoadError, check_model_folder, read_json
 
 log = logging.getLogger("ponder.verifiers")
 
-MODEL_KINDS = ("orm", "prm", "prm-step-tag", "prm-qwen")
+MODEL_KINDS = ("orm", "prm", "prm-generative", "prm-step-tag", "prm-qwen")
 BUILTINS = ("math_rule", "calculator", "llm_judge")
 ENSEMBLES = ("ensemble", "ensemble-raw")
 KINDS = (*MODEL_KINDS, "policy", *BUILTINS, *ENSEMBLES)
@@ -185,7 +186,9 @@ def detect_kind(path: str | Path) -> str:
     if kind == "orm":
         return "orm"
     if kind == "prm":
-        return {"step_tag": "prm-step-tag", "qwen": "prm-qwen"}.get(sidecar.get("format"), "prm")
+        return {"step_tag": "prm-step-tag", "qwen": "prm-qwen", "generative": "prm-generative"}.get(
+            sidecar.get("format"), "prm"
+        )
     if kind is not None:
         raise VerifierLoadError(f"{folder}: ponder.json has kind {kind!r}; a verifier folder has kind orm or prm")
     architectures = [str(a) for a in read_json(folder / "config.json").get("architectures") or []]
@@ -252,6 +255,12 @@ def load_verifier(
         from ponder.verifiers.orm import OutcomeRewardModel
 
         return OutcomeRewardModel(spec.source, name=spec.name, device=spec.options.get("device"))
+    if kind == "prm-generative":
+        from ponder.verifiers.generative_prm import GenerativePRM
+
+        return GenerativePRM(
+            spec.source, name=spec.name, aggregation=spec.options.get("agg", "min"), device=spec.options.get("device")
+        )
     if kind in _PRM_FORMAT:
         from ponder.verifiers.prm import ProcessRewardModel
 

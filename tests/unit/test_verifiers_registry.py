@@ -51,7 +51,10 @@ def test_parse_spec_grammar(tmp_path) -> None:
         ),
         ("9x=models/prm", "invalid name '9x'"),
         ("prm=", "nothing after '='"),
-        ("prm=models/prm:reward", "unknown kind 'reward'; valid kinds: orm, prm, prm-step-tag, prm-qwen, policy"),
+        (
+            "prm=models/prm:reward",
+            "unknown kind 'reward'; valid kinds: orm, prm, prm-generative, prm-step-tag, prm-qwen, policy",
+        ),
         ("prm=models/prm:math_rule", "unknown kind 'math_rule'"),
         ("prm=models/prm:prm,agg=max", "unknown aggregation 'max'; valid: min, prod, last, mean"),
         ("prm=models/prm:prm,temperature=1", "bad option 'temperature=1' for kind prm; valid options: agg=VALUE"),

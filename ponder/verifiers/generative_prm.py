@@ -1,0 +1,129 @@
+"""Generative PRM: a causal LM that scores each step by the likelihood it gives the step as written."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from pathlib import Path
+
+from ponder.core.aggregate import aggregate, check_aggregation
+from ponder.core.reasoning import THINK_TAGS
+from ponder.verifiers.base import Problem, problem_messages, split_steps
+from ponder.verifiers.formats import NUMBER_ORDERS, number_view, render_prompt
+from ponder.verifiers.hf import (
+    MicroBatcher,
+    VerifierLoadError,
+    check_model_folder,
+    length_chunks,
+    load_model,
+    load_tokenizer,
+    model_max_len,
+    pad_batch,
+    pick_device,
+    read_sidecar,
+)
+
+
+class GenerativePRM:
+    """A step verifier that writes the solution itself and asks how likely each written step is.
+
+    The model is a causal LM trained on gold traces (``ponder train genprm``). It reads the question and the steps
+    so far as text, in its own view of the numbers (``number_order``: ``reversed`` writes every number least
+    significant digit first, which makes carries local for a small model), and a step's score is the probability
+    it gives that step and its separator: near 1 for a step it would write, near 0 for a wrong operand, a skipped
+    term, a number copied wrong from the question, or a result off in one digit (Zhang et al. 2024, "Generative
+    Verifiers"). ``score()`` aggregates the step scores (``aggregation``, default ``min``).
+    """
+
+    step_level = True
+    kind = "prm"
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        name: str = "prm",
+        aggregation: str = "min",
+        device: str | None = None,
+        max_batch_tokens: int = 16384,
+    ) -> None:
+        import torch
+
+        self.name = name
+        self.folder = check_model_folder(folder)
+        self.source = str(self.folder)
+        sidecar = read_sidecar(self.folder)
+        if sidecar.get("kind", "prm") != "prm" or sidecar.get("format", "generative") != "generative":
+            raise VerifierLoadError(f"{self.folder}: ponder.json does not describe a generative PRM")
+        self.number_order = sidecar.get("number_order", "as_written")
+        if self.number_order not in NUMBER_ORDERS:
+            raise VerifierLoadError(
+                f"{self.folder}: unknown number_order {self.number_order!r}; valid: {', '.join(NUMBER_ORDERS)}"
+            )
+        self.separator: str = sidecar.get("step_separator", "\n")
+        self.think_tags: tuple[str, str] = tuple(sidecar.get("think_tags") or THINK_TAGS)  # type: ignore[assignment]
+        self.aggregation = check_aggregation(aggregation)
+        self.device = pick_device(device)
+        self.tokenizer = load_tokenizer(self.folder)
+        self.model = load_model(self.folder, "AutoModelForCausalLM", self.device)
+        self.max_len = model_max_len(self.model, self.tokenizer)
+        self.max_batch_tokens = max_batch_tokens
+        self._torch = torch
+        self._batcher = MicroBatcher(self._forward, name=f"genprm-{name}")
+
+    def features(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
+        """Input ids and, per step, the half-open token range [start, end) of the step and its separator."""
+        view = number_view(self.number_order)
+        messages = [{**m, "content": view(m["content"])} for m in problem_messages(problem)]
+        prompt = render_prompt(self.tokenizer, messages) + self.think_tags[0]
+        bounds, cursor, text = [], len(prompt), prompt
+        for step in steps:
+            piece = view(step) + self.separator
+            bounds.append((cursor, cursor + len(piece)))
+            cursor += len(piece)
+            text += piece
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [s for s, _ in enc["offset_mapping"]]
+        spans = [(bisect_left(starts, lo), bisect_left(starts, hi)) for lo, hi in bounds]
+        return list(enc["input_ids"]), spans
+
+    def _forward(self, items: list[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
+        torch = self._torch
+        rows, spans = [], []
+        for problem, steps in items:
+            ids, sp = self.features(problem, steps)
+            cut = max(0, len(ids) - self.max_len)
+            rows.append(ids[cut:])
+            spans.append([(max(1, a - cut), max(1, b - cut)) for a, b in sp])  # token 0 has no prediction
+        out: list[list[float]] = [[] for _ in items]
+        todo = [i for i, sp in enumerate(spans) if sp]
+        with torch.inference_mode():
+            for chunk in length_chunks([len(rows[i]) for i in todo], self.max_batch_tokens):
+                chunk = [todo[c] for c in chunk]
+                ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.device)
+                logprobs = self.model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+                for row, i in enumerate(chunk):
+                    # the logprob of token t is read at position t - 1
+                    taken = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
+                    out[i] = [math.exp(float(taken[a - 1 : b - 1].sum())) for a, b in spans[i]]
+        return out
+
+    async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        """One score in [0, 1] per step per solution: the probability of the step as written."""
+        return await self._batcher.run([(problem, list(steps)) for steps in solutions])
+
+    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
+        """The aggregated step scores of each answer; ``reference`` is not used."""
+        per_step = await self.score_steps(problem, [self.steps(a) for a in answers])
+        return [aggregate(scores, self.aggregation) for scores in per_step]
+
+    def steps(self, answer: str) -> list[str]:
+        """The steps this PRM sees in a completion."""
+        return split_steps(answer, self.separator, self.think_tags)
+
+    async def aclose(self) -> None:
+        self._batcher.close()
+
+    def __repr__(self) -> str:
+        return f"GenerativePRM(name={self.name!r}, folder={self.source!r}, number_order={self.number_order!r})"

@@ -1,0 +1,77 @@
+"""``ponder train genprm`` end to end for a few steps, then served as a step verifier: what it scores is right."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ponder.cli.main import main as ponder
+from ponder.tasks import generate_problems, gold_steps
+from ponder.verifiers.formats import render_prompt, reverse_digits
+from ponder.verifiers.generative_prm import GenerativePRM
+from ponder.verifiers.registry import VerifierSet, detect_kind, parse_spec
+
+FEW_STEPS = ["--train-size", "64", "--eval-size", "8", "--hidden-size", "64", "--num-layers", "1"]
+FEW_STEPS += ["--intermediate-size", "128", "--max-steps", "3", "--batch-size", "8", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def genprm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("genprm")
+    assert ponder(["train", "genprm", "--output-dir", str(out), "--overwrite", *FEW_STEPS]) == 0
+    return out
+
+
+def test_the_folder_says_it_is_a_generative_prm(genprm: Path) -> None:
+    sidecar = json.loads((genprm / "ponder.json").read_text())
+    assert (sidecar["kind"], sidecar["format"], sidecar["number_order"]) == ("prm", "generative", "reversed")
+    assert detect_kind(genprm) == "prm-generative"
+    config = json.loads((genprm / "training_config.json").read_text())
+    assert config["command"] == "ponder train genprm" and config["steps"] == 3
+
+
+def _reference_step_probability(folder: Path, messages: list[dict], steps: list[str], index: int) -> float:
+    """The probability of step ``index`` computed the long way: two texts, two forward passes, a difference."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    view = [{**m, "content": reverse_digits(m["content"])} for m in messages]
+    head = render_prompt(tokenizer, view) + "<think>" + "".join(reverse_digits(s) + "\n" for s in steps[:index])
+    text = head + reverse_digits(steps[index]) + "\n"
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    n_head = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+    with torch.inference_mode():
+        logprobs = model(input_ids=ids).logits.log_softmax(-1)[0]
+    return math.exp(sum(float(logprobs[t - 1, ids[0, t]]) for t in range(n_head, ids.shape[1])))
+
+
+async def test_a_step_scores_the_probability_of_the_step_as_written(genprm: Path) -> None:
+    problem = generate_problems("test", 1, [3])[0]
+    steps = gold_steps(problem)
+    verifier = GenerativePRM(genprm, device="cpu")
+    try:
+        (scores,) = await verifier.score_steps(problem.prompt_messages(), [steps])
+        assert len(scores) == len(steps)
+        for i, score in enumerate(scores):
+            expected = _reference_step_probability(genprm, problem.prompt_messages(), steps, i)
+            assert score == pytest.approx(expected, rel=1e-3)
+        whole = await verifier.score(problem.prompt_messages(), ["<think>" + "\n".join(steps) + "\n</think>1"])
+        assert whole == [pytest.approx(min(scores))]
+    finally:
+        await verifier.aclose()
+
+
+async def test_served_by_name_as_a_step_verifier(genprm: Path) -> None:
+    vset = VerifierSet.from_specs([parse_spec(f"judge={genprm}:prm-generative,agg=last")], engine=None)
+    try:
+        verifier = vset.get("judge")
+        assert verifier.step_level and isinstance(verifier, GenerativePRM) and verifier.aggregation == "last"
+        (scores,) = await verifier.score_steps("What is 2 + 3?", [["2+3=5"]])
+        assert 0.0 < scores[0] <= 1.0
+    finally:
+        await vset.aclose()
