@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ponder.core.aggregate import aggregate
 from ponder.verifiers.formats import orm_text, prm_features, render_prompt
 
 STEP_SEPARATOR = "\n"
@@ -174,13 +175,6 @@ def orm_report(records: Sequence[dict[str, Any]], scores: Sequence[float]) -> di
     }
 
 
-def aggregate(step_scores: Sequence[float], how: str) -> float:
-    """One score per solution from its step scores: ``min`` or ``last``; a solution without steps scores 0."""
-    if not step_scores:
-        return 0.0
-    return min(step_scores) if how == "min" else step_scores[-1]
-
-
 def prm_report(records: Sequence[dict[str, Any]], step_scores: Sequence[Sequence[float]]) -> dict[str, Any]:
     """PRM metrics against the exact step labels, and best-of-k selection with min and last aggregation."""
     flat = [
@@ -218,8 +212,19 @@ def measure_verifier(folder: str | Path, records: Sequence[dict[str, Any]], kind
     if kind == "orm":
         model = AutoModelForSequenceClassification.from_pretrained(folder)
         return orm_report(records, orm_scores(model, tokenizer, records))
+    if json.loads((Path(folder) / "ponder.json").read_text()).get("format") == "generative":
+        return prm_report(records, generative_step_scores(folder, records))
     model = AutoModelForTokenClassification.from_pretrained(folder)
     return prm_report(records, prm_step_scores(model, tokenizer, records))
+
+
+def generative_step_scores(folder: str | Path, records: Sequence[dict[str, Any]]) -> list[list[float]]:
+    """A generative PRM's step scores, exactly as serving computes them."""
+    from ponder.verifiers.generative_prm import GenerativePRM
+
+    verifier = GenerativePRM(folder, device="cpu")
+    items = [(r["messages"], r["steps"]) for r in records]
+    return [row for batch in _batches(len(items), 256) for row in verifier.score_batch([items[i] for i in batch])]
 
 
 # ------------------------------------------------------------------------------------------------ model cards

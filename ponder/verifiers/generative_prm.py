@@ -70,7 +70,7 @@ class GenerativePRM:
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
-        self._batcher = MicroBatcher(self._forward, name=f"genprm-{name}")
+        self._batcher = MicroBatcher(self.score_batch, name=f"genprm-{name}")
 
     def features(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
         """Input ids and, per step, the half-open token range [start, end) of the step and its separator."""
@@ -88,7 +88,8 @@ class GenerativePRM:
         spans = [(bisect_left(starts, lo), bisect_left(starts, hi)) for lo, hi in bounds]
         return list(enc["input_ids"]), spans
 
-    def _forward(self, items: list[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
+    def score_batch(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
+        """Step scores of (problem, steps) items, synchronously, in padded chunks (what the batcher runs)."""
         torch = self._torch
         rows, spans = [], []
         for problem, steps in items:
