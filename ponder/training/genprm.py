@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.tasks import ANSWER_FORMAT, STEP_SEPARATOR
+from ponder.training.config_args import to_cli_flags
 from ponder.training.genprm_config import GenPRMArgs
 from ponder.training.sft import SFTTask, train_sft
 from ponder.verifiers.formats import number_view
@@ -27,5 +28,9 @@ def genprm_sidecar(cfg: GenPRMArgs) -> dict[str, Any]:
 
 def train_genprm(cfg: GenPRMArgs) -> Path:
     """Train the causal LM on the chats seen through ``number_order``; save it with its verifier sidecar."""
-    task = SFTTask(view=number_view(cfg.number_order), sidecar=genprm_sidecar(cfg), command="ponder train genprm")
+    task = SFTTask(
+        view=number_view(cfg.number_order),
+        sidecar=genprm_sidecar(cfg),
+        command="ponder train genprm " + " ".join(to_cli_flags(cfg)),
+    )
     return train_sft(cfg, task)

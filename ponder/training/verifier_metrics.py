@@ -175,6 +175,10 @@ def orm_report(records: Sequence[dict[str, Any]], scores: Sequence[float]) -> di
     }
 
 
+def _share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
 def prm_report(records: Sequence[dict[str, Any]], step_scores: Sequence[Sequence[float]]) -> dict[str, Any]:
     """PRM metrics against the exact step labels, and best-of-k selection with min and last aggregation."""
     flat = [
@@ -192,7 +196,10 @@ def prm_report(records: Sequence[dict[str, Any]], step_scores: Sequence[Sequence
         "steps": steps,
         "step_accuracy": hits / steps if steps else None,
         "step_auroc": auroc([s for s, _ in flat], [y for _, y in flat]),
-        "good_step_rate": sum(y for _, y in flat) / steps if steps else None,
+        "good_step_rate": sum(y for _, y in flat) / steps if steps else None,  # the policy's own step accuracy
+        # of the steps the policy got wrong, the share the PRM scores below 0.5 (and of the right ones, above)
+        "wrong_step_recall": _share([s < 0.5 for s, y in flat if not y]),
+        "right_step_recall": _share([s >= 0.5 for s, y in flat if y]),
         "first_error_found": sum(first_bad) / len(first_bad) if first_bad else None,
         "auroc_correct_min": auroc([aggregate(ss, "min") for ss in step_scores], [bool(r["correct"]) for r in records]),
         "pairwise_accuracy_min": pairwise_accuracy(records, [aggregate(ss, "min") for ss in step_scores])[

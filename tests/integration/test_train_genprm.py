@@ -30,7 +30,7 @@ def test_the_folder_says_it_is_a_generative_prm(genprm: Path) -> None:
     assert (sidecar["kind"], sidecar["format"], sidecar["number_order"]) == ("prm", "generative", "reversed")
     assert detect_kind(genprm) == "prm-generative"
     config = json.loads((genprm / "training_config.json").read_text())
-    assert config["command"] == "ponder train genprm" and config["steps"] == 3
+    assert config["command"].startswith("ponder train genprm --output-dir") and config["steps"] == 3
 
 
 def _reference_step_probability(folder: Path, messages: list[dict], steps: list[str], index: int) -> float:
@@ -75,3 +75,24 @@ async def test_served_by_name_as_a_step_verifier(genprm: Path) -> None:
         assert 0.0 < scores[0] <= 1.0
     finally:
         await vset.aclose()
+
+
+def test_measured_on_graded_samples_and_carded(genprm: Path) -> None:
+    from ponder.training.genprm_card import measure, render_card
+    from ponder.training.samples import sample_record
+
+    problems = generate_problems("validation", 4, [2])
+    samples = []
+    for problem in problems:
+        steps = gold_steps(problem)
+        samples.append(
+            sample_record(problem, "<think>" + "".join(s + "\n" for s in steps) + "</think>" + problem.answer)
+        )
+        samples.append(sample_record(problem, "<think>1+1=3\n</think>3"))
+    data = {"policy": "gold", "split": "validation", "problems": 4, "k": 2, "temperature": 0.0}
+    report = measure(genprm, samples, data)
+    assert report["steps"] == sum(len(s["steps"]) for s in samples)
+    assert report["baselines"]["pass@2"] == 1.0 and report["baselines"]["mean_sample_acc"] == 0.5
+    assert json.loads((genprm / "eval.json").read_text())["steps"] == report["steps"]
+    card = render_card(genprm, report)
+    assert "ponder train genprm --output-dir" in card and "| steps judged |" in card
