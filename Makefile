@@ -38,14 +38,15 @@ lint: install
 # OMP_WAIT_POLICY=PASSIVE keeps torch's two threads from spinning when other work shares the cores.
 POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
-# The verifiers learn from the policy's own samples, drawn through the vLLM engine and cached in build/samples/
-# under a hash of the policy's weights (ORM: 800 train problems x 8, ~1 min; PRM: 2400 x 8, ~3 min), and are
-# measured on 200 validation problems x 16 samples (~1 min, shared). Training on 2 shared CPU cores: the ORM
-# (Bradley-Terry via TRL's RewardTrainer plus 4 corrupted gold traces per problem, 864 steps, 1 thread) took
-# 8 min, the PRM (exact step labels, 375 steps) 5 min.
+# The ORM learns from the policy's own samples, drawn through the vLLM engine and cached in build/samples/ under a
+# hash of the policy's weights (800 train problems x 8, ~1 min), and is measured on 200 validation problems x 16
+# samples (~1 min): Bradley-Terry via TRL's RewardTrainer plus 4 corrupted gold traces per problem, 864 steps,
+# 8 min on 1 thread. The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with
+# every number least significant digit first, 9000 steps, 47 min on 2 threads; then measured on the same 200 x 16
+# validation samples as the ORM.
 ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --hard-negatives 4 --epochs 3 --seed 0 --threads 1
-PRM_FLAGS := --labels exact --train-problems 2400 --samples build/samples/train-2400.jsonl --epochs 1 \
-	--batch-size 32 --learning-rate 1e-3 --seed 0 --threads 1
+PRM_FLAGS := --train-size 96000 --epochs 3 --eval-size 200 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
+	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
 models: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --output-dir ponder/models/policy --overwrite $(POLICY_FLAGS)
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 \
@@ -54,7 +55,9 @@ models: install
 		--out ponder/models/policy/eval_vllm.json
 	$(PY) -m ponder.training.model_card ponder/models/policy
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir ponder/models/orm --overwrite $(ORM_FLAGS)
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train prm --output-dir ponder/models/prm --overwrite $(PRM_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train genprm --output-dir ponder/models/prm --overwrite $(PRM_FLAGS)
+	$(PY) -m ponder.training.genprm_card ponder/models/prm --count 200 --k 16 --temperature 0.8 \
+		--cache build/samples/validation-200x16.jsonl
 
 bench-overhead: install
 	$(VENV)/bin/ponder bench overhead --out docs/results/overhead.md

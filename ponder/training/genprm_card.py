@@ -78,8 +78,8 @@ def render_card(folder: Path, report: dict[str, Any] | None) -> str:
         "## Training",
         "",
         f"{train['steps']} steps of TRL's `SFTTrainer` on {train['data'].get('train', {}).get('count', '?')} generated "
-        f"problems, levels round-robin over `{args['levels']}`; final train loss {final.get('train_loss', 0):.4f}, "
-        f"validation loss {final.get('eval_loss', 0):.4f}; {train['seconds']['total'] / 60:.1f} min on "
+        f"problems, levels round-robin over `{args['levels']}`; mean training loss {final.get('train_loss', 0):.4f}, "
+        f"final validation loss {final.get('eval_loss', 0):.4f}; {train['seconds']['total'] / 60:.1f} min on "
         f"{train['threads']} CPU threads.",
         "",
         "```",

@@ -410,7 +410,8 @@ def default_verifiers(models_dir: str | Path, *, engine: Any = None, skip: Itera
         folder = root / kind
         if kind in skipped or not (folder / "config.json").is_file():
             continue
-        vset.add(load_verifier(VerifierSpec(kind, str(folder), kind), engine=engine))
+        # the folder says what it is (a generative PRM, a token classifier, ...); the name stays the served one
+        vset.add(load_verifier(VerifierSpec(kind, str(folder), detect_kind(folder)), engine=engine))
         log.info("loaded verifier %s from %s", kind, folder)
     for builtin in ("math_rule", "calculator"):
         if builtin not in skipped:
