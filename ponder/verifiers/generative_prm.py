@@ -89,26 +89,68 @@ class GenerativePRM:
         return list(enc["input_ids"]), spans
 
     def score_batch(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
-        """Step scores of (problem, steps) items, synchronously, in padded chunks (what the batcher runs)."""
-        torch = self._torch
-        rows, spans = [], []
-        for problem, steps in items:
-            ids, sp = self.features(problem, steps)
-            cut = max(0, len(ids) - self.max_len)
-            rows.append(ids[cut:])
-            spans.append([(max(1, a - cut), max(1, b - cut)) for a, b in sp])  # token 0 has no prediction
+        """Step scores of (problem, steps) items, synchronously (what the batcher runs).
+
+        The candidates of one request share their question: its tokens go through the model once and every
+        candidate continues from that cache, so a best-of-N pays for the prompt once, not N times.
+        """
+        feats = [self.features(problem, steps) for problem, steps in items]
         out: list[list[float]] = [[] for _ in items]
-        todo = [i for i, sp in enumerate(spans) if sp]
-        with torch.inference_mode():
-            for chunk in length_chunks([len(rows[i]) for i in todo], self.max_batch_tokens):
-                chunk = [todo[c] for c in chunk]
-                ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.device)
-                logprobs = self.model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-                for row, i in enumerate(chunk):
-                    # the logprob of token t is read at position t - 1
-                    taken = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
-                    out[i] = [math.exp(float(taken[a - 1 : b - 1].sum())) for a, b in spans[i]]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        alone: list[int] = []
+        for i, (ids, spans) in enumerate(feats):
+            if spans and len(ids) <= self.max_len:
+                groups.setdefault(tuple(ids[: spans[0][0]]), []).append(i)
+            elif spans:
+                alone.append(i)
+        with self._torch.inference_mode():
+            for prompt, members in groups.items():
+                if len(members) > 1 and prompt:
+                    self._score_shared(list(prompt), members, feats, out)
+                else:
+                    alone.extend(members)
+            self._score_alone(alone, feats, out)
         return out
+
+    def _score_shared(self, prompt: list[int], members: list[int], feats: list, out: list[list[float]]) -> None:
+        """Score ``members``, which all start with ``prompt``, continuing one forward pass of the prompt."""
+        import copy
+
+        torch, n = self._torch, len(prompt)
+        head = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
+        first = head.logits[0, -1].float().log_softmax(-1)  # predicts the first token after the prompt
+        for chunk in length_chunks([len(feats[i][0]) - n for i in members], self.max_batch_tokens):
+            chunk = [members[c] for c in chunk]
+            ids, mask = pad_batch([feats[i][0][n:] for i in chunk], self.tokenizer.pad_token_id, self.device)
+            cache = copy.deepcopy(head.past_key_values)
+            cache.batch_repeat_interleave(len(chunk))
+            full_mask = torch.cat([torch.ones(len(chunk), n, dtype=mask.dtype, device=self.device), mask], dim=1)
+            positions = torch.arange(n, n + ids.shape[1], device=self.device).expand(len(chunk), -1)
+            logits = self.model(
+                input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=positions
+            ).logits
+            logprobs = logits.float().log_softmax(-1)
+            for row, i in enumerate(chunk):
+                rest = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
+                taken = torch.cat([first[ids[row, :1]], rest])  # token j of the tail, for j = 0, 1, ...
+                out[i] = [math.exp(float(taken[a - n : b - n].sum())) for a, b in feats[i][1]]
+
+    def _score_alone(self, todo: list[int], feats: list, out: list[list[float]]) -> None:
+        """Score items one padded row each (a lone candidate, or one longer than the context, cut from the left)."""
+        rows, spans = {}, {}
+        for i in todo:
+            ids, sp = feats[i]
+            cut = max(0, len(ids) - self.max_len)
+            rows[i] = ids[cut:]
+            spans[i] = [(max(1, a - cut), max(1, b - cut)) for a, b in sp]  # token 0 has no prediction
+        for chunk in length_chunks([len(rows[i]) for i in todo], self.max_batch_tokens):
+            chunk = [todo[c] for c in chunk]
+            ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.device)
+            logprobs = self.model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            for row, i in enumerate(chunk):
+                # the logprob of token t is read at position t - 1
+                taken = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
+                out[i] = [math.exp(float(taken[a - 1 : b - 1].sum())) for a, b in spans[i]]
 
     async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         """One score in [0, 1] per step per solution: the probability of the step as written."""

@@ -96,3 +96,19 @@ def test_measured_on_graded_samples_and_carded(genprm: Path) -> None:
     assert json.loads((genprm / "eval.json").read_text())["steps"] == report["steps"]
     card = render_card(genprm, report)
     assert "ponder train genprm --output-dir" in card and "| steps judged |" in card
+
+
+async def test_candidates_of_one_question_score_as_they_would_alone(genprm: Path) -> None:
+    """Scored together, the candidates share one pass over the question; each score equals its score alone."""
+    problem = generate_problems("test", 3, [3])[2]
+    steps = gold_steps(problem)
+    solutions = [steps, [*steps[:1], "1+1=3"], ["9-9=0", *steps]]
+    verifier = GenerativePRM(genprm, device="cpu")
+    try:
+        together = await verifier.score_steps(problem.prompt_messages(), solutions)
+        alone = [(await verifier.score_steps(problem.prompt_messages(), [s]))[0] for s in solutions]
+        assert [len(s) for s in together] == [len(s) for s in solutions]
+        for a, b in zip(together, alone, strict=True):
+            assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
+    finally:
+        await verifier.aclose()
