@@ -15,7 +15,6 @@ from ponder.tasks.traces import ANSWER_FORMAT, STEP_SEPARATOR, THINK_CLOSE, THIN
 
 log = logging.getLogger("ponder.train")
 
-SIDECAR = "ponder.json"
 ROLES = ("system", "user", "assistant")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ponder.tasks import ANSWER_FORMAT, STEP_SEPARATOR
+from ponder.training.common import arithmetic_sidecar
 from ponder.training.config_args import to_cli_flags
 from ponder.training.genprm_config import GenPRMArgs
 from ponder.training.sft import SFTTask, train_sft
@@ -14,16 +14,7 @@ from ponder.verifiers.formats import number_view
 
 def genprm_sidecar(cfg: GenPRMArgs) -> dict[str, Any]:
     """The ``ponder.json`` that makes the server load the folder as a generative step verifier."""
-    from ponder.core.reasoning import THINK_TAGS
-
-    return {
-        "kind": "prm",
-        "format": "generative",
-        "number_order": cfg.number_order,
-        "step_separator": STEP_SEPARATOR,
-        "answer_format": ANSWER_FORMAT,
-        "think_tags": list(THINK_TAGS),
-    }
+    return {"kind": "prm", "format": "generative", "number_order": cfg.number_order, **arithmetic_sidecar()}
 
 
 def train_genprm(cfg: GenPRMArgs) -> Path:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ponder.core.sidecar import read_sidecar
 from ponder.training.common import write_json
 
 
@@ -56,7 +57,7 @@ def _measured(report: dict[str, Any]) -> list[str]:
 def render_card(folder: Path, report: dict[str, Any] | None) -> str:
     """The model card: what it is, its input, how it was trained and reproduced, what it measured."""
     train = json.loads((folder / "training_config.json").read_text())
-    sidecar = json.loads((folder / "ponder.json").read_text())
+    sidecar = read_sidecar(folder).as_dict()
     args, final = train["args"], train.get("metrics", {})
     lines = [
         "# Generative process reward model",

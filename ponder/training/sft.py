@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ponder.core.sidecar import SIDECAR
 from ponder.tasks import SPLITS, check_levels, check_tasks, generate_problems, sft_messages
 from ponder.training.common import (
-    SIDECAR,
     TrainingInputError,
     check_messages,
     check_model_dir,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.core.aggregate import aggregate
+from ponder.core.sidecar import read_sidecar
 from ponder.verifiers.formats import orm_text, prm_features, render_prompt
 
 STEP_SEPARATOR = "\n"
@@ -219,7 +220,7 @@ def measure_verifier(folder: str | Path, records: Sequence[dict[str, Any]], kind
     if kind == "orm":
         model = AutoModelForSequenceClassification.from_pretrained(folder)
         return orm_report(records, orm_scores(model, tokenizer, records))
-    if json.loads((Path(folder) / "ponder.json").read_text()).get("format") == "generative":
+    if read_sidecar(folder).format == "generative":
         return prm_report(records, generative_step_scores(folder, records))
     model = AutoModelForTokenClassification.from_pretrained(folder)
     return prm_report(records, prm_step_scores(model, tokenizer, records))

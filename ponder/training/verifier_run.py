@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ponder.training.common import SIDECAR, log_callback, training_run, versions, write_json
+from ponder.core.sidecar import SIDECAR
+from ponder.training.common import log_callback, training_run, versions, write_json
 from ponder.training.config_args import to_cli_flags
 from ponder.training.rm_config import VerifierArgs
 from ponder.training.verifier_common import eval_records, load_verifier, orm_sidecar, prm_sidecar, samples_info

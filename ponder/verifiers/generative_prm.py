@@ -7,11 +7,12 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
 
-from ponder.core.aggregate import aggregate, check_aggregation
+from ponder.core.aggregate import check_aggregation
 from ponder.core.reasoning import THINK_TAGS
-from ponder.verifiers.base import Problem, problem_messages, split_steps
-from ponder.verifiers.formats import NUMBER_ORDERS, number_view, render_prompt
+from ponder.verifiers.base import Problem, problem_messages
+from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
+    BatchedStepVerifier,
     MicroBatcher,
     VerifierLoadError,
     check_model_folder,
@@ -25,7 +26,7 @@ from ponder.verifiers.hf import (
 )
 
 
-class GenerativePRM:
+class GenerativePRM(BatchedStepVerifier):
     """A step verifier that writes the solution itself and asks how likely each written step is.
 
     The model is a causal LM trained on gold traces (``ponder train genprm``). It reads the question and the steps
@@ -36,7 +37,6 @@ class GenerativePRM:
     Verifiers"). ``score()`` aggregates the step scores (``aggregation``, default ``min``).
     """
 
-    step_level = True
     kind = "prm"
 
     def __init__(
@@ -57,10 +57,10 @@ class GenerativePRM:
         if sidecar.get("kind", "prm") != "prm" or sidecar.get("format", "generative") != "generative":
             raise VerifierLoadError(f"{self.folder}: ponder.json does not describe a generative PRM")
         self.number_order = sidecar.get("number_order", "as_written")
-        if self.number_order not in NUMBER_ORDERS:
-            raise VerifierLoadError(
-                f"{self.folder}: unknown number_order {self.number_order!r}; valid: {', '.join(NUMBER_ORDERS)}"
-            )
+        try:
+            self._view = number_view(self.number_order)
+        except ValueError as exc:
+            raise VerifierLoadError(f"{self.folder}: {exc}") from None
         self.separator: str = sidecar.get("step_separator", "\n")
         self.think_tags: tuple[str, str] = tuple(sidecar.get("think_tags") or THINK_TAGS)  # type: ignore[assignment]
         self.aggregation = check_aggregation(aggregation)
@@ -74,7 +74,7 @@ class GenerativePRM:
 
     def features(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
         """Input ids and, per step, the half-open token range [start, end) of the step and its separator."""
-        view = number_view(self.number_order)
+        view = self._view
         messages = [{**m, "content": view(m["content"])} for m in problem_messages(problem)]
         prompt = render_prompt(self.tokenizer, messages) + self.think_tags[0]
         bounds, cursor, text = [], len(prompt), prompt
@@ -151,22 +151,6 @@ class GenerativePRM:
                 # the logprob of token t is read at position t - 1
                 taken = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
                 out[i] = [math.exp(float(taken[a - 1 : b - 1].sum())) for a, b in spans[i]]
-
-    async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
-        """One score in [0, 1] per step per solution: the probability of the step as written."""
-        return await self._batcher.run([(problem, list(steps)) for steps in solutions])
-
-    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
-        """The aggregated step scores of each answer; ``reference`` is not used."""
-        per_step = await self.score_steps(problem, [self.steps(a) for a in answers])
-        return [aggregate(scores, self.aggregation) for scores in per_step]
-
-    def steps(self, answer: str) -> list[str]:
-        """The steps this PRM sees in a completion."""
-        return split_steps(answer, self.separator, self.think_tags)
-
-    async def aclose(self) -> None:
-        self._batcher.close()
 
     def __repr__(self) -> str:
         return f"GenerativePRM(name={self.name!r}, folder={self.source!r}, number_order={self.number_order!r})"

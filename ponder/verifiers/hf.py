@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ponder.core import sidecar as core_sidecar
+from ponder.core.aggregate import aggregate
+from ponder.verifiers.base import split_steps
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -136,6 +138,39 @@ def model_max_len(model: Any, tokenizer: Any) -> int:
     limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
     tok_limit = getattr(tokenizer, "model_max_length", None) or 1 << 30
     return int(min(limit, tok_limit if tok_limit < 1 << 30 else limit))
+
+
+class BatchedStepVerifier:
+    """What a model-backed step verifier serves through its :class:`MicroBatcher`: step scores, aggregated scores.
+
+    A subclass sets ``_batcher`` (running its batch scorer), ``separator``, ``think_tags`` and ``aggregation``.
+    """
+
+    step_level = True
+    _batcher: MicroBatcher
+    separator: str
+    think_tags: tuple[str, str]
+    aggregation: str
+
+    async def score_steps(self, problem: Any, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        """One score in [0, 1] per step per solution; steps are given without separators."""
+        return await self._batcher.run([(problem, list(steps)) for steps in solutions])
+
+    async def score(self, problem: Any, answers: Sequence[str], reference: str | None = None) -> list[float]:
+        """The aggregated step scores of each answer; ``reference`` is not used."""
+        per_step = await self.score_steps(problem, [self.steps(answer) for answer in answers])
+        return [aggregate(scores, self.aggregation) for scores in per_step]
+
+    def steps(self, answer: str) -> list[str]:
+        """The steps this verifier sees in a completion."""
+        return split_steps(answer, self.separator, self.think_tags)
+
+    @property
+    def batches_run(self) -> int:
+        return self._batcher.batches
+
+    async def aclose(self) -> None:
+        self._batcher.close()
 
 
 class MicroBatcher:

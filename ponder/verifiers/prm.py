@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ponder.core.aggregate import aggregate, check_aggregation
+from ponder.core.aggregate import check_aggregation
 from ponder.core.reasoning import THINK_TAGS
-from ponder.verifiers.base import Problem, problem_messages, problem_text, split_steps
+from ponder.verifiers.base import Problem, problem_messages, problem_text
 from ponder.verifiers.formats import prm_features, render_prompt
 from ponder.verifiers.hf import (
+    BatchedStepVerifier,
     MicroBatcher,
     VerifierLoadError,
     check_model_folder,
@@ -47,7 +48,7 @@ def token_positions(offsets: Sequence[Sequence[int]], char_ends: Sequence[int]) 
     return positions
 
 
-class ProcessRewardModel:
+class ProcessRewardModel(BatchedStepVerifier):
     """A PRM loaded from a folder; ``format`` comes from ``ponder.json`` unless given.
 
     Formats:
@@ -63,8 +64,6 @@ class ProcessRewardModel:
     aggregates their scores (``aggregation``, default ``min``); an empty answer has no steps and scores 0.0.
     Inputs longer than the model's context are cut from the left; steps that fall off are read at the first token.
     """
-
-    step_level = True
 
     kind = "prm"
 
@@ -176,27 +175,6 @@ class ProcessRewardModel:
                 for row, i in enumerate(chunk):
                     out[i] = [float(v) for v in self._read(logits[row, positions[i]]).tolist()]
         return out
-
-    async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
-        """One score in [0, 1] per step per solution; steps are given without separators."""
-        return await self._batcher.run([(problem, list(steps)) for steps in solutions])
-
-    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
-        """The aggregated step scores of each answer; ``reference`` is not used."""
-        solutions = [self.steps(answer) for answer in answers]
-        per_step = await self.score_steps(problem, solutions)
-        return [aggregate(scores, self.aggregation) for scores in per_step]
-
-    def steps(self, answer: str) -> list[str]:
-        """The steps this PRM sees in a completion."""
-        return split_steps(answer, self.separator, self.think_tags)
-
-    @property
-    def batches_run(self) -> int:
-        return self._batcher.batches
-
-    async def aclose(self) -> None:
-        self._batcher.close()
 
     def __repr__(self) -> str:
         return f"ProcessRewardModel(name={self.name!r}, folder={self.source!r}, format={self.format!r})"

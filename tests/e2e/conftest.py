@@ -130,20 +130,7 @@ def vllm_upstream(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + VLLM_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM upstream exited with {proc.returncode}; log {log}:\n{log.read_text()[-6000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"vLLM upstream not healthy after {VLLM_START_TIMEOUT:.0f}s; log {log}:\n{log.read_text()[-6000:]}"
-                )
-            time.sleep(0.5)
+        wait_healthy(url, proc, log, timeout=VLLM_START_TIMEOUT)
         # The first generation is slow (warm-up); take it here so tests see steady timings.
         model = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["id"]
         httpx.post(
