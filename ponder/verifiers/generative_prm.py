@@ -26,6 +26,16 @@ from ponder.verifiers.hf import (
 )
 
 
+def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares."""
+    n = 0
+    for column in zip(*rows, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
+
+
 class GenerativePRM(BatchedStepVerifier):
     """A step verifier that writes the solution itself and asks how likely each written step is.
 
@@ -91,37 +101,52 @@ class GenerativePRM(BatchedStepVerifier):
     def score_batch(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
         """Step scores of (problem, steps) items, synchronously (what the batcher runs).
 
-        The candidates of one request share their question: its tokens go through the model once and every
-        candidate continues from that cache, so a best-of-N pays for the prompt once, not N times.
+        Work that candidates share is done once: identical candidates are scored once, and the candidates of one
+        request go through the model as one pass over what they all start with (the question, and often the first
+        steps) that every candidate then continues from its cache.
         """
         feats = [self.features(problem, steps) for problem, steps in items]
         out: list[list[float]] = [[] for _ in items]
+        first_of: dict[tuple[int, ...], int] = {}
+        copies: list[tuple[int, int]] = []
         groups: dict[tuple[int, ...], list[int]] = {}
         alone: list[int] = []
         for i, (ids, spans) in enumerate(feats):
-            if spans and len(ids) <= self.max_len:
+            if not spans:
+                continue
+            key = tuple(ids)
+            if key in first_of:
+                copies.append((i, first_of[key]))
+                continue
+            first_of[key] = i
+            if len(ids) <= self.max_len:
                 groups.setdefault(tuple(ids[: spans[0][0]]), []).append(i)
-            elif spans:
+            else:
                 alone.append(i)
         with self._torch.inference_mode():
-            for prompt, members in groups.items():
-                if len(members) > 1 and prompt:
-                    self._score_shared(list(prompt), members, feats, out)
+            for members in groups.values():
+                if len(members) > 1:
+                    self._score_shared(members, feats, out)
                 else:
                     alone.extend(members)
             self._score_alone(alone, feats, out)
+        for i, j in copies:
+            out[i] = list(out[j])
         return out
 
-    def _score_shared(self, prompt: list[int], members: list[int], feats: list, out: list[list[float]]) -> None:
-        """Score ``members``, which all start with ``prompt``, continuing one forward pass of the prompt."""
+    def _score_shared(self, members: list[int], feats: list, out: list[list[float]]) -> None:
+        """Score ``members`` (distinct, same question) continuing one forward pass of their common prefix."""
         import copy
 
-        torch, n = self._torch, len(prompt)
-        head = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
-        first = head.logits[0, -1].float().log_softmax(-1)  # predicts the first token after the prompt
-        for chunk in length_chunks([len(feats[i][0]) - n for i in members], self.max_batch_tokens):
-            chunk = [members[c] for c in chunk]
-            ids, mask = pad_batch([feats[i][0][n:] for i in chunk], self.tokenizer.pad_token_id, self.device)
+        torch = self._torch
+        rows = [feats[i][0] for i in members]
+        # every member keeps at least one token of its own after the shared prefix
+        n = min(common_prefix_len(rows), min(len(r) for r in rows) - 1)
+        head = self.model(input_ids=torch.tensor([rows[0][:n]], device=self.device), use_cache=True)
+        head_lp = head.logits[0].float().log_softmax(-1)  # row t predicts token t + 1
+        shared = head_lp[:-1].gather(-1, torch.tensor(rows[0][1:n], device=self.device)[:, None])[:, 0]
+        for chunk in length_chunks([len(r) - n for r in rows], self.max_batch_tokens):
+            ids, mask = pad_batch([rows[c][n:] for c in chunk], self.tokenizer.pad_token_id, self.device)
             cache = copy.deepcopy(head.past_key_values)
             cache.batch_repeat_interleave(len(chunk))
             full_mask = torch.cat([torch.ones(len(chunk), n, dtype=mask.dtype, device=self.device), mask], dim=1)
@@ -130,10 +155,11 @@ class GenerativePRM(BatchedStepVerifier):
                 input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=positions
             ).logits
             logprobs = logits.float().log_softmax(-1)
-            for row, i in enumerate(chunk):
+            for row, c in enumerate(chunk):
                 rest = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
-                taken = torch.cat([first[ids[row, :1]], rest])  # token j of the tail, for j = 0, 1, ...
-                out[i] = [math.exp(float(taken[a - n : b - n].sum())) for a, b in feats[i][1]]
+                # the logprob of token t (t >= 1) sits at index t - 1, as in _score_alone
+                taken = torch.cat([shared, head_lp[-1, ids[row, :1]], rest])
+                out[members[c]] = [math.exp(float(taken[a - 1 : b - 1].sum())) for a, b in feats[members[c]][1]]
 
     def _score_alone(self, todo: list[int], feats: list, out: list[list[float]]) -> None:
         """Score items one padded row each (a lone candidate, or one longer than the context, cut from the left)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ponder.cli.main import main as ponder
+from ponder.core.sidecar import models_dir
 from ponder.tasks import generate_problems, gold_steps
 from ponder.verifiers.formats import render_prompt, reverse_digits
 from ponder.verifiers.generative_prm import GenerativePRM
@@ -98,17 +99,25 @@ def test_measured_on_graded_samples_and_carded(genprm: Path) -> None:
     assert "ponder train genprm --output-dir" in card and "| steps judged |" in card
 
 
-async def test_candidates_of_one_question_score_as_they_would_alone(genprm: Path) -> None:
-    """Scored together, the candidates share one pass over the question; each score equals its score alone."""
+@pytest.mark.parametrize("shared_steps", [0, 1], ids=["question-shared", "first-step-shared"])
+async def test_candidates_of_one_question_score_as_they_would_alone(shared_steps: int) -> None:
+    """Scored together, candidates share one pass over what they all start with (the question, or also their first
+    step), duplicates are scored once, and a candidate that is a prefix of another still gets its own scores.
+
+    On the bundled PRM: a model trained a few steps scores every position nearly alike, which would hide an
+    off-by-one position."""
     problem = generate_problems("test", 3, [3])[2]
     steps = gold_steps(problem)
-    solutions = [steps, [*steps[:1], "1+1=3"], ["9-9=0", *steps]]
-    verifier = GenerativePRM(genprm, device="cpu")
+    solutions = [steps, [*steps[:1], "1+1=3"], steps, steps[:1]]
+    if not shared_steps:
+        solutions.append(["9-9=0", *steps])
+    verifier = GenerativePRM(models_dir() / "prm", device="cpu")
     try:
         together = await verifier.score_steps(problem.prompt_messages(), solutions)
         alone = [(await verifier.score_steps(problem.prompt_messages(), [s]))[0] for s in solutions]
         assert [len(s) for s in together] == [len(s) for s in solutions]
         for a, b in zip(together, alone, strict=True):
             assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
+        assert together[0] == together[2] and together[3] == pytest.approx(together[0][:1], rel=1e-4)
     finally:
         await verifier.aclose()
