@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ponder.core.errors import InvalidRequestError
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "auto"]
 ThinkingLevel = Literal["minimal", "low", "medium", "high"]
@@ -16,6 +19,40 @@ class OpenAIModel(BaseModel):
     """Request models ignore fields they do not know, as OpenAI's own API does."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch's generators (vLLM, transformers) accept
+
+
+def _surrogate_at(value: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], str] | None:
+    """Where in a decoded JSON body a string (or key) holds a lone UTF-16 surrogate, and the surrogate."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return (path, found.group()) if found else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and (found := _SURROGATE.search(key)):
+            return (*path, "<key>"), found.group()
+        if (hit := _surrogate_at(item, (*path, str(key)))) is not None:
+            return hit
+    return None
+
+
+def refuse_lone_surrogates(body: Any) -> None:
+    """A 400 naming the field when any text of ``body`` holds a lone surrogate (``"\\ud800"`` in JSON).
+
+    Such a string is not Unicode text: it cannot be tokenized, logged or sent back as UTF-8.
+    """
+    hit = _surrogate_at(body)
+    if hit is not None:
+        path, char = hit
+        param = ".".join(path) or None
+        raise InvalidRequestError(
+            f"{param or 'body'}: contains a lone UTF-16 surrogate (U+{ord(char):04X}), which is not valid "
+            "Unicode text; send well-formed UTF-8.",
+            param=param,
+        )
 
 
 class StrictModel(BaseModel):
@@ -86,7 +123,7 @@ class PonderFields(OpenAIModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
@@ -100,6 +137,12 @@ class PonderFields(OpenAIModel):
     thinking_level: ThinkingLevel | None = None
     thinking_budget: int | None = Field(default=None, ge=-1)
     return_trace: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _well_formed_text(cls, data: Any) -> Any:
+        refuse_lone_surrogates(data)  # raised as itself: FastAPI lets it through to the error handlers
+        return data
 
     @field_validator("stop")
     @classmethod
