@@ -10,7 +10,7 @@ from pathlib import Path
 from ponder.core.sidecar import default_model
 from ponder.engines.factory import ENGINE_KINDS
 from ponder.engines.settings import EngineSettings
-from ponder.server.settings import Limits, ServerSettings
+from ponder.server.settings import Limits, ServerSettings, SignatureSettings
 
 log = logging.getLogger("ponder")
 
@@ -119,7 +119,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-budget-tokens", type=int, default=limits.max_tokens, help="Ceiling of a request's budget.")
     p.add_argument("--max-seconds", type=float, default=limits.max_seconds, help="Ceiling of a request's budget.")
     p.add_argument("--log-level", default="info")
+    add_state_flags(p)
     p.set_defaults(func=serve)
+
+
+def add_state_flags(p: argparse.ArgumentParser) -> None:
+    """Thought signatures and the effort policy."""
+    signatures = SignatureSettings()
+    env_keys = [k.strip() for k in os.environ.get("PONDER_SIGNATURE_KEYS", "").split(",") if k.strip()]
+    p.add_argument(
+        "--signature-key",
+        action="append",
+        default=None,
+        metavar="SECRET",
+        help="Secret that seals thought signatures (repeatable, for rotation: the first signs, all verify). "
+        "Default: env PONDER_SIGNATURE_KEYS (comma-separated), else a random per-process key.",
+    )
+    p.set_defaults(signature_key_env=env_keys)
+    p.add_argument(
+        "--signature-ttl", type=float, default=signatures.ttl_seconds, help="Seconds a thought signature stays valid."
+    )
+    p.add_argument(
+        "--signature-max-bytes",
+        type=int,
+        default=signatures.max_bytes,
+        help="Largest thought signature issued or accepted (reasoning is cut to fit).",
+    )
+    p.add_argument(
+        "--signature-reasoning",
+        choices=("keep", "drop"),
+        default=signatures.reasoning,
+        help="keep: a signed turn's reasoning goes back into the model's context; drop: only its answer does.",
+    )
+    p.add_argument(
+        "--effort-policy",
+        default=None,
+        metavar="FILE",
+        help="JSON or YAML table from effort levels to strategy, verifier, samples and tokens "
+        "(default: the bundled ponder/server/effort_policy.json).",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -151,6 +189,13 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         default_strategy=args.default_strategy,
         default_verifier=args.default_verifier,
         log_level=args.log_level,
+        signatures=SignatureSettings(
+            keys=tuple(args.signature_key or getattr(args, "signature_key_env", ())),
+            ttl_seconds=args.signature_ttl,
+            max_bytes=args.signature_max_bytes,
+            reasoning=args.signature_reasoning,
+        ),
+        effort_policy=args.effort_policy,
     )
 
 

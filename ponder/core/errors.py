@@ -8,6 +8,7 @@ class PonderError(Exception):
 
     status: int = 500
     type: str = "server_error"
+    code: str | None = None  # a machine-readable reason; the error's ``code`` is the status when None
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)

@@ -23,6 +23,7 @@ from ponder.server.serving import Admission
 from ponder.server.serving_chat import ChatService
 from ponder.server.serving_completion import CompletionService
 from ponder.server.settings import ServerSettings
+from ponder.server.signatures import ThoughtSignatures
 from ponder.strategies.steps import StepFormat
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ def attach(
     app.state.model_names = names
     app.state.admission = Admission(settings.limits.max_concurrency, metrics)
     app.state.verifiers = verifiers
-    app.state.chat = ChatService(instrumented, settings, metrics, names, **services)
+    signatures = ThoughtSignatures(settings.signatures)
+    app.state.chat = ChatService(instrumented, settings, metrics, names, signatures=signatures, **services)
     app.state.completions = CompletionService(instrumented, settings, metrics, names, **services)
     app.state.version_info = {
         "version": _version("ponder"),

@@ -26,9 +26,11 @@ _STATUS_TYPES = {
 }
 
 
-def error_body(message: str, status: int, err_type: str | None = None, param: str | None = None) -> dict:
+def error_body(
+    message: str, status: int, err_type: str | None = None, param: str | None = None, code: str | None = None
+) -> dict:
     info = ErrorInfo(
-        message=message, type=err_type or _STATUS_TYPES.get(status, "server_error"), param=param, code=status
+        message=message, type=err_type or _STATUS_TYPES.get(status, "server_error"), param=param, code=code or status
     )
     return ErrorResponse(error=info).model_dump()
 
@@ -37,7 +39,7 @@ def error_from_exception(exc: BaseException) -> tuple[int, dict, dict[str, str]]
     """Status, body and headers for any exception; unknown ones are bugs (500) and are logged."""
     if isinstance(exc, PonderError):
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, OverloadedError) else {}
-        return exc.status, error_body(exc.message, exc.status, exc.type, exc.param), headers
+        return exc.status, error_body(exc.message, exc.status, exc.type, exc.param, exc.code), headers
     log.exception("internal error", exc_info=exc)
     return 500, error_body(f"Internal server error: {type(exc).__name__}", 500, "server_error"), {}
 

@@ -63,7 +63,7 @@ class ErrorInfo(BaseModel):
     message: str
     type: str
     param: str | None = None
-    code: int
+    code: int | str  # the HTTP status, or a reason where one is named (invalid_thought_signature)
 
 
 class ErrorResponse(BaseModel):
@@ -94,6 +94,7 @@ class ChatMessage(OpenAIModel):
     name: str | None = None
     reasoning_content: str | None = None
     thought_signature: str | None = None
+    extra_content: dict[str, Any] | None = None  # Gemini's place for it: {"google": {"thought_signature": ...}}
 
     @field_validator("content", mode="before")
     @classmethod
@@ -314,6 +315,8 @@ class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    thought_signature: str | None = None  # streamed: on the choice's finishing chunk
+    extra_content: dict[str, Any] | None = None  # the same signature where Gemini's OpenAI API puts it
 
 
 class AssistantMessage(DeltaMessage):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from ponder.core.errors import InvalidRequestError
 from ponder.core.reasoning import THINK_CLOSE, THINK_OPEN, ThinkSplitter, split_reasoning
@@ -20,6 +21,14 @@ from ponder.server.protocol import (
     now,
 )
 from ponder.server.serving import ChunkWriter, RequestContext, ServingBase, StreamTally, prepend
+from ponder.server.signatures import (
+    ThoughtSignatures,
+    ThoughtState,
+    Turn,
+    answer_state,
+    conversation_hash,
+    message_signature,
+)
 from ponder.server.strategy_serving import answer_parts, pieces, strategy_ponder, strategy_usage
 from ponder.strategies.base import StrategyResult
 
@@ -29,8 +38,29 @@ class ChatService(ServingBase):
 
     route = "/v1/chat/completions"
 
+    def __init__(self, *args: Any, signatures: ThoughtSignatures | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.signatures = signatures
+
+    def turns(self, req: ChatCompletionRequest) -> list[Turn]:
+        return [
+            Turn(m.role, m.text(), message_signature(m), f"messages[{i}].thought_signature")
+            for i, m in enumerate(req.messages)
+        ]
+
+    def signed(self, req: ChatCompletionRequest, state: ThoughtState) -> dict[str, Any]:
+        """The signature fields of an answer to ``req`` (none when the server issues no signatures)."""
+        if self.signatures is None:
+            return {}
+        return self.signatures.sign(conversation_hash(self.turns(req)), state)
+
     def prompt(self, req: ChatCompletionRequest) -> Prompt:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        if self.signatures is not None:  # signatures sent back are checked, and restore their reasoning
+            messages = self.signatures.restore(self.turns(req)).messages
+        else:
+            messages = [
+                {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
+            ]
         if req.continue_final_message:
             prefix = messages.pop()["content"]
             if not self.engine.capabilities.prefix_continuation:
@@ -79,9 +109,12 @@ class ChatService(ServingBase):
             reasoning, content = split.reasoning or None, split.content
         else:
             reasoning, content = None, sample.text
+        signed = self.signed(req, answer_state(ctx.plan, reasoning, sample.num_tokens))
         return ChatChoice(
             index=index,
-            message=AssistantMessage(content=content, reasoning_content=reasoning if req.include_reasoning else None),
+            message=AssistantMessage(
+                content=content, reasoning_content=reasoning if req.include_reasoning else None, **signed
+            ),
             logprobs=chat_logprobs(sample.logprobs, ctx.top_k),
             finish_reason=sample.finish_reason,
             stop_reason=sample.stop_reason,
@@ -95,7 +128,10 @@ class ChatService(ServingBase):
         choices = []
         for i, cand in enumerate(result.choices):
             reasoning, content = answer_parts(cand, self._parses_reasoning())
-            message = AssistantMessage(content=content, reasoning_content=reasoning if req.include_reasoning else None)
+            signed = self.signed(req, self._searched_state(ctx, result, reasoning))
+            message = AssistantMessage(
+                content=content, reasoning_content=reasoning if req.include_reasoning else None, **signed
+            )
             choices.append(ChatChoice(index=i, message=message, finish_reason=cand.finish_reason))
         prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result)
         self.record(ctx, 200, prompt_tokens, completion_tokens)
@@ -137,10 +173,13 @@ class ChatService(ServingBase):
         splitters = [ThinkSplitter(starts_in_reasoning=self._starts_in_reasoning(prompt)) for _ in range(ctx.n)]
         for i in range(ctx.n):
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
+        thought, tokens = [""] * ctx.n, [0] * ctx.n  # each choice's reasoning and tokens, for its signature
         async for delta in deltas:
             tally.prompt_tokens = delta.prompt_tokens or tally.prompt_tokens
             tally.completion_tokens += delta.num_tokens
             reasoning, content = self._delta_parts(delta, splitters[delta.index])
+            thought[delta.index] += reasoning
+            tokens[delta.index] += delta.num_tokens
             if not req.include_reasoning:
                 reasoning = ""
             logprobs = chat_logprobs(delta.logprobs, ctx.top_k) if delta.logprobs else None
@@ -149,9 +188,11 @@ class ChatService(ServingBase):
                 message = DeltaMessage(reasoning_content=reasoning or None, content=content or None)
                 yield chunk([ChatChunkChoice(index=delta.index, delta=message, logprobs=logprobs)])
             if delta.finish_reason:
+                k = delta.index
+                signed = self.signed(req, answer_state(ctx.plan, thought[k] or None, tokens[k]))
                 finish = ChatChunkChoice(
                     index=delta.index,
-                    delta=DeltaMessage(),
+                    delta=DeltaMessage(**signed),
                     finish_reason=delta.finish_reason,
                     stop_reason=delta.stop_reason,
                 )
@@ -199,8 +240,13 @@ class ChatService(ServingBase):
                 yield delta(i, reasoning_content=reasoning)
             for piece in pieces(content):
                 yield delta(i, content=piece)
-            yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason=cand.finish_reason)])
+            signed = self.signed(req, self._searched_state(ctx, result, reasoning))
+            yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(**signed), finish_reason=cand.finish_reason)])
         tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens = strategy_usage(result)
         if ctx.include_usage:
             usage = usage_info(tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens)
             yield chunk([], usage=usage, ponder=strategy_ponder(ctx.plan, result))
+
+    def _searched_state(self, ctx: RequestContext, result: StrategyResult, reasoning: str | None) -> ThoughtState:
+        summary = {**result.summary(), "samples": result.spent.samples, "tokens": result.spent.tokens}
+        return answer_state(ctx.plan, reasoning, result.spent.tokens, summary, result.trace.candidates)

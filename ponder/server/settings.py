@@ -21,6 +21,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class SignatureSettings:
+    """Thought signatures: the keys (the first signs, all verify), their lifetime and size, and the restore policy."""
+
+    keys: tuple[str, ...] = ()  # none: a random per-process key (signatures die with the process)
+    ttl_seconds: float = 86400.0
+    max_bytes: int = 65536
+    reasoning: str = "keep"  # keep | drop: put a signed turn's reasoning back into the context, or not
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -33,3 +43,5 @@ class ServerSettings:
     default_verifier: str | None = None  # what a request without `verifier` gets; None: the model's sidecar, else prm
     default_strategy: str | None = None  # what reasoning_effort low/medium/high runs; None: by verifiers loaded
     log_level: str = "info"
+    signatures: SignatureSettings = field(default_factory=SignatureSettings)
+    effort_policy: str | None = None  # --effort-policy FILE; None: the bundled ponder/server/effort_policy.json
