@@ -1,4 +1,5 @@
-"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``, ``genprm``); its flags are its config.
+"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``, ``genprm``, the policy optimisers); its flags
+are its config.
 
 As TRL's CLI does, ``ponder`` registers ``train`` alone and builds the trainers' parsers (transformers'
 ``HfArgumentParser``) only when ``train`` runs, so that the other subcommands start without importing transformers.
@@ -32,6 +33,26 @@ TRAINERS: dict[str, tuple[str, str, str]] = {
         "ponder.training.genprm_config:GenPRMArgs",
         "ponder.training.genprm:train_genprm",
         "Generative PRM: a causal LM on gold traces that scores a step by the likelihood of the step as written.",
+    ),
+    "prefs": (
+        "ponder.training.prefs_config:PrefsArgs",
+        "ponder.training.prefs:train_prefs",
+        "Preference pairs: policy samples ranked by a verifier or an LLM judge (RLAIF), length-matched, as JSONL.",
+    ),
+    "dpo": (
+        "ponder.training.dpo_config:DPOArgs",
+        "ponder.training.dpo:train_dpo",
+        "Direct Preference Optimization of the policy on preference pairs (TRL DPOTrainer).",
+    ),
+    "simpo": (
+        "ponder.training.dpo_config:SimPOArgs",
+        "ponder.training.dpo:train_simpo",
+        "SimPO, reference-free, on preference pairs (TRL CPOTrainer, loss_type=simpo, cpo_alpha=0).",
+    ),
+    "orpo": (
+        "ponder.training.dpo_config:ORPOArgs",
+        "ponder.training.dpo:train_orpo",
+        "ORPO: SFT plus an odds-ratio preference term, on preference pairs (TRL ORPOTrainer).",
     ),
 }
 CHOICES = "{" + ",".join(TRAINERS) + "}"
