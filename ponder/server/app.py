@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.metadata
 import logging
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from ponder.engines.factory import build_engine, resolve_kind
 from ponder.server.content_policy import policy_filter
 from ponder.server.errors import install_error_handlers
 from ponder.server.metrics import InstrumentedEngine, Metrics
-from ponder.server.middleware import APIKeyMiddleware, BodyLimitMiddleware
+from ponder.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from ponder.server.routes import router
 from ponder.server.serving import Admission
 from ponder.server.serving_chat import ChatService
@@ -73,6 +74,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(RequestIdMiddleware)  # outermost: refusals (401, 413) carry the id too
     return app
 
 
@@ -102,6 +104,11 @@ def step_format(settings: ServerSettings) -> StepFormat:
     return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1])
 
 
+def system_fingerprint(*parts: object) -> str:
+    """OpenAI's ``system_fingerprint``: which configuration answers (Ponder's version, the engine, the model)."""
+    return "fp_" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:10]
+
+
 def attach(
     app: FastAPI, settings: ServerSettings, engine: Engine, kind: str, verifiers: VerifierSet | None = None
 ) -> None:
@@ -110,7 +117,13 @@ def attach(
     instrumented = InstrumentedEngine(engine, metrics)
     fmt = step_format(settings)
     content_filter = policy_filter(verifiers.policies()) if verifiers is not None else None
-    services = {"verifiers": verifiers, "step_format": fmt, "content_filter": content_filter}
+    fingerprint = system_fingerprint(_version("ponder"), kind, engine.model_id)
+    services = {
+        "verifiers": verifiers,
+        "step_format": fmt,
+        "content_filter": content_filter,
+        "fingerprint": fingerprint,
+    }
     names = list(settings.engine.served_model_names) or [engine.model_id]
     metrics.engine_running.set_function(engine.num_unfinished_requests)
     app.state.metrics = metrics

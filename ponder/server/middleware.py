@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
+import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -16,6 +18,7 @@ from ponder.server.errors import error_body
 
 T = TypeVar("T")
 OPEN_PATHS = frozenset({"/health"})
+_CLIENT_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,64}")  # a client's own x-request-id, echoed when it looks sane
 
 
 async def _send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -50,6 +53,31 @@ class APIKeyMiddleware:
                 [(b"www-authenticate", b"Bearer")],
             )
         return await self.app(scope, receive, send)
+
+
+class RequestIdMiddleware:
+    """Every response carries ``x-request-id``: the client's own when it sent a sane one, else a new one.
+
+    The id is also put in ``scope["state"]["request_id"]`` for whoever logs the request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        sent = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = sent if _CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id)]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_id)
 
 
 class BodyLimitMiddleware:

@@ -305,7 +305,7 @@ class _Envelope(BaseModel):
     model: str
     choices: list[Any]
     usage: UsageInfo | None = None
-    system_fingerprint: str | None = None  # never set; stream chunks leave it out
+    system_fingerprint: str | None = None  # the server's, set on every response and stream chunk
     ponder: dict[str, Any] | None = None
 
 

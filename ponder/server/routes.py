@@ -48,6 +48,7 @@ async def _serve(request: Request, service: ChatService | CompletionService, bod
         raise
     if not body.stream:
         admission.leave()
+        result.system_fingerprint = service.fingerprint
         # serialised by pydantic in one call, not walked by FastAPI's jsonable_encoder (~0.3 ms a response)
         return Response(result.model_dump_json(by_alias=True), media_type="application/json")
     return DisconnectAwareStreamingResponse(

@@ -41,6 +41,7 @@ class RequestContext:
     top_k: int  # top logprobs per token (0 without logprobs)
     include_usage: bool  # stream_options.include_usage: a usage chunk before [DONE]
     continuous_usage: bool  # stream_options.continuous_usage_stats: every chunk carries the usage so far
+    fingerprint: str | None = None  # the server's system_fingerprint, on every response and chunk
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -100,7 +101,14 @@ class ChunkWriter:
     def __call__(self, choices: list[BaseModel], **extra: Any) -> str:
         if self._ctx.continuous_usage and extra.get("usage") is None:
             extra["usage"] = usage_info(self._tally.prompt_tokens, self._tally.completion_tokens)
-        body = self._body(id=self._id, created=self._created, model=self._model, choices=choices, **extra)
+        body = self._body(
+            id=self._id,
+            created=self._created,
+            model=self._model,
+            choices=choices,
+            system_fingerprint=self._ctx.fingerprint,
+            **extra,
+        )
         return sse(chunk_dict(body, self._ctx.include_usage))
 
 
@@ -118,8 +126,10 @@ class ServingBase:
         verifiers: VerifierSet | None = None,
         step_format: StepFormat | None = None,
         content_filter: ContentFilter | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.engine = engine
+        self.fingerprint = fingerprint
         self.settings = settings
         self.metrics = metrics
         self.model_names = model_names
@@ -180,7 +190,9 @@ class ServingBase:
                 f"no content policy), not '{plan.name}': a search's usage is known only when it ends.",
                 param="stream_options",
             )
-        return RequestContext(self.route, plan, params, req.n, logprobs or 0, include_usage, continuous)
+        return RequestContext(
+            self.route, plan, params, req.n, logprobs or 0, include_usage, continuous, self.fingerprint
+        )
 
     # ---- running ----
 

@@ -1,0 +1,74 @@
+"""OpenAI conformance found with real clients: fingerprints, request ids, greedy sampling, usage and logprobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ponder.server.settings import ServerSettings
+from ponder.testing import FakeEngine, TableVerifier
+from ponder.verifiers.registry import VerifierSet
+from tests.helpers import client, fake_app, sse_events
+
+MODEL = "fake-model"
+MESSAGES = [{"role": "user", "content": "What is 2+3?"}]
+
+
+def chat(**extra) -> dict:
+    return {"model": MODEL, "messages": MESSAGES, **extra}
+
+
+def completion(**extra) -> dict:
+    return {"model": MODEL, "prompt": "2+3=", **extra}
+
+
+def five(prompt, params, index) -> str:
+    """Sample i answers 5 when i is even, else i."""
+    answer = 5 if index % 2 == 0 else index
+    return f"<think>2+3={answer}\n</think>{answer}"
+
+
+def verified_app(engine: FakeEngine | None = None, **settings):
+    verifiers = VerifierSet([TableVerifier({}, default=0.5, name="orm")], default="orm")
+    return fake_app(engine or FakeEngine(five), ServerSettings(**settings), verifiers)
+
+
+# ---- system_fingerprint and x-request-id ----
+
+STREAMS = [
+    ("/v1/chat/completions", chat(stream=True, stream_options={"include_usage": True})),
+    ("/v1/chat/completions", chat(stream=True, n=2, strategy="best_of_n")),
+    ("/v1/completions", completion(stream=True, echo=True, stream_options={"include_usage": True})),
+    ("/v1/completions", completion(stream=True, strategy="self_consistency")),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), STREAMS)
+async def test_every_chunk_and_response_carries_the_system_fingerprint(path, body):
+    app, _ = verified_app()
+    async with client(app) as c:
+        streamed = await c.post(path, json=body)
+        whole = await c.post(path, json={**body, "stream": False, "stream_options": None})
+    chunks = [e for e in sse_events(streamed.text) if e != "[DONE]"]
+    fingerprint = whole.json()["system_fingerprint"]
+    assert fingerprint and fingerprint.startswith("fp_")
+    assert len(chunks) > 2 and all(chunk["system_fingerprint"] == fingerprint for chunk in chunks)
+
+
+async def test_x_request_id_is_echoed_or_made_up_on_every_response():
+    app, _ = verified_app(api_key="k")
+    auth = {"Authorization": "Bearer k"}
+    async with client(app) as c:
+        mine = await c.post("/v1/chat/completions", json=chat(), headers={**auth, "X-Request-Id": "abc-123"})
+        assert mine.status_code == 200 and mine.headers["x-request-id"] == "abc-123"
+        made = [
+            await c.post("/v1/chat/completions", json=chat(), headers=auth),
+            await c.post("/v1/chat/completions", json=chat(stream=True), headers=auth),
+            await c.post("/v1/chat/completions", json=chat()),  # 401
+            await c.post("/v1/chat/completions", json=chat(model="nope"), headers=auth),  # 404
+            await c.post("/v1/chat/completions", json=chat(n=0), headers=auth),  # 400
+            await c.get("/health"),
+        ]
+        odd = await c.get("/health", headers={"X-Request-Id": "x" * 500})  # too long to echo: a new one
+    assert [r.status_code for r in made] == [200, 200, 401, 404, 400, 200]
+    ids = [r.headers["x-request-id"] for r in [*made, odd]]
+    assert len(set(ids)) == len(ids) and all(8 <= len(i) <= 64 for i in ids)
