@@ -135,3 +135,15 @@ def describe(cfg: Any) -> dict[str, Any]:
             "merged": True,
         }
     }
+
+
+def head_modules(model: Any) -> list[str]:
+    """A classifier's head modules (its top-level modules with weights outside the body: ``score``, ``classifier``),
+    to train in full through ``modules_to_save``; none for a causal LM, whose output layer is not a new head."""
+    body = getattr(model, "base_model_prefix", "model")
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [
+        name
+        for name, module in model.named_children()
+        if name != body and module is not output and any(True for _ in module.parameters())
+    ]
