@@ -54,6 +54,16 @@ TRAINERS: dict[str, tuple[str, str, str]] = {
         "ponder.training.dpo:train_orpo",
         "ORPO: SFT plus an odds-ratio preference term, on preference pairs (TRL ORPOTrainer).",
     ),
+    "grpo": (
+        "ponder.training.grpo_config:GRPOArgs",
+        "ponder.training.grpo:train_grpo",
+        "GRPO: online RL on rewards from Ponder's verifiers (--reward scorer=1.0 calculator=0.5; TRL GRPOTrainer).",
+    ),
+    "cispo": (
+        "ponder.training.grpo_config:CISPOArgs",
+        "ponder.training.grpo:train_cispo",
+        "CISPO: GRPO with clipped, stop-gradient importance weights (TRL GRPOTrainer, loss_type=cispo).",
+    ),
 }
 CHOICES = "{" + ",".join(TRAINERS) + "}"
 

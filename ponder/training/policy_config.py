@@ -20,6 +20,7 @@ class PolicyInputs:
     """Where the policy comes from and where the tuned one goes."""
 
     output_dir: str = field(
+        kw_only=True,  # required, yet a config may list input flags with defaults before it (RLInputs)
         metadata=arg("Folder the tuned policy (a Hugging Face folder that `ponder serve` serves), its logs go to.")
     )
     policy: str = field(
