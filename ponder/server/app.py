@@ -23,6 +23,7 @@ from ponder.server.routes import router
 from ponder.server.serving import Admission
 from ponder.server.serving_chat import ChatService
 from ponder.server.serving_completion import CompletionService
+from ponder.server.serving_responses import ResponsesService
 from ponder.server.settings import ServerSettings
 from ponder.server.signatures import ThoughtSignatures
 from ponder.strategies.steps import StepFormat
@@ -133,6 +134,7 @@ def attach(
     app.state.verifiers = verifiers
     signatures = ThoughtSignatures(settings.signatures)
     app.state.chat = ChatService(instrumented, settings, metrics, names, signatures=signatures, **services)
+    app.state.responses = ResponsesService(instrumented, settings, metrics, names, signatures=signatures, **services)
     app.state.completions = CompletionService(instrumented, settings, metrics, names, **services)
     app.state.version_info = {
         "version": _version("ponder"),

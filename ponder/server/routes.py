@@ -12,6 +12,7 @@ from ponder.core.protocols import Engine
 from ponder.server.metrics import CONTENT_TYPE_LATEST
 from ponder.server.middleware import ClientDisconnected, DisconnectAwareStreamingResponse, until_disconnect
 from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, PonderFields
+from ponder.server.protocol_responses import ResponsesRequest
 from ponder.server.serving import Admission
 from ponder.server.serving_chat import ChatService
 from ponder.server.serving_completion import CompletionService
@@ -64,6 +65,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
     return await _serve(request, request.app.state.completions, body)
+
+
+@router.post("/v1/responses")
+async def responses(body: ResponsesRequest, request: Request):
+    """The Responses API, stateless: reasoning state travels in the items' ``encrypted_content``."""
+    return await _serve(request, request.app.state.responses, body)
 
 
 @router.get("/v1/models")
