@@ -119,6 +119,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-budget-tokens", type=int, default=limits.max_tokens, help="Ceiling of a request's budget.")
     p.add_argument("--max-seconds", type=float, default=limits.max_seconds, help="Ceiling of a request's budget.")
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--tool-call-parser",
+        default=None,
+        metavar="NAME",
+        help="Read tool calls in the model's own syntax with this vLLM tool parser (e.g. hermes, llama3_json), "
+        "so tool_choice 'auto' works; forced calls (required, a named function) need no parser.",
+    )
+    p.add_argument(
+        "--playground",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Serve the playground web page at /playground (behind --api-key when one is set).",
+    )
     add_state_flags(p)
     p.set_defaults(func=serve)
 
@@ -189,6 +202,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         default_strategy=args.default_strategy,
         default_verifier=args.default_verifier,
         log_level=args.log_level,
+        tool_call_parser=args.tool_call_parser,
+        playground=args.playground,
         signatures=SignatureSettings(
             keys=tuple(args.signature_key or getattr(args, "signature_key_env", ())),
             ttl_seconds=args.signature_ttl,
@@ -238,6 +253,20 @@ def check_extensions(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"ponder serve: --default-verifier {args.default_verifier!r} is neither a --verifier name nor a built-in"
         )
+    check_tool_parser(getattr(args, "tool_call_parser", None))
     if args.default_strategy and args.default_strategy not in registry.names():
         valid = ", ".join(registry.names())
         raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")
+
+
+def check_tool_parser(name: str | None) -> None:
+    """Refuse an unknown ``--tool-call-parser`` before the engine starts."""
+    if name is None:
+        return
+    from ponder.engines.vllm_tools import tool_parser_names
+
+    known = tool_parser_names()
+    if not known:
+        raise SystemExit("ponder serve: --tool-call-parser needs vLLM's tool parsers (install ponder[cpu] or [gpu])")
+    if name not in known:
+        raise SystemExit(f"ponder serve: --tool-call-parser {name!r} is unknown; valid: {', '.join(known)}")

@@ -19,14 +19,17 @@ class Prompt:
     messages: tuple[dict, ...] | None = None
     text: str | None = None
     prefix: str = ""
+    tools: tuple[dict, ...] | None = None  # OpenAI tool definitions, rendered by the chat template
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.text is None):
             raise ValueError("Prompt needs exactly one of messages or text")
 
     @classmethod
-    def chat(cls, messages: list[dict] | tuple[dict, ...], prefix: str = "") -> Prompt:
-        return cls(messages=tuple(messages), prefix=prefix)
+    def chat(
+        cls, messages: list[dict] | tuple[dict, ...], prefix: str = "", tools: list[dict] | None = None
+    ) -> Prompt:
+        return cls(messages=tuple(messages), prefix=prefix, tools=tuple(tools) if tools else None)
 
     @classmethod
     def raw(cls, text: str) -> Prompt:
@@ -36,7 +39,22 @@ class Prompt:
         """The same prompt with ``more`` appended to the partial assistant turn."""
         if self.text is not None:
             return Prompt(text=self.text + more)
-        return Prompt(messages=self.messages, prefix=self.prefix + more)
+        return Prompt(messages=self.messages, prefix=self.prefix + more, tools=self.tools)
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """A constraint the engine enforces on every generated token: JSON valid against a schema, or any JSON object.
+
+    Generation is constrained from its first token, so a model that thinks before answering answers at once.
+    """
+
+    json_schema: str | None = None  # the JSON schema, JSON-encoded (the frozen params stay hashable)
+    json_object: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.json_schema is None) == (not self.json_object):
+            raise ValueError("StructuredOutput needs exactly one of json_schema or json_object")
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,7 @@ class SamplingParams:
     logprobs: int | None = None  # None: no logprobs; k >= 0: chosen token plus top-k
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    structured: StructuredOutput | None = None  # constrained decoding (response_format, forced tool calls)
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ class EngineCapabilities:
     scoring: bool = True
     seed: bool = True
     penalties: bool = True
+    structured_outputs: bool = False  # constrains generation to a JSON schema (StructuredOutput)
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ def render_chat(tokenizer: Any, prompt: Prompt) -> str:
     if prompt.text is not None:
         return prompt.text
     messages = [dict(m) for m in prompt.messages or ()]
+    extra = {"tools": [dict(t) for t in prompt.tools]} if prompt.tools else {}  # templates that know tools show them
     if prompt.prefix:
         messages.append({"role": "assistant", "content": prompt.prefix})
         return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=False, continue_final_message=True
+            messages, tokenize=False, add_generation_prompt=False, continue_final_message=True, **extra
         )
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
 
 
 def resolve_max_tokens(params: SamplingParams, prompt_tokens: int, max_model_len: int) -> int:

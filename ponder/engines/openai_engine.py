@@ -58,6 +58,7 @@ from ponder.core.types import (
     Sample,
     SampleDelta,
     SamplingParams,
+    StructuredOutput,
     TokenLogprob,
 )
 from ponder.engines.base import check_logprobs
@@ -411,6 +412,7 @@ class OpenAIEngine:
             scoring=prefix and scoring,
             seed=True,
             penalties=True,
+            structured_outputs=True,  # sent as response_format; an upstream that cannot constrain answers a 400
         )
         self.started = True
         log.info(
@@ -548,6 +550,8 @@ class OpenAIEngine:
             body["frequency_penalty"] = params.frequency_penalty
         if self.returns_token_ids:
             body["return_token_ids"] = True
+        if params.structured is not None:
+            body["response_format"] = _response_format(params.structured)
         top_k = params.logprobs
         if top_k is None and not self.returns_token_ids and self.capabilities.logprobs and (stream or n > 1):
             top_k = 0  # only to count each choice's tokens exactly; dropped from the result
@@ -569,6 +573,9 @@ class OpenAIEngine:
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
             body["messages"] = messages
+            if prompt.tools:
+                # Shown to the model by the upstream's chat template; the calls are parsed here, not there.
+                body["tools"], body["tool_choice"] = list(prompt.tools), "none"
             if top_k is not None:
                 body["logprobs"] = True
                 body["top_logprobs"] = top_k
@@ -723,7 +730,7 @@ class OpenAIEngine:
         beyond its context, where a local engine would just stop there."""
         if params.max_tokens is not None or "max_tokens" not in body:
             return
-        keys = ("model", "prompt", "messages", "add_generation_prompt", "continue_final_message")
+        keys = ("model", "prompt", "messages", "add_generation_prompt", "continue_final_message", "tools")
         used = await self._prompt_tokens(path, {k: body[k] for k in keys if k in body})
         room = self.capabilities.max_model_len - used
         if room <= 0:
@@ -774,3 +781,11 @@ async def _sse_json(resp: httpx.Response) -> AsyncIterator[dict | None]:
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield dispatch()
+
+
+def _response_format(structured: StructuredOutput) -> dict[str, Any]:
+    """A constraint as the upstream's ``response_format``."""
+    if structured.json_object:
+        return {"type": "json_object"}
+    schema = json.loads(structured.json_schema or "{}")
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}

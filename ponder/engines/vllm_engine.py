@@ -33,6 +33,7 @@ from ponder.core.types import (
     Sample,
     SampleDelta,
     SamplingParams,
+    StructuredOutput,
     TokenLogprob,
 )
 from ponder.engines.base import check_logprobs, render_chat, resolve_max_tokens
@@ -54,13 +55,14 @@ def _vllm() -> types.SimpleNamespace:
     from vllm import SamplingParams as VSamplingParams
     from vllm import TokensPrompt
     from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
     from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
     return types.SimpleNamespace(
         SamplingParams=VSamplingParams,
         TokensPrompt=TokensPrompt,
         RequestOutputKind=RequestOutputKind,
+        StructuredOutputsParams=StructuredOutputsParams,
         GracefulHTTPError=GracefulHTTPError,
         VLLMClientError=VLLMClientError,
         VLLMValidationError=VLLMValidationError,
@@ -126,6 +128,7 @@ class VLLMEngine:
             scoring=True,
             seed=True,
             penalties=True,
+            structured_outputs=True,
         )
         self.block_size = int(engine.vllm_config.cache_config.block_size)
         self.prefix_caching = bool(engine.vllm_config.cache_config.enable_prefix_caching)
@@ -386,11 +389,22 @@ class VLLMEngine:
                 logprobs=params.logprobs,
                 presence_penalty=params.presence_penalty,
                 frequency_penalty=params.frequency_penalty,
+                structured_outputs=self._structured(params.structured),
                 skip_special_tokens=True,
                 output_kind=v.RequestOutputKind.DELTA if delta else v.RequestOutputKind.FINAL_ONLY,
             )
         except Exception as exc:
             raise self._translate(exc) from exc
+
+    @staticmethod
+    def _structured(structured: StructuredOutput | None) -> Any:
+        """vLLM's structured-outputs (guided decoding) parameters of a constraint."""
+        if structured is None:
+            return None
+        v = _vllm()
+        if structured.json_object:
+            return v.StructuredOutputsParams(json_object=True)
+        return v.StructuredOutputsParams(json=structured.json_schema)
 
     async def _request(self, ids: list[int], vparams: Any) -> AsyncIterator[Any]:
         """The ``RequestOutput``s of one vLLM request; aborts it unless it finished, however this ends."""
@@ -407,7 +421,11 @@ class VLLMEngine:
         except PonderError:
             raise
         except Exception as exc:
-            raise self._translate(exc) from exc
+            error = self._translate(exc)
+            if getattr(vparams, "structured_outputs", None) is not None and isinstance(error, InvalidRequestError):
+                # vLLM refused the constraint (a schema it cannot compile)
+                error.param = error.param or "response_format"
+            raise error from exc
         finally:
             # vLLM aborts on cancellation / close itself; the explicit abort covers the remaining paths
             # (e.g. an error raised here) and is a no-op for requests vLLM no longer tracks.

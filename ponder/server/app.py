@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from ponder.core.protocols import Engine
 from ponder.core.reasoning import THINK_TAGS
 from ponder.core.sidecar import model_sidecar, models_dir
+from ponder.core.tools import ToolCallParser
 from ponder.engines.factory import build_engine, resolve_kind
 from ponder.server.content_policy import policy_filter
 from ponder.server.errors import install_error_handlers
@@ -98,6 +99,15 @@ def load_verifiers(settings: ServerSettings, engine: Engine) -> VerifierSet:
     return verifiers
 
 
+def tool_parser(settings: ServerSettings, engine: Engine) -> ToolCallParser | None:
+    """The model's tool-call parser (``--tool-call-parser``), over the engine's tokenizer."""
+    if settings.tool_call_parser is None:
+        return None
+    from ponder.engines.vllm_tools import VLLMToolParser
+
+    return VLLMToolParser(settings.tool_call_parser, getattr(engine, "tokenizer", None))
+
+
 def step_format(settings: ServerSettings) -> StepFormat:
     """How the served model writes steps, from its ``ponder.json`` sidecar when it ships one."""
     sidecar = model_sidecar(settings.engine.model)
@@ -135,6 +145,7 @@ def attach(
     signatures = ThoughtSignatures(settings.signatures)
     app.state.chat = ChatService(instrumented, settings, metrics, names, signatures=signatures, **services)
     app.state.responses = ResponsesService(instrumented, settings, metrics, names, signatures=signatures, **services)
+    app.state.chat.tool_parser = tool_parser(settings, engine)
     app.state.completions = CompletionService(instrumented, settings, metrics, names, **services)
     app.state.version_info = {
         "version": _version("ponder"),

@@ -95,6 +95,8 @@ class ChatMessage(OpenAIModel):
     reasoning_content: str | None = None
     thought_signature: str | None = None
     extra_content: dict[str, Any] | None = None  # Gemini's place for it: {"google": {"thought_signature": ...}}
+    tool_calls: list[ToolCallOut] | None = None  # an assistant turn's calls, sent back with the tools' answers
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
     @field_validator("content", mode="before")
     @classmethod
@@ -112,6 +114,74 @@ class ChatMessage(OpenAIModel):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+class FunctionDefinition(OpenAIModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_json_schema(value)
+        return value
+
+
+class ToolDefinition(OpenAIModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(OpenAIModel):
+    name: str
+
+
+class NamedToolChoice(OpenAIModel):
+    """``{"type": "function", "function": {"name": ...}}``: this function must be called."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(OpenAIModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(OpenAIModel):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema`` (JSON valid against the schema)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise ValueError("type 'json_schema' needs json_schema: {name, schema}")
+            check_json_schema(self.json_schema.schema_)
+        return self
+
+
+def check_json_schema(schema: Any) -> None:
+    """Refuse what is not a JSON schema (Draft 2020-12 meta-schema) with a message that says where."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    if not isinstance(schema, dict):
+        raise ValueError("a JSON schema must be an object")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise ValueError(f"not a valid JSON schema at {where}: {exc.message}") from None
 
 
 class PonderFields(OpenAIModel):
@@ -181,22 +251,10 @@ class ChatCompletionRequest(PonderFields):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     include_reasoning: bool = True
     continue_final_message: bool = False
-    tools: list[dict[str, Any]] | None = None
-    response_format: dict[str, Any] | None = None
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value: list | None) -> list | None:
-        if value:
-            raise ValueError("tool calling is not supported by this server")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_format_only(cls, value: dict | None) -> dict | None:
-        if value and value.get("type") != "text":
-            raise ValueError("only response_format {'type': 'text'} is supported")
-        return value
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:
@@ -204,7 +262,18 @@ class ChatCompletionRequest(PonderFields):
             raise ValueError("top_logprobs requires logprobs to be true")
         if self.continue_final_message and self.messages[-1].role != "assistant":
             raise ValueError("continue_final_message needs the last message to be from the assistant")
+        self._check_tool_choice()
         return self
+
+    def _check_tool_choice(self) -> None:
+        names = [t.function.name for t in self.tools or []]
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise ValueError(
+                f"tool_choice names function '{self.tool_choice.function.name}', which is not in tools "
+                f"({', '.join(names) or 'none given'})"
+            )
+        if self.tool_choice == "required" and not names:
+            raise ValueError("tool_choice 'required' needs tools")
 
     @property
     def token_limit(self) -> int | None:
@@ -309,6 +378,23 @@ class _Envelope(BaseModel):
     ponder: dict[str, Any] | None = None
 
 
+class FunctionCallOut(BaseModel):
+    name: str | None = None
+    arguments: str = ""
+
+
+class ToolCallOut(BaseModel):
+    """A call the model made (also how a client sends it back on the assistant turn)."""
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
+class DeltaToolCall(ToolCallOut):
+    index: int
+
+
 class DeltaMessage(BaseModel):
     """A streamed piece of the assistant's message; unset keys are left out of the chunk."""
 
@@ -317,12 +403,15 @@ class DeltaMessage(BaseModel):
     reasoning_content: str | None = None
     thought_signature: str | None = None  # streamed: on the choice's finishing chunk
     extra_content: dict[str, Any] | None = None  # the same signature where Gemini's OpenAI API puts it
+    tool_calls: list[DeltaToolCall] | None = None  # streamed whole, each in one delta
 
 
 class AssistantMessage(DeltaMessage):
     """The whole message of a chat choice."""
 
     role: Literal["assistant"] = "assistant"
+    # left out of a message without calls, as OpenAI leaves it out
+    tool_calls: list[ToolCallOut] | None = Field(default=None, exclude_if=lambda v: v is None)  # type: ignore[assignment]
 
 
 class ChatChoice(BaseModel):

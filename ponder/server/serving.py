@@ -22,6 +22,7 @@ from ponder.server.protocol import PonderFields, new_id, now
 from ponder.server.settings import ServerSettings
 from ponder.server.sse import DONE, sse
 from ponder.server.strategy_serving import StrategyPlan, StrategyPlanner, StrategyRunner, run_with_progress
+from ponder.server.structured import OutputSpec
 from ponder.strategies.base import StrategyResult
 from ponder.strategies.steps import StepFormat
 from ponder.strategies.trace import Trace
@@ -43,6 +44,7 @@ class RequestContext:
     continuous_usage: bool  # stream_options.continuous_usage_stats: every chunk carries the usage so far
     fingerprint: str | None = None  # the server's system_fingerprint, on every response and chunk
     started: float = field(default_factory=time.perf_counter)
+    output: OutputSpec = field(default_factory=OutputSpec)  # response_format and tools: the answers' shape
 
     @property
     def strategy(self) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ponder.core.errors import InvalidRequestError
 from ponder.core.reasoning import THINK_CLOSE, THINK_OPEN, ThinkSplitter, split_reasoning
+from ponder.core.tools import ToolCallParser
 from ponder.core.types import Prompt, Sample, SampleDelta
 from ponder.server.convert import chat_logprobs, samples_usage, usage_info
 from ponder.server.protocol import (
@@ -30,6 +31,14 @@ from ponder.server.signatures import (
     message_signature,
 )
 from ponder.server.strategy_serving import answer_parts, pieces, strategy_ponder, strategy_usage
+from ponder.server.structured import (
+    apply_output_spec,
+    delta_tool_calls,
+    message_fields,
+    output_spec,
+    template_messages,
+    template_tools,
+)
 from ponder.strategies.base import StrategyResult
 
 
@@ -37,6 +46,7 @@ class ChatService(ServingBase):
     """``/v1/chat/completions``."""
 
     route = "/v1/chat/completions"
+    tool_parser: ToolCallParser | None = None  # the model's tool-call syntax (--tool-call-parser); set by the app
 
     def __init__(self, *args: Any, signatures: ThoughtSignatures | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -61,14 +71,15 @@ class ChatService(ServingBase):
             messages = [
                 {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
             ]
+        messages, tools = template_messages(messages, req.messages), template_tools(req)
         if req.continue_final_message:
             prefix = messages.pop()["content"]
             if not self.engine.capabilities.prefix_continuation:
                 raise InvalidRequestError(
                     "This engine cannot continue a partial assistant message.", param="continue_final_message"
                 )
-            return Prompt.chat(messages, prefix=prefix)
-        return Prompt.chat(messages)
+            return Prompt.chat(messages, prefix=prefix, tools=tools)
+        return Prompt.chat(messages, tools=tools)
 
     def _parses_reasoning(self) -> bool:
         return self.settings.reasoning_parser == "think"
@@ -79,6 +90,7 @@ class ChatService(ServingBase):
     def plan(self, req: ChatCompletionRequest) -> tuple[RequestContext, Prompt]:
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         ctx = self.context(req, req.token_limit, logprobs)
+        apply_output_spec(ctx, output_spec(req, self.engine.capabilities, self.tool_parser))
         return ctx, self.prompt(req)
 
     # ---- whole responses ----
@@ -128,11 +140,12 @@ class ChatService(ServingBase):
         choices = []
         for i, cand in enumerate(result.choices):
             reasoning, content = answer_parts(cand, self._parses_reasoning())
+            answer = ctx.output.answer(content, cand.finish_reason)  # tool calls read from the chosen answer
             signed = self.signed(req, self._searched_state(ctx, result, reasoning))
             message = AssistantMessage(
-                content=content, reasoning_content=reasoning if req.include_reasoning else None, **signed
+                reasoning_content=reasoning if req.include_reasoning else None, **message_fields(answer), **signed
             )
-            choices.append(ChatChoice(index=i, message=message, finish_reason=cand.finish_reason))
+            choices.append(ChatChoice(index=i, message=message, finish_reason=answer.finish_reason))
         prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result)
         self.record(ctx, 200, prompt_tokens, completion_tokens)
         return ChatCompletionResponse(
@@ -238,10 +251,13 @@ class ChatService(ServingBase):
             reasoning, content = answer_parts(cand, self._parses_reasoning())
             if reasoning and req.include_reasoning:
                 yield delta(i, reasoning_content=reasoning)
-            for piece in pieces(content):
+            answer = ctx.output.answer(content, cand.finish_reason)
+            for piece in pieces(answer.content or ""):
                 yield delta(i, content=piece)
+            if answer.calls:
+                yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(tool_calls=delta_tool_calls(answer)))])
             signed = self.signed(req, self._searched_state(ctx, result, reasoning))
-            yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(**signed), finish_reason=cand.finish_reason)])
+            yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(**signed), finish_reason=answer.finish_reason)])
         tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens = strategy_usage(result)
         if ctx.include_usage:
             usage = usage_info(tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens)

@@ -43,5 +43,7 @@ class ServerSettings:
     default_verifier: str | None = None  # what a request without `verifier` gets; None: the model's sidecar, else prm
     default_strategy: str | None = None  # what reasoning_effort low/medium/high runs; None: by verifiers loaded
     log_level: str = "info"
+    tool_call_parser: str | None = None  # --tool-call-parser: vLLM's parser of the model's tool-call syntax
+    playground: bool = True  # serve /playground
     signatures: SignatureSettings = field(default_factory=SignatureSettings)
     effort_policy: str | None = None  # --effort-policy FILE; None: the bundled ponder/server/effort_policy.json

@@ -42,11 +42,12 @@ class StrategyPlan:
     effort: str | None
     return_trace: bool
     filtered: bool = False  # a content policy must see the candidates before any token is sent
+    whole_answers: bool = False  # answers are read (for tool calls) before they are sent
 
     @property
     def direct(self) -> bool:
         """Plain decoding, unfiltered, without a trace: the server streams the engine's tokens straight through."""
-        return self.strategy.streams_tokens and not self.return_trace and not self.filtered
+        return self.strategy.streams_tokens and not self.return_trace and not self.filtered and not self.whole_answers
 
     def ponder_block(self) -> dict[str, Any]:
         asked = {k: getattr(self.budget, k) for k in ("max_samples", "max_tokens", "max_seconds")}

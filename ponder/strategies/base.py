@@ -93,6 +93,9 @@ class Strategy(Generic[R]):
     needs_step_verifier: ClassVar[bool] = False
     needs_prefix_continuation: ClassVar[bool] = False
     streams_tokens: ClassVar[bool] = False  # True only for `none`: the server streams the engine directly
+    # Every engine call samples whole answers with the request's own params, so an output constraint
+    # (response_format, a forced tool call) holds for every candidate; step searches continue partial text.
+    keeps_constraints: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel | None = None) -> None:
         self.options: Any = options if options is not None else self.Options()

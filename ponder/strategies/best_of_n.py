@@ -87,6 +87,7 @@ class BestOfN(Strategy):
     """
 
     needs_verifier = True
+    keeps_constraints = True
 
     class Options(Options):
         n_samples: int | None = Field(

@@ -141,6 +141,8 @@ class ComputeOptimal(Strategy):
     budget. The probe's samples stay candidates: the final answer is chosen from them and the routed ones.
     """
 
+    keeps_constraints = True  # its probe samples whole answers; under a constraint it routes only where that holds
+
     class Options(Options):
         probe_samples: int = Field(
             4, ge=1, le=64, description="Samples drawn to estimate difficulty (capped by budget.max_samples)."
@@ -221,7 +223,8 @@ class ComputeOptimal(Strategy):
         meter, result = search.engine.meter, search.result
         total = meter.limit("max_samples") or DEFAULT_TOTAL
         probe = await self._probe(search, total)
-        route, routed = self._route(probe.level, search.engine, search.verifier)
+        constrained = search.request.params.structured is not None
+        route, routed = self._route(probe.level, search.engine, search.verifier, constrained)
         share = 0 if routed is None else _share(route.budget_fraction, total - meter.spent.samples)
         name = route.strategy if share else PROBE
         result.difficulty, result.agreement, result.mean_score = probe.level, probe.agreement, probe.mean_score
@@ -285,7 +288,9 @@ class ComputeOptimal(Strategy):
             result.routed = result.route.strategy.finish(result.route.search.result, choices, exhausted).summary()
         return super().finish(result, choices, exhausted)
 
-    def _route(self, level: int, engine: Engine, verifier: Verifier | None) -> tuple[Route, Strategy | None]:
+    def _route(
+        self, level: int, engine: Engine, verifier: Verifier | None, constrained: bool = False
+    ) -> tuple[Route, Strategy | None]:
         """The level's first alternative this engine and verifier can serve, built; ``None`` for the probe route."""
         skipped = []
         for route in self._routes[level]:
@@ -298,6 +303,8 @@ class ComputeOptimal(Strategy):
                     raise InvalidRequestError(str(exc), param="strategy_options") from None
                 continue  # a default alternative this server does not have
             why = _unfit(strategy, engine, verifier)
+            if why is None and constrained and not strategy.keeps_constraints:
+                why = "cannot keep the output constraint"
             if why is None:
                 return route, strategy
             skipped.append(f"{route.strategy} ({why})")

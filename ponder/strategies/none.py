@@ -12,6 +12,7 @@ class NoneStrategy(Strategy):
     """Plain decoding: ``n`` samples in one engine call, returned as they are."""
 
     streams_tokens = True
+    keeps_constraints = True
 
     async def search(self, request: StrategyRequest, engine, verifier, budget, trace: Trace) -> list[Candidate]:
         samples = await engine.generate(request.prompt, request.params, request.n)

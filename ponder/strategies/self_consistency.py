@@ -104,6 +104,7 @@ class SelfConsistency(Strategy):
         self.needs_verifier = self.options.weighting == "verifier"
 
     Result = SelfConsistencyResult
+    keeps_constraints = True
 
     def check(self, engine: Engine, verifier: Verifier | None) -> None:
         super().check(engine, verifier)

@@ -262,7 +262,7 @@ async def test_models_health_version_metrics():
         ({"model": MODEL}, "messages", "required"),
         (chat_body(messages=[{"role": "wizard", "content": "x"}]), "messages.0.role", ""),
         (chat_body(stop=[""]), "stop", "non-empty"),
-        (chat_body(tools=[{"type": "function"}]), "tools", "not supported"),
+        (chat_body(tools=[{"type": "function"}]), "tools.0.function", "required"),
         (chat_body(reasoning_effort="extreme"), "reasoning_effort", ""),
         (chat_body(reasoning_effort="low", thinking_level="high"), None, "not both"),
         (chat_body(thinking_budget=-2), "thinking_budget", ""),
