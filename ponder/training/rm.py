@@ -45,10 +45,13 @@ def plackett_luce_loss(scores: Any, ranks: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ data
 
 
-def _tokenize(tokenizer: Any, messages: list[dict], completion: str) -> list[int]:
-    from ponder.verifiers.formats import orm_text
+def _tokenize(cfg: RMArgs, tokenizer: Any, messages: list[dict], completion: str) -> list[int]:
+    """Token ids of one (prompt, completion) exactly as the served ORM reads them, in its number order."""
+    from ponder.verifiers.formats import number_view, orm_text
 
-    return tokenizer(orm_text(tokenizer, messages, completion), add_special_tokens=False)["input_ids"]
+    view = number_view(cfg.number_order)
+    messages = [{**m, "content": view(m["content"])} for m in messages]
+    return tokenizer(orm_text(tokenizer, messages, view(completion)), add_special_tokens=False)["input_ids"]
 
 
 def _by_prompt(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -267,8 +270,8 @@ def _bt_rows(cfg: RMArgs, tokenizer: Any, pairs: list, data: dict[str, Any]) -> 
     """Tokenized chosen/rejected columns for ``RewardTrainer``; counts and a note into ``data``."""
     rows: dict[str, list] = {"chosen_ids": [], "rejected_ids": []}
     for messages, chosen, rejected in pairs:
-        rows["chosen_ids"].append(_tokenize(tokenizer, messages, chosen))
-        rows["rejected_ids"].append(_tokenize(tokenizer, messages, rejected))
+        rows["chosen_ids"].append(_tokenize(cfg, tokenizer, messages, chosen))
+        rows["rejected_ids"].append(_tokenize(cfg, tokenizer, messages, rejected))
     data["train"]["pairs"] = len(pairs)
     data["notes"].append(
         f"Bradley-Terry pairs: {len(pairs)} (chosen = a correct sample, rejected = a wrong sample of the same "
@@ -286,7 +289,7 @@ def _pl_examples(cfg: RMArgs, tokenizer: Any, lists: list, data: dict[str, Any])
     """Tokenized lists for the PL trainer, too-long completions dropped; counts and a note into ``data``."""
     examples = []
     for messages, completions, ranks in lists:
-        ids = [_tokenize(tokenizer, messages, c) for c in completions]
+        ids = [_tokenize(cfg, tokenizer, messages, c) for c in completions]
         keep = [i for i, x in enumerate(ids) if len(x) <= cfg.max_length]
         if len({ranks[i] for i in keep}) > 1:
             examples.append({"ids": [ids[i] for i in keep], "ranks": [ranks[i] for i in keep]})

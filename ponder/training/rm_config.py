@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from ponder.core.sidecar import models_dir
 from ponder.tasks.levels import ALL_LEVELS
 from ponder.training.config_args import OptimArgs, arg, shared
+from ponder.training.lora import LoraArgs
+from ponder.verifiers.formats import NUMBER_ORDERS
 
 
 @dataclass
@@ -23,11 +25,14 @@ class VerifierInputs:
         default_factory=lambda: str(models_dir() / "policy"),
         metadata=arg("Policy whose sampled solutions are the training and evaluation data.", metavar="DIR"),
     )
-    init_model: str | None = field(
+    base_model: str | None = field(
         default=None,
         metadata=arg(
-            "Causal LM folder the verifier starts from (its body is kept, a new head added); default: --policy.",
+            "Causal LM folder the verifier starts from (any Hugging Face causal LM with a tokenizer: its body is kept, "
+            "a new one-logit head added; a tokenizer without a chat template gets a plain Question/Answer one); "
+            "default: --policy. Alias: --init-model.",
             metavar="DIR",
+            aliases=["--init-model", "--init_model"],
         ),
     )
     engine: str = field(
@@ -62,7 +67,7 @@ class VerifierInputs:
 
 
 @dataclass
-class VerifierArgs(OptimArgs, VerifierInputs):
+class VerifierArgs(LoraArgs, OptimArgs, VerifierInputs):
     """Options shared by the verifier trainers: where the policy samples come from, optimisation, evaluation."""
 
     max_length: int = field(default=512, metadata=arg("Drop training sequences longer than this many tokens."))
@@ -108,4 +113,13 @@ class RMArgs(VerifierArgs):
     )
     max_list_size: int = field(
         default=8, metadata=arg("--loss pl: at most this many completions per prompt's list (a seeded subset).")
+    )
+    number_order: str = field(
+        default="as_written",
+        metadata=arg(
+            "How the ORM sees every number, in training and serving alike (recorded in its ponder.json): as_written, "
+            "or reversed (least significant digit first; pair it with --init-model of a model trained that way, "
+            "such as the generative PRM).",
+            choices=NUMBER_ORDERS,
+        ),
     )

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ponder.tasks import SPLITS, check_levels
+from ponder.training.base_model import ensure_chat_template
 from ponder.training.common import TrainingInputError, arithmetic_sidecar, check_model_dir
+from ponder.training.lora import check_lora
 from ponder.training.rm_config import VerifierArgs
 
 log = logging.getLogger("ponder.train.verifier")
@@ -32,7 +34,8 @@ def check_verifier_args(cfg: VerifierArgs) -> None:
         check_levels(cfg.levels)
     except ValueError as exc:
         raise TrainingInputError(str(exc)) from None
-    check_model_dir(cfg.init_model or cfg.policy)
+    check_lora(cfg)
+    check_model_dir(cfg.base_model or cfg.policy)
     if not cfg.dataset or cfg.eval_problems:
         check_model_dir(cfg.policy)
 
@@ -78,8 +81,7 @@ def load_verifier(folder: str | Path, head: str) -> tuple[Any, Any]:
         model = auto.from_pretrained(folder, num_labels=1, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise TrainingInputError(f"{folder} does not load as a model with its tokenizer: {exc}") from None
-    if not tokenizer.chat_template:
-        raise TrainingInputError(f"{folder}: the tokenizer has no chat template")
+    ensure_chat_template(tokenizer)  # a base model's tokenizer may have none; the verifier is saved with it
     if tokenizer.pad_token is None:  # sequence classifiers find the last real token by the pad id
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -138,12 +140,12 @@ def samples_info(cfg: VerifierArgs, records: list[dict[str, Any]], split: str, c
     }
 
 
-def orm_sidecar() -> dict[str, Any]:
-    """``ponder.json`` of an outcome reward model."""
-    return {**ORM_SIDECAR, **arithmetic_sidecar()}
+def orm_sidecar(cfg: VerifierArgs) -> dict[str, Any]:
+    """``ponder.json`` of an outcome reward model, with the number order it reads (``ponder train rm``)."""
+    return {**ORM_SIDECAR, "number_order": getattr(cfg, "number_order", "as_written"), **arithmetic_sidecar()}
 
 
-def prm_sidecar() -> dict[str, Any]:
+def prm_sidecar(cfg: VerifierArgs) -> dict[str, Any]:
     """``ponder.json`` of a process reward model (score: the sigmoid of the logit at each step's end)."""
     shared = arithmetic_sidecar()
     return {**PRM_SIDECAR, "step_separator": shared["step_separator"], "score": "sigmoid", **shared}

@@ -13,7 +13,7 @@ from typing import Any
 
 from ponder.core.aggregate import aggregate
 from ponder.core.sidecar import read_sidecar
-from ponder.verifiers.formats import orm_text, prm_features, render_prompt
+from ponder.verifiers.formats import prm_features, render_prompt
 
 STEP_SEPARATOR = "\n"
 
@@ -25,28 +25,13 @@ def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def orm_scores(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], batch_size: int = 64) -> list[float]:
-    """The outcome model's raw logit for every record's (messages, completion)."""
-    import torch
+def orm_scores(folder: str | Path, records: Sequence[dict[str, Any]]) -> list[float]:
+    """An outcome model's score for every record's (messages, completion), exactly as serving computes it."""
+    from ponder.verifiers.orm import OutcomeRewardModel
 
-    model.eval()
-    ids = [
-        tokenizer(orm_text(tokenizer, r["messages"], r["completion"]), add_special_tokens=False)["input_ids"]
-        for r in records
-    ]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: little padding
-    scores = [0.0] * len(ids)
-    pad = tokenizer.pad_token_id
-    with torch.no_grad():
-        for batch in _batches(len(order), batch_size):
-            rows = [ids[order[i]] for i in batch]
-            width = max(len(r) for r in rows)
-            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.squeeze(-1)
-            for i, value in zip(batch, logits.tolist(), strict=True):
-                scores[order[i]] = float(value)
-    return scores
+    verifier = OutcomeRewardModel(folder, device="cpu")
+    items = [(r["messages"], r["completion"]) for r in records]
+    return [x for batch in _batches(len(items), 256) for x in verifier.score_batch([items[i] for i in batch])]
 
 
 def prm_step_scores(
@@ -214,12 +199,11 @@ def prm_report(records: Sequence[dict[str, Any]], step_scores: Sequence[Sequence
 
 def measure_verifier(folder: str | Path, records: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
     """Load a saved ORM or PRM folder and report on ``records``."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if kind == "orm":
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
-        return orm_report(records, orm_scores(model, tokenizer, records))
+        return orm_report(records, orm_scores(folder, records))
     if read_sidecar(folder).format == "generative":
         return prm_report(records, generative_step_scores(folder, records))
     model = AutoModelForTokenClassification.from_pretrained(folder)
@@ -258,6 +242,15 @@ def selection_table(report: dict[str, Any], rows: list[tuple[str, dict[str, Any]
     return "\n".join(lines)
 
 
+def _base_model(args: dict[str, Any]) -> str:
+    """The folder a verifier's body came from (``init_model`` in configs written before ``--base-model``)."""
+    return args.get("base_model") or args.get("init_model") or args["policy"]
+
+
+def _architecture(config: dict[str, Any], default: str) -> str:
+    return (config.get("architectures") or [default])[0]
+
+
 def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, list[str]]:
     """Title, summary and model/input lines of an ORM card."""
     what = (
@@ -270,8 +263,9 @@ def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, 
         + ". It reads a whole answer and returns one number: higher is better."
     )
     fmt = [
-        "- `LlamaForSequenceClassification` (`AutoModelForSequenceClassification`, `num_labels=1`), body "
-        f"initialised from `{args['init_model'] or args['policy']}`, pad token id {config.get('pad_token_id')}.",
+        f"- `{_architecture(config, 'LlamaForSequenceClassification')}` (`AutoModelForSequenceClassification`, "
+        "`num_labels=1`), body "
+        f"initialised from `{_base_model(args)}`, pad token id {config.get('pad_token_id')}.",
         "- Input: `ponder.verifiers.formats.orm_text(tokenizer, messages, completion)` = the chat template up to the "
         "assistant turn, then the whole completion (`<think>...\\n</think>answer`), tokenized without special "
         "tokens. Score: the raw logit at the last token.",
@@ -279,15 +273,16 @@ def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, 
     return "outcome reward model", what, fmt
 
 
-def _prm_intro(args: dict[str, Any]) -> tuple[str, str, list[str]]:
+def _prm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, list[str]]:
     """Title, summary and model/input/loss lines of a PRM card."""
     what = (
         f"A process reward model for the bundled policy, trained by `ponder train prm --labels {args['labels']}`: "
         "for every reasoning step it gives the probability that the reasoning is still on track after it."
     )
     fmt = [
-        "- `LlamaForTokenClassification` (`AutoModelForTokenClassification`, `num_labels=1`), body initialised "
-        f"from `{args['init_model'] or args['policy']}`.",
+        f"- `{_architecture(config, 'LlamaForTokenClassification')}` (`AutoModelForTokenClassification`, "
+        "`num_labels=1`), body initialised "
+        f"from `{_base_model(args)}`.",
         '- Input: `ponder.verifiers.formats.prm_features(tokenizer, render_prompt(tokenizer, messages), steps, "\\n")` '
         "= the chat template up to the assistant turn, `<think>`, then every step followed by `\\n`. Score of "
         "step i: `sigmoid(logit[positions[i]])`, read at the token that ends the step's separator.",
@@ -303,7 +298,7 @@ def _format_section(folder: Path, train: dict[str, Any], sidecar: dict[str, Any]
     if sidecar["kind"] == "orm":
         title, what, fmt = _orm_intro(args, config)
     else:
-        title, what, fmt = _prm_intro(args)
+        title, what, fmt = _prm_intro(args, config)
     return [
         f"# {folder.name}: the bundled {title}",
         "",

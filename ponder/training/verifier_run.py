@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from ponder.core.sidecar import SIDECAR
+from ponder.training.base_model import with_lora
 from ponder.training.common import log_callback, training_run, versions, write_json
 from ponder.training.config_args import to_cli_flags
+from ponder.training.lora import merged
 from ponder.training.rm_config import VerifierArgs
 from ponder.training.verifier_common import eval_records, load_verifier, orm_sidecar, prm_sidecar, samples_info
 
 # kind: (the ``ponder train`` subcommand, the model head, the sidecar)
-VERIFIERS: dict[str, tuple[str, str, Callable[[], dict[str, Any]]]] = {
+VERIFIERS: dict[str, tuple[str, str, Callable[[VerifierArgs], dict[str, Any]]]] = {
     "orm": ("rm", "sequence", orm_sidecar),
     "prm": ("prm", "token", prm_sidecar),
 }
@@ -71,16 +73,18 @@ def train_verifier(cfg: VerifierArgs, kind: str, training_data: TrainingData, bu
         held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
         timer.mark("samples")
         set_seed(cfg.seed)  # before loading: the new head is initialised from it
-        tokenizer, model = load_verifier(cfg.init_model or cfg.policy, head)
+        tokenizer, model = load_verifier(cfg.base_model or cfg.policy, head)
+        model, note = with_lora(model, cfg, head)
+        data.setdefault("notes", []).extend([note] if note else [])
         callbacks = [log_callback(out / "logs" / "train.jsonl", handler)]
         trainer = build_trainer(rows, data, tokenizer, model, out, callbacks)
         result = trainer.train()
         timer.mark("train")
         save_verifier(
             out,
-            trainer.model,
+            merged(trainer.model),
             tokenizer,
-            sidecar(),
+            sidecar(cfg),
             command=f"ponder train {command} " + " ".join(to_cli_flags(cfg)),
             cfg=cfg,
             data=data,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ponder.verifiers.base import Problem, problem_messages
-from ponder.verifiers.formats import orm_text
+from ponder.verifiers.formats import number_view, orm_text
 from ponder.verifiers.hf import (
     MicroBatcher,
     VerifierLoadError,
@@ -26,6 +26,8 @@ class OutcomeRewardModel:
 
     One label: the score is the raw logit. Two labels (bad, good): the log-odds ``logit[1] - logit[0]``,
     which orders answers exactly as ``softmax[1]`` does. Inputs longer than the model's context keep their end.
+    The text is seen in the sidecar's ``number_order`` (``reversed``: every number least significant digit first),
+    as it was in training.
     """
 
     step_level = False
@@ -43,6 +45,10 @@ class OutcomeRewardModel:
         self.sidecar = read_sidecar(self.folder)
         if self.sidecar.get("kind", "orm") != "orm":
             raise VerifierLoadError(f"{self.folder}: ponder.json says kind {self.sidecar['kind']!r}, not an ORM")
+        try:
+            self._view = number_view(self.sidecar.get("number_order", "as_written"))
+        except ValueError as exc:
+            raise VerifierLoadError(f"{self.folder}: {exc}") from None
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(self.folder)
         self.model = load_model(self.folder, "AutoModelForSequenceClassification", self.device)
@@ -53,15 +59,18 @@ class OutcomeRewardModel:
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
-        self._batcher = MicroBatcher(self._forward, name=f"orm-{name}")
+        self._batcher = MicroBatcher(self.score_batch, name=f"orm-{name}")
 
     def encode(self, problem: Problem, answer: str) -> list[int]:
         """Token ids of one (problem, answer) pair, left-truncated to the model's context."""
-        text = orm_text(self.tokenizer, problem_messages(problem), answer)
+        view = self._view
+        messages = [{**m, "content": view(m["content"])} for m in problem_messages(problem)]
+        text = orm_text(self.tokenizer, messages, view(answer))
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return list(ids[-self.max_len :])
 
-    def _forward(self, items: list[tuple[Problem, str]]) -> list[float]:
+    def score_batch(self, items: Sequence[tuple[Problem, str]]) -> list[float]:
+        """Scores of (problem, answer) items, synchronously (what the batcher runs)."""
         torch = self._torch
         rows = [self.encode(problem, answer) for problem, answer in items]
         scores = [0.0] * len(rows)

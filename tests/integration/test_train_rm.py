@@ -15,6 +15,7 @@ POLICY = Path(__file__).resolve().parents[2] / "ponder" / "models" / "policy"
 ORM_SIDECAR = {
     "kind": "orm",
     "format": "sequence_classification",
+    "number_order": "as_written",
     "step_separator": "\n",
     "answer_format": "final_number",
     "think_tags": ["<think>", "</think>"],
@@ -34,10 +35,9 @@ def _load(out: Path):
 def _scores(out: Path, completions: list[str]) -> list[float]:
     from ponder.training.verifier_metrics import orm_scores
 
-    tokenizer, model = _load(out)
     problem = generate_problems("test", 1, [2])[0]
     records = [{"messages": problem.prompt_messages(), "completion": c} for c in completions]
-    return orm_scores(model, tokenizer, records)
+    return orm_scores(out, records)
 
 
 def test_bt_on_policy_samples_writes_a_loadable_orm_with_metrics(tmp_path: Path):
@@ -63,6 +63,24 @@ def test_bt_on_policy_samples_writes_a_loadable_orm_with_metrics(tmp_path: Path)
     scores = _scores(out, [render_trace(generate_problems("test", 1, [2])[0]), "<think>1+1=3\n</think>3"])
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
     assert (out / "logs" / "train.jsonl").read_text().count('"loss"') >= 2
+
+
+def test_number_order_is_trained_recorded_and_served_alike(tmp_path: Path):
+    """--number-order reversed: the training pairs, the sidecar and the served ORM all see 467 as 764."""
+    from ponder.verifiers.formats import orm_text
+    from ponder.verifiers.orm import OutcomeRewardModel
+
+    p = generate_problems("train", 1, [2])[0]
+    data = tmp_path / "data.jsonl"
+    row = {"prompt": p.prompt_messages(), "chosen": render_trace(p), "rejected": "<think>467+914=1381\n</think>1"}
+    data.write_text(json.dumps(row) + "\n")
+    out = tmp_path / "orm"
+    argv = ["train", "rm", "--output-dir", str(out), "--dataset", str(data), "--number-order", "reversed"]
+    assert ponder([*argv, *FEW_STEPS]) == 0
+    assert json.loads((out / "ponder.json").read_text())["number_order"] == "reversed"
+    verifier = OutcomeRewardModel(out, device="cpu")
+    seen = verifier.tokenizer.decode(verifier.encode([{"role": "user", "content": "What is 12+7?"}], "<think>467"))
+    assert seen == orm_text(verifier.tokenizer, [{"role": "user", "content": "What is 21+7?"}], "<think>764")
 
 
 @pytest.mark.parametrize("loss", ["bt", "pl"])
