@@ -64,6 +64,11 @@ TRAINERS: dict[str, tuple[str, str, str]] = {
         "ponder.training.grpo:train_cispo",
         "CISPO: GRPO with clipped, stop-gradient importance weights (TRL GRPOTrainer, loss_type=cispo).",
     ),
+    "ppo": (
+        "ponder.training.ppo_config:PPOArgs",
+        "ponder.training.ppo:train_ppo",
+        "PPO: value head, GAE(lambda), KL penalty to the reference policy, on rewards from Ponder's verifiers.",
+    ),
 }
 CHOICES = "{" + ",".join(TRAINERS) + "}"
 
