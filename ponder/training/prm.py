@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,11 @@ from typing import Any
 from ponder.training.common import TrainingInputError
 from ponder.training.config_args import training_arguments
 from ponder.training.prm_config import PRMArgs
-from ponder.training.verifier_common import (
-    check_prompt,
-    check_verifier_args,
-    read_user_table,
-    samples_info,
-    train_records,
-)
+from ponder.training.step_datasets import SEPARATOR, StepDataset, read_step_dataset
+from ponder.training.verifier_common import check_verifier_args, samples_info, train_records
 from ponder.training.verifier_run import train_verifier
 
 log = logging.getLogger("ponder.train.prm")
-
-SEPARATOR = "\n"
 
 
 # ------------------------------------------------------------------------------------------------ labels
@@ -48,41 +40,6 @@ def rows_from_samples(records: list[dict[str, Any]], labels: str) -> list[tuple[
         if r["steps"] and key not in seen:
             seen.add(key)
             out.append((r["messages"], list(r["steps"]), targets_of(r, labels)))
-    return out
-
-
-def _check_label(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and not math.isnan(value) and 0 <= value <= 1:
-        return float(value)
-    return None
-
-
-def rows_from_table(path: str) -> list[tuple[list[dict], list[str], list[float]]]:
-    """Validated (messages, steps, targets) rows of a user file."""
-    rows = read_user_table(path, ("prompt", "steps", "labels"))
-    out = []
-    for i, row in enumerate(rows):
-        where = f"{path}: row {i}"
-        messages = check_prompt(row["prompt"], where)
-        steps, labels = row["steps"], row["labels"]
-        if not isinstance(steps, list) or not steps or not all(isinstance(s, str) and s.strip() for s in steps):
-            raise TrainingInputError(f"{where}: `steps` must be a non-empty list of non-empty strings")
-        if any(SEPARATOR in s for s in steps):
-            raise TrainingInputError(
-                f"{where}: a step contains the step separator {SEPARATOR!r}; give one step per item"
-            )
-        if not isinstance(labels, list) or len(labels) != len(steps):
-            raise TrainingInputError(
-                f"{where}: `labels` must be a list with one label per step ({len(steps)}), got {labels!r:.60}"
-            )
-        targets = [_check_label(y) for y in labels]
-        if any(t is None for t in targets):
-            raise TrainingInputError(
-                f"{where}: `labels` must be true/false or probabilities in [0, 1], got {labels!r:.60}"
-            )
-        out.append((messages, list(steps), targets))
     return out
 
 
@@ -173,11 +130,16 @@ def check_args(cfg: PRMArgs) -> None:
         raise TrainingInputError("--hard-negatives corrupts gold traces of policy-sample problems; not with --dataset")
 
 
+def user_dataset(cfg: PRMArgs) -> StepDataset:
+    """The checked rows of ``--dataset`` in its ``--dataset-format`` (``ponder.training.step_datasets``)."""
+    return read_step_dataset(cfg.dataset, cfg.dataset_format, step_tag=cfg.step_tag, neutral=cfg.neutral_label)
+
+
 def train_prm(cfg: PRMArgs) -> Path:
     """Check the input, label, train, save the PRM folder, measure it on held-out samples and write its card."""
     check_args(cfg)
     if cfg.dataset:  # read and check it before touching the output folder
-        rows_from_table(cfg.dataset)
+        user_dataset(cfg)
     return train_verifier(cfg, "prm", partial(_training_data, cfg), partial(_build_trainer, cfg))
 
 
@@ -225,11 +187,9 @@ def _add_hard_negatives(cfg: PRMArgs, records: list[dict[str, Any]], rows: list)
 def _training_data(cfg: PRMArgs) -> tuple[dict[str, Any], list[tuple[list[dict], list[str], list[float]]]]:
     """The data description (with the card's notes so far) and the (messages, steps, targets) rows."""
     if cfg.dataset:
-        rows = rows_from_table(cfg.dataset)
-        data: dict[str, Any] = {
-            "train": {"source": cfg.dataset},
-            "notes": [f"{len(rows)} labelled solutions from `{cfg.dataset}`."],
-        }
+        dataset = user_dataset(cfg)
+        rows = dataset.rows
+        data: dict[str, Any] = {"train": {"source": cfg.dataset, "format": dataset.format}, "notes": dataset.notes}
     else:
         records = train_records(cfg, mc_rollouts=0 if cfg.labels == "exact" else cfg.mc_rollouts)
         rows = rows_from_samples(records, cfg.labels)

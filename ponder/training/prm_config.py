@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ponder.training.config_args import arg
 from ponder.training.rm_config import VerifierArgs
+from ponder.training.step_datasets import FORMATS, MATH_SHEPHERD_TAG
 
 
 @dataclass
@@ -19,10 +20,32 @@ class PRMArgs(VerifierArgs):
     dataset: str | None = field(
         default=None,
         metadata=arg(
-            "Your own data instead of policy samples: JSONL, JSON or Parquet with columns `prompt` (a user message, "
-            "or a list of {role, content} turns), `steps` (a list of step texts without the separator) and `labels` "
-            "(one per step: true/false, or a probability in [0, 1]).",
+            "Your own data instead of policy samples: JSONL, JSON or Parquet, in one of the --dataset-format "
+            "formats: `prompt` (a user message, or a list of {role, content} turns), `steps` (a list of step texts "
+            "without the separator) and `labels` (one per step: true/false, or a probability in [0, 1]), or TRL's "
+            "`prompt`, `completions`, `labels`; Math-Shepherd's `input` (question, then steps each ending in "
+            "--step-tag) and `label` (the same with + or - for each tag); PRM800K's JSONL rows (`question.problem`, "
+            "`label.steps` of rated completions).",
             metavar="FILE",
+        ),
+    )
+    dataset_format: str = field(
+        default="auto",
+        metadata=arg(
+            "Format of --dataset: auto (told by its columns), steps (Ponder's or TRL's stepwise rows), "
+            "math-shepherd or prm800k.",
+            choices=FORMATS,
+        ),
+    )
+    step_tag: str = field(
+        default=MATH_SHEPHERD_TAG,
+        metadata=arg("--dataset-format math-shepherd: the tag that ends every step in `input`."),
+    )
+    neutral_label: float = field(
+        default=1.0,
+        metadata=arg(
+            "--dataset-format prm800k: the target of a step rated 0 (neutral: not wrong, no progress); +1 is 1, -1 "
+            "is 0."
         ),
     )
     labels: str = field(
