@@ -114,6 +114,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Requests in flight; more get 503 with Retry-After.",
     )
     p.add_argument("--max-n", type=int, default=limits.max_n)
+    p.add_argument(
+        "--max-prompts", type=int, default=limits.max_prompts, help="Prompts in one /v1/completions request."
+    )
     p.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes)
     p.add_argument("--max-samples", type=int, default=limits.max_samples, help="Ceiling of a request's budget.")
     p.add_argument("--max-budget-tokens", type=int, default=limits.max_tokens, help="Ceiling of a request's budget.")
@@ -185,6 +188,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     limits = Limits(
         max_concurrency=args.max_concurrency,
         max_n=args.max_n,
+        max_prompts=args.max_prompts,
         max_body_bytes=args.max_body_bytes,
         max_samples=args.max_samples,
         max_tokens=args.max_budget_tokens,

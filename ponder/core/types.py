@@ -122,6 +122,8 @@ class EngineCapabilities:
     seed: bool = True
     penalties: bool = True
     structured_outputs: bool = False  # constrains generation to a JSON schema (StructuredOutput)
+    # Prompts longer than this (characters) cannot fit the context whatever their tokens: refused untokenized.
+    max_prompt_chars: int | None = None
 
 
 @dataclass(frozen=True)

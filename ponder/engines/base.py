@@ -22,6 +22,14 @@ def render_chat(tokenizer: Any, prompt: Prompt) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
 
 
+def max_prompt_chars(tokenizer: Any, max_model_len: int) -> int:
+    """The most characters a prompt that fits the context can have: every token is at most the vocabulary's
+    longest token string, whose characters (bytes in byte-level BPE, pieces in SentencePiece) each stand for
+    at least one character of text. A longer prompt is refused before it is tokenized at all."""
+    longest = max((len(token) for token in tokenizer.get_vocab()), default=1)
+    return max_model_len * max(longest, 1)
+
+
 def resolve_max_tokens(params: SamplingParams, prompt_tokens: int, max_model_len: int) -> int:
     """Tokens to generate: the request's ``max_tokens`` or what the context leaves; refuse what does not fit."""
     room = max_model_len - prompt_tokens

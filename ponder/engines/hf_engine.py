@@ -39,7 +39,7 @@ from ponder.core.types import (
     SamplingParams,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs, render_chat, resolve_max_tokens
+from ponder.engines.base import check_logprobs, max_prompt_chars, render_chat, resolve_max_tokens
 
 log = logging.getLogger("ponder.engines.hf")
 
@@ -364,6 +364,7 @@ class HFEngine:
             scoring=True,
             seed=True,
             penalties=True,
+            max_prompt_chars=max_prompt_chars(self.tokenizer, int(limit)),
         )
 
         # OpenAI semantics: requests say everything; the checkpoint's sampling defaults do not apply.

@@ -36,7 +36,7 @@ from ponder.core.types import (
     StructuredOutput,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs, render_chat, resolve_max_tokens
+from ponder.engines.base import check_logprobs, max_prompt_chars, render_chat, resolve_max_tokens
 
 log = logging.getLogger("ponder.engines.vllm")
 
@@ -129,6 +129,7 @@ class VLLMEngine:
             seed=True,
             penalties=True,
             structured_outputs=True,
+            max_prompt_chars=max_prompt_chars(self.tokenizer, self.max_model_len),
         )
         self.block_size = int(engine.vllm_config.cache_config.block_size)
         self.prefix_caching = bool(engine.vllm_config.cache_config.enable_prefix_caching)

@@ -85,7 +85,9 @@ async def models(request: Request) -> ModelList:
 
 @router.get("/health")
 async def health(request: Request) -> Response:
-    return Response(status_code=200) if getattr(request.app.state, "engine", None) else Response(status_code=503)
+    if getattr(request.app.state, "engine", None) is None:
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/metrics")

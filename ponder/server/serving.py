@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ponder.core.errors import InvalidRequestError, NotFoundError, OverloadedError, PonderError
+from ponder.core.errors import InvalidRequestError, NotFoundError, OverloadedError, PonderError, PromptTooLongError
 from ponder.core.protocols import Engine
 from ponder.core.types import Prompt, SampleDelta, SamplingParams
 from ponder.server.content_policy import ContentFilter
@@ -144,6 +144,17 @@ class ServingBase:
         if name not in self.model_names:
             raise NotFoundError(
                 f"The model '{name}' does not exist; this server serves {', '.join(self.model_names)}.", param="model"
+            )
+
+    def check_prompt_chars(self, chars: int, param: str) -> None:
+        """Refuse, before anything is rendered or tokenized, a prompt too long to fit whatever its tokens."""
+        caps = self.engine.capabilities
+        if caps.max_prompt_chars is not None and chars > caps.max_prompt_chars:
+            raise PromptTooLongError(
+                f"This model's maximum context length is {caps.max_model_len} tokens, but the prompt has {chars} "
+                f"characters: more than {caps.max_model_len} of this model's tokens can hold "
+                f"({caps.max_prompt_chars} characters).",
+                param=param,
             )
 
     def sampling_params(self, req: PonderFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:

@@ -91,6 +91,7 @@ class ChatService(ServingBase):
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         ctx = self.context(req, req.token_limit, logprobs)
         apply_output_spec(ctx, output_spec(req, self.engine.capabilities, self.tool_parser))
+        self.check_prompt_chars(sum(len(m.text()) for m in req.messages), "messages")
         return ctx, self.prompt(req)
 
     # ---- whole responses ----

@@ -21,7 +21,14 @@ class CompletionService(ServingBase):
     route = "/v1/completions"
 
     def plan(self, req: CompletionRequest) -> RequestContext:
-        return self.context(req, req.max_tokens, req.logprobs)
+        limit = self.settings.limits.max_prompts
+        if len(req.prompts) > limit:
+            raise InvalidRequestError(
+                f"At most {limit} prompts in one request (--max-prompts), got {len(req.prompts)}.", param="prompt"
+            )
+        ctx = self.context(req, req.max_tokens, req.logprobs)
+        self.check_prompt_chars(max(len(p) for p in req.prompts), "prompt")
+        return ctx
 
     # ---- whole responses ----
 

@@ -13,6 +13,7 @@ class Limits:
 
     max_concurrency: int = 64
     max_n: int = 32
+    max_prompts: int = 256  # prompts in one /v1/completions request
     max_stop: int = 16
     max_body_bytes: int = 4 * 1024 * 1024
     max_samples: int = 64
