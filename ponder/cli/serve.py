@@ -93,6 +93,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "else orm, else math_rule).",
     )
     p.add_argument(
+        "--model-sidecar",
+        default=None,
+        metavar="PATH",
+        help="The served model's ponder.json (or a folder holding it) when --model is not a local folder, as with "
+        "--engine openai: its recommended verifier, think tags and step format then apply as in process.",
+    )
+    p.add_argument(
         "--strategy-plugin",
         action="append",
         default=[],
@@ -205,6 +212,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         default_verifiers=args.default_verifiers,
         default_strategy=args.default_strategy,
         default_verifier=args.default_verifier,
+        model_sidecar=args.model_sidecar,
         log_level=args.log_level,
         tool_call_parser=args.tool_call_parser,
         playground=args.playground,
@@ -226,6 +234,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.engine == "openai" and not args.upstream:
         raise SystemExit("ponder serve: --engine openai needs --upstream URL")
     check_extensions(args)
+    check_model_sidecar(args.model_sidecar)
     settings = settings_from_args(args)
     uvicorn.run(
         create_app(settings),
@@ -261,6 +270,20 @@ def check_extensions(args: argparse.Namespace) -> None:
     if args.default_strategy and args.default_strategy not in registry.names():
         valid = ", ".join(registry.names())
         raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")
+
+
+def check_model_sidecar(path: str | None) -> None:
+    """Refuse a ``--model-sidecar`` that is missing or not a valid ``ponder.json``."""
+    from ponder.core.sidecar import SIDECAR, SidecarError, read_sidecar
+
+    if path is None:
+        return
+    if not (Path(path).is_file() or (Path(path) / SIDECAR).is_file()):
+        raise SystemExit(f"ponder serve: --model-sidecar {path!r}: no such file, nor a folder with {SIDECAR}")
+    try:
+        read_sidecar(path)
+    except SidecarError as exc:
+        raise SystemExit(f"ponder serve: --model-sidecar: {exc}") from None
 
 
 def check_tool_parser(name: str | None) -> None:

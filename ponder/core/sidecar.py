@@ -42,8 +42,9 @@ class Sidecar(BaseModel):
 
 
 def read_sidecar(folder: str | Path) -> Sidecar:
-    """The folder's ``ponder.json``; an empty :class:`Sidecar` when there is none, :class:`SidecarError` if bad."""
-    path = Path(folder) / SIDECAR
+    """The folder's ``ponder.json`` (or the JSON file ``folder`` itself names); an empty :class:`Sidecar` when there
+    is none, :class:`SidecarError` if bad."""
+    path = Path(folder) if Path(folder).is_file() else Path(folder) / SIDECAR
     if not path.is_file():
         return Sidecar()
     try:
@@ -60,7 +61,8 @@ def read_sidecar(folder: str | Path) -> Sidecar:
 
 
 def model_sidecar(model: str) -> dict[str, Any]:
-    """The sidecar of a served model as a dict ({} when it ships none, or when ``model`` is a hub id)."""
+    """The sidecar of a served model as a dict ({} when it ships none, or when ``model`` is a hub id or a name an
+    upstream server knows); ``model`` may also name a local copy of the sidecar file."""
     return read_sidecar(model).as_dict() if model else {}
 
 

@@ -7,7 +7,7 @@ import hashlib
 import importlib.metadata
 import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -88,7 +88,7 @@ def load_verifiers(settings: ServerSettings, engine: Engine) -> VerifierSet:
     verifiers = VerifierSet.from_specs(
         settings.verifiers, engine=engine, models_dir=bundled, default=settings.default_verifier
     )
-    recommended = model_sidecar(settings.engine.model).get("default_verifier")
+    recommended = served_sidecar(settings).get("default_verifier")
     if settings.default_verifier is None and recommended:
         # a model trained here says which verifier measured best for it (docs/results/strategies.md)
         if recommended in verifiers:
@@ -108,9 +108,15 @@ def tool_parser(settings: ServerSettings, engine: Engine) -> ToolCallParser | No
     return VLLMToolParser(settings.tool_call_parser, getattr(engine, "tokenizer", None))
 
 
+def served_sidecar(settings: ServerSettings) -> dict[str, Any]:
+    """The served model's ``ponder.json``: ``--model-sidecar`` when given (an upstream's model is not a local folder),
+    else the ``--model`` folder's own."""
+    return model_sidecar(settings.model_sidecar or settings.engine.model)
+
+
 def step_format(settings: ServerSettings) -> StepFormat:
     """How the served model writes steps, from its ``ponder.json`` sidecar when it ships one."""
-    sidecar = model_sidecar(settings.engine.model)
+    sidecar = served_sidecar(settings)
     tags = sidecar.get("think_tags") or THINK_TAGS
     return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1])
 

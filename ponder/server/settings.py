@@ -42,6 +42,8 @@ class ServerSettings:
     verifiers: tuple[str, ...] = ()  # --verifier NAME=PATH[:KIND] specs, loaded besides the bundled defaults
     default_verifiers: bool = True  # load the bundled ORM/PRM and the built-in rule and judge verifiers
     default_verifier: str | None = None  # what a request without `verifier` gets; None: the model's sidecar, else prm
+    # --model-sidecar: the served model's ponder.json (or its folder) when --model is not a local folder (upstream)
+    model_sidecar: str | None = None
     default_strategy: str | None = None  # what reasoning_effort low/medium/high runs; None: by verifiers loaded
     log_level: str = "info"
     tool_call_parser: str | None = None  # --tool-call-parser: vLLM's parser of the model's tool-call syntax

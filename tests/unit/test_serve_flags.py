@@ -62,3 +62,34 @@ def test_the_models_recommended_verifier_is_the_default_unless_the_flag_says_oth
     (tmp_path / "ponder.json").write_text(json.dumps({"default_verifier": "absent"}))
     settings = ServerSettings(engine=engine, verifiers=both, default_verifiers=False)
     assert load_verifiers(settings, None).default_name is None  # not loaded: prm, orm, math_rule by name decide
+
+
+def test_upstream_model_gets_its_recommended_verifier_from_a_local_sidecar_copy(tmp_path):
+    """--engine openai names the upstream's model, not a local folder: --model-sidecar supplies its ponder.json."""
+    import json
+
+    from ponder.engines.settings import EngineSettings
+    from ponder.server.app import load_verifiers, step_format
+    from ponder.server.settings import ServerSettings
+
+    copy = tmp_path / "policy-ponder.json"
+    copy.write_text(json.dumps({"step_separator": "\n\n", "default_verifier": "calculator"}))
+    engine = EngineSettings(kind="openai", model="policy", upstream="http://127.0.0.1:9/v1")
+    both = ("rule=math_rule", "calculator")
+    blind = ServerSettings(engine=engine, verifiers=both, default_verifiers=False)
+    assert load_verifiers(blind, None).default_name is None and step_format(blind).separator == "\n"
+    told = ServerSettings(engine=engine, verifiers=both, default_verifiers=False, model_sidecar=str(copy))
+    assert load_verifiers(told, None).default_name == "calculator" and step_format(told).separator == "\n\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file, nor a folder with ponder.json"), ("[1]", "must hold a JSON object")],
+)
+def test_a_bad_model_sidecar_is_refused_before_start(tmp_path, content, message):
+    path = tmp_path / "ponder.json"
+    if content is not None:
+        path.write_text(content)
+    argv = ["serve", "--engine", "openai", "--upstream", "http://127.0.0.1:9/v1", "--model-sidecar", str(path)]
+    with pytest.raises(SystemExit, match=message):
+        main(argv)
