@@ -69,6 +69,11 @@ TRAINERS: dict[str, tuple[str, str, str]] = {
         "ponder.training.ppo:train_ppo",
         "PPO: value head, GAE(lambda), KL penalty to the reference policy, on rewards from Ponder's verifiers.",
     ),
+    "rft": (
+        "ponder.training.rft_config:RFTArgs",
+        "ponder.training.rft:train_rft",
+        "Rejection-sampling fine-tuning (expert iteration): Ponder's search, keep accepted answers, SFT, repeat.",
+    ),
 }
 CHOICES = "{" + ",".join(TRAINERS) + "}"
 

@@ -68,9 +68,12 @@ def load_policy(cfg: Any) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def generated_prompts(split: str, count: int, levels: list[int], tasks: list[str]) -> list[dict[str, Any]]:
+def generated_prompts(
+    split: str, count: int, levels: list[int], tasks: list[str], offset: int = 0
+) -> list[dict[str, Any]]:
     """Arithmetic problems as prompt rows: ``prompt`` (the user turn) and the problem's columns (for the scorer)."""
-    return [{"prompt": p.prompt_messages(), **p.to_record()} for p in generate_problems(split, count, levels, tasks)]
+    problems = generate_problems(split, count, levels, tasks, offset)
+    return [{"prompt": p.prompt_messages(), **p.to_record()} for p in problems]
 
 
 def user_prompts(path: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from ponder.training.common import (
     write_json,
 )
 from ponder.training.config_args import training_arguments
+from ponder.training.lora import check_lora, load_kwargs, merged, peft_config
 from ponder.training.sft_config import SFTArgs
 
 log = logging.getLogger("ponder.train.sft")
@@ -62,6 +63,7 @@ def check_args(cfg: SFTArgs) -> None:
         check_tasks(cfg.tasks)
     except ValueError as exc:
         raise TrainingInputError(str(exc)) from None
+    check_lora(cfg)
 
 
 def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dict[str, Any]]:
@@ -101,7 +103,7 @@ def load_model(cfg: SFTArgs) -> tuple[Any, Any]:
         folder = check_model_dir(cfg.init_model)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
+            model = AutoModelForCausalLM.from_pretrained(folder, **load_kwargs(cfg))
         except (OSError, ValueError) as exc:
             raise TrainingInputError(f"{folder} does not load as a causal LM with its tokenizer: {exc}") from None
         if not tokenizer.chat_template:
@@ -149,7 +151,10 @@ def _sft_config(cfg: SFTArgs, out: Path) -> Any:
 
 def _save_folder(cfg: SFTArgs, out: Path, trainer: Any, tokenizer: Any, sidecar: dict[str, Any] | None) -> None:
     """Weights, tokenizer and sidecar into ``out``; the checkpoints and the pickled arguments removed."""
-    trainer.save_model(str(out))
+    if cfg.lora_r:  # the adapters merged into the weights, so the folder serves like any other
+        merged(trainer.model).save_pretrained(str(out))
+    else:
+        trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; training_config.json records the same
@@ -188,6 +193,7 @@ def _train(cfg: SFTArgs, out: Path, handler: logging.Handler, task: SFTTask) -> 
         eval_dataset=Dataset.from_dict({"messages": eval_rows}) if eval_rows else None,
         processing_class=tokenizer,
         callbacks=[log_callback(out / "logs" / "train.jsonl", handler)],
+        peft_config=peft_config(cfg),
     )
     prepared = time.time()
     result = trainer.train()

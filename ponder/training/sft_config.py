@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ponder.tasks.levels import ALL_LEVELS, TASKS
 from ponder.training.config_args import OptimArgs, arg, shared
+from ponder.training.lora import LoraArgs
 
 
 @dataclass
@@ -48,7 +49,7 @@ class SFTInputs:
 
 
 @dataclass
-class SFTArgs(OptimArgs, SFTInputs):
+class SFTArgs(OptimArgs, LoraArgs, SFTInputs):
     """Supervised fine-tuning of a policy on chat data (default: the bundled arithmetic traces)."""
 
     epochs: float = shared("epochs", 1.0)
