@@ -32,7 +32,7 @@ def with_lora(model: Any, cfg: Any, head: str) -> tuple[Any, str | None]:
     """The classifier with LoRA adapters on its body and its new head trained in full (``modules_to_save``) when
     ``cfg.lora_r`` > 0, and the model card's line on them; else ``model`` itself and None."""
     heads = head_modules(model)
-    model = apply_lora(model, cfg, TASK_TYPES[head], heads)
+    model = apply_lora(model, cfg, TASK_TYPES[head], list(heads))  # a copy: PEFT appends its own names to it
     if not cfg.lora_r:
         return model, None
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

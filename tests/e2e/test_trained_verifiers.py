@@ -128,7 +128,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("real-verifiers")
     base = build_base_model(root / "base")
     orm = root / "orm"
-    config = _train("rm", orm, base, preference_pairs(root / "pairs.jsonl"), "--init-model", str(base))
+    lora = ["--lora-r", "8", "--lora-target-modules", "q_proj", "v_proj"]  # TRL's RewardTrainer on a PeftModel
+    config = _train("rm", orm, base, preference_pairs(root / "pairs.jsonl"), *lora)
     assert config["args"]["base_model"] == str(base) and config["data"]["train"]["pairs"] == 6
     shepherd = root / "prm-shepherd"
     config = _train("prm", shepherd, base, math_shepherd_file(root / "shepherd.jsonl"), "--lora-r", "4")
@@ -146,17 +147,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": base, "orm": orm, "shepherd": shepherd, "prm800k": prm800k}
 
 
-def test_a_lora_trained_prm_is_a_plain_folder_whose_head_and_body_both_moved(trained):
+@pytest.mark.parametrize(("name", "untouched"), [("shepherd", "embed_tokens"), ("orm", "self_attn.k_proj")])
+def test_lora_trained_verifiers_are_plain_folders_with_the_adapters_merged(trained, name: str, untouched: str):
     import torch
     from safetensors.torch import load_file
 
     base = load_file(trained["base"] / "model.safetensors")
-    merged = load_file(trained["shepherd"] / "model.safetensors")
+    merged = load_file(trained[name] / "model.safetensors")
     assert not any("lora" in k or "modules_to_save" in k for k in merged)
     assert "score.weight" in merged  # the new head, trained in full and saved under its own name
     key = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(base[key], merged[key])  # the LoRA update is folded into the body's weights
-    assert torch.equal(base["model.embed_tokens.weight"], merged["model.embed_tokens.weight"])  # not a LoRA target
+    kept = [k for k in base if untouched in k]  # not a LoRA target: as the base model had it
+    assert kept and all(torch.equal(base[k], merged[k]) for k in kept)
 
 
 @pytest.fixture(scope="module")
