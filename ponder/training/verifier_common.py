@@ -34,6 +34,8 @@ def check_verifier_args(cfg: VerifierArgs) -> None:
         check_levels(cfg.levels)
     except ValueError as exc:
         raise TrainingInputError(str(exc)) from None
+    if cfg.qlora:  # the verifier trainers run on the CPU in float32 (config_args.CPU_RUN); 4-bit needs CUDA
+        raise TrainingInputError("--qlora is not supported by the verifier trainers (CPU runs); use --lora-r alone")
     check_lora(cfg)
     check_model_dir(cfg.base_model or cfg.policy)
     if not cfg.dataset or cfg.eval_problems:

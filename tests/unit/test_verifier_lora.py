@@ -30,6 +30,7 @@ def test_base_model_is_the_flag_and_init_model_its_alias():
         (["--lora-r", "-1"], "--lora-r must be 0"),
         (["--lora-r", "4", "--lora-dropout", "1"], "--lora-dropout in [0, 1)"),
         (["--lora-r", "4", "--lora-alpha", "0"], "--lora-alpha must be positive"),
+        (["--lora-r", "4", "--qlora"], "--qlora is not supported by the verifier trainers"),
     ],
 )
 def test_bad_lora_flags_are_refused_before_anything_is_written(tmp_path: Path, capsys, flags, message):
