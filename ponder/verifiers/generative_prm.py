@@ -16,6 +16,8 @@ from ponder.verifiers.hf import (
     MicroBatcher,
     VerifierLoadError,
     check_model_folder,
+    common_prefix_len,
+    continue_batch,
     length_chunks,
     load_model,
     load_tokenizer,
@@ -24,16 +26,6 @@ from ponder.verifiers.hf import (
     pick_device,
     read_sidecar,
 )
-
-
-def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens every row shares."""
-    n = 0
-    for column in zip(*rows, strict=False):
-        if any(t != column[0] for t in column):
-            break
-        n += 1
-    return n
 
 
 class GenerativePRM(BatchedStepVerifier):
@@ -136,8 +128,6 @@ class GenerativePRM(BatchedStepVerifier):
 
     def _score_shared(self, members: list[int], feats: list, out: list[list[float]]) -> None:
         """Score ``members`` (distinct, same question) continuing one forward pass of their common prefix."""
-        import copy
-
         torch = self._torch
         rows = [feats[i][0] for i in members]
         # every member keeps at least one token of its own after the shared prefix
@@ -146,15 +136,9 @@ class GenerativePRM(BatchedStepVerifier):
         head_lp = head.logits[0].float().log_softmax(-1)  # row t predicts token t + 1
         shared = head_lp[:-1].gather(-1, torch.tensor(rows[0][1:n], device=self.device)[:, None])[:, 0]
         for chunk in length_chunks([len(r) - n for r in rows], self.max_batch_tokens):
-            ids, mask = pad_batch([rows[c][n:] for c in chunk], self.tokenizer.pad_token_id, self.device)
-            cache = copy.deepcopy(head.past_key_values)
-            cache.batch_repeat_interleave(len(chunk))
-            full_mask = torch.cat([torch.ones(len(chunk), n, dtype=mask.dtype, device=self.device), mask], dim=1)
-            positions = torch.arange(n, n + ids.shape[1], device=self.device).expand(len(chunk), -1)
-            logits = self.model(
-                input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=positions
-            ).logits
-            logprobs = logits.float().log_softmax(-1)
+            tails = [rows[c][n:] for c in chunk]
+            output, ids = continue_batch(self.model, head, n, tails, self.tokenizer.pad_token_id, self.device)
+            logprobs = output.logits.float().log_softmax(-1)
             for row, c in enumerate(chunk):
                 rest = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
                 # the logprob of token t (t >= 1) sits at index t - 1, as in _score_alone

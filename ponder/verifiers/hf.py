@@ -133,6 +133,31 @@ def length_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
     return chunks
 
 
+def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares."""
+    n = 0
+    for column in zip(*rows, strict=False):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
+
+
+def continue_batch(model: Any, head: Any, n: int, tails: Sequence[Sequence[int]], pad_id: int, device: str) -> Any:
+    """Run ``tails`` (right-padded) as continuations of one prefix of ``n`` tokens whose output ``head`` holds
+    (``use_cache=True``): the prefix is computed once for every row. Returns the model's output and the tail ids."""
+    import copy
+
+    import torch
+
+    ids, mask = pad_batch(tails, pad_id, device)
+    cache = copy.deepcopy(head.past_key_values)  # the next chunk needs the prefix's cache intact
+    cache.batch_repeat_interleave(len(tails))
+    full_mask = torch.cat([torch.ones(len(tails), n, dtype=mask.dtype, device=device), mask], dim=1)
+    positions = torch.arange(n, n + ids.shape[1], device=device).expand(len(tails), -1)
+    return model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=positions), ids
+
+
 def model_max_len(model: Any, tokenizer: Any) -> int:
     """Longest input the model takes: its position limit, or the tokenizer's if that is smaller."""
     limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, orm_text
@@ -11,6 +13,8 @@ from ponder.verifiers.hf import (
     MicroBatcher,
     VerifierLoadError,
     check_model_folder,
+    common_prefix_len,
+    continue_batch,
     length_chunks,
     load_model,
     load_tokenizer,
@@ -70,18 +74,53 @@ class OutcomeRewardModel:
         return list(ids[-self.max_len :])
 
     def score_batch(self, items: Sequence[tuple[Problem, str]]) -> list[float]:
-        """Scores of (problem, answer) items, synchronously (what the batcher runs)."""
-        torch = self._torch
+        """Scores of (problem, answer) items, synchronously (what the batcher runs).
+
+        As for the generative PRM, work the answers share is done once: identical answers are scored once, and the
+        answers to one question continue one pass over what they all start with (the question, often more).
+        """
         rows = [self.encode(problem, answer) for problem, answer in items]
         scores = [0.0] * len(rows)
-        with torch.inference_mode():
-            for chunk in length_chunks([len(r) for r in rows], self.max_batch_tokens):
+        first_of: dict[tuple[int, ...], int] = {}
+        copies: list[tuple[int, int]] = []
+        groups: dict[str, list[int]] = {}
+        for i, (row, (problem, _)) in enumerate(zip(rows, items, strict=True)):
+            if tuple(row) in first_of:
+                copies.append((i, first_of[tuple(row)]))
+                continue
+            first_of[tuple(row)] = i
+            groups.setdefault(json.dumps(problem_messages(problem), sort_keys=True), []).append(i)
+        alone: list[int] = []
+        with self._torch.inference_mode():
+            for members in groups.values():
+                if len(members) > 1 and all(len(rows[i]) < self.max_len for i in members):
+                    self._score_shared(members, rows, scores)
+                else:
+                    alone.extend(members)
+            for chunk in length_chunks([len(rows[i]) for i in alone], self.max_batch_tokens):
+                chunk = [alone[c] for c in chunk]
                 ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.device)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-                values = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
-                for i, value in zip(chunk, values.tolist(), strict=True):
-                    scores[i] = float(value)
+                self._store(self.model(input_ids=ids, attention_mask=mask).logits, chunk, scores)
+        for i, j in copies:
+            scores[i] = scores[j]
         return scores
+
+    def _score_shared(self, members: list[int], rows: list[list[int]], scores: list[float]) -> None:
+        """Score ``members`` (distinct answers to one question) continuing one pass of their common prefix."""
+        mine = [rows[i] for i in members]
+        n = min(common_prefix_len(mine), min(len(r) for r in mine) - 1)  # each keeps a token of its own
+        head = self.model(input_ids=self._torch.tensor([mine[0][:n]], device=self.device), use_cache=True)
+        for chunk in length_chunks([len(r) - n for r in mine], self.max_batch_tokens):
+            tails = [mine[c][n:] for c in chunk]
+            # the head pools the last non-pad token of what it is given: the tail's own last token
+            output, _ = continue_batch(self.model, head, n, tails, self.tokenizer.pad_token_id, self.device)
+            self._store(output.logits, [members[c] for c in chunk], scores)
+
+    def _store(self, logits: Any, which: list[int], scores: list[float]) -> None:
+        logits = logits.float()
+        values = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        for i, value in zip(which, values.tolist(), strict=True):
+            scores[i] = float(value)
 
     async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
         """One logit per answer; ``reference`` is not used (the model judges on its own)."""

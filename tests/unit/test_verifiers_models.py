@@ -137,6 +137,9 @@ async def test_orm_batch_equals_one_by_one_despite_padding(orm) -> None:
     reversed_batch = await orm.score(PROBLEM, ANSWERS[::-1])
     assert _close(reversed_batch[::-1], batch)
     assert await orm.score(PROBLEM, []) == []
+    # a duplicate (scored once) and an answer that is a prefix of another (the shared pass must stop before it)
+    more = [*ANSWERS, ANSWERS[0], ANSWERS[0][:12]]
+    assert _close(await orm.score(PROBLEM, more), [*single, single[0], (await orm.score(PROBLEM, more[-1:]))[0]])
 
 
 async def test_orm_plain_text_problem_is_one_user_turn(orm) -> None:
