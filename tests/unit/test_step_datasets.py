@@ -177,7 +177,7 @@ def test_prm800k_with_nothing_rated_is_refused(tmp_path: Path):
         read_step_dataset(_write(tmp_path, [_prm800k([_step(("a", None), chosen=None)])]))
 
 
-# ------------------------------------------------------------------------------------------------ Ponder / TRL, detection
+# -------------------------------------------------------------------------------------- Ponder / TRL, detection
 
 
 def test_ponder_and_trl_stepwise_rows(tmp_path: Path):
