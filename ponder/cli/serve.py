@@ -270,6 +270,27 @@ def check_extensions(args: argparse.Namespace) -> None:
     if args.default_strategy and args.default_strategy not in registry.names():
         valid = ", ".join(registry.names())
         raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")
+    check_state_flags(args, loadable)
+
+
+def check_state_flags(args: argparse.Namespace, verifiers: set[str]) -> None:
+    """Refuse an effort policy that cannot serve, and signature settings that cannot work, before the engine."""
+    from ponder.server.effort_policy import EffortPolicyError, load_policy
+    from ponder.strategies import registry
+
+    path = getattr(args, "effort_policy", None)
+    try:
+        policy = load_policy(path)  # its errors name the file
+    except EffortPolicyError as exc:
+        raise SystemExit(f"ponder serve: --effort-policy {exc}") from None
+    try:
+        policy.check(registry.names(), verifiers)
+    except EffortPolicyError as exc:
+        raise SystemExit(f"ponder serve: --effort-policy {path or 'bundled policy'}: {exc}") from None
+    if getattr(args, "signature_ttl", 1) <= 0:
+        raise SystemExit("ponder serve: --signature-ttl must be a positive number of seconds")
+    if getattr(args, "signature_max_bytes", 4096) < 1024:
+        raise SystemExit("ponder serve: --signature-max-bytes must be at least 1024")
 
 
 def check_model_sidecar(path: str | None) -> None:

@@ -189,7 +189,7 @@ class ServingBase:
     def context(self, req: PonderFields, max_tokens: int | None, logprobs: int | None) -> RequestContext:
         self.check_model(req.model)
         plan = self.planner.plan(req)
-        params = self.sampling_params(req, max_tokens, logprobs)
+        params = plan.capped(self.sampling_params(req, max_tokens, logprobs), req.n)
         if not plan.direct and logprobs is not None:
             raise InvalidRequestError(
                 f"logprobs are returned only with strategy 'none', not '{plan.name}'.", param="logprobs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ponder.core.reasoning import split_reasoning
 from ponder.core.types import Budget, Prompt, SamplingParams
 from ponder.server.content_policy import ContentFilter
 from ponder.server.effort import resolve_effort
+from ponder.server.effort_policy import load_policy
 from ponder.server.protocol import PonderFields
 from ponder.server.settings import ServerSettings
 from ponder.strategies import registry
@@ -43,11 +45,29 @@ class StrategyPlan:
     return_trace: bool
     filtered: bool = False  # a content policy must see the candidates before any token is sent
     whole_answers: bool = False  # answers are read (for tool calls) before they are sent
+    sample_cap: int | None = None  # the effort policy's max_tokens_per_sample, for requests without max_tokens
 
     @property
     def direct(self) -> bool:
         """Plain decoding, unfiltered, without a trace: the server streams the engine's tokens straight through."""
         return self.strategy.streams_tokens and not self.return_trace and not self.filtered and not self.whole_answers
+
+    def capped(self, params: SamplingParams, n: int) -> SamplingParams:
+        """``params`` within the per-sample cap (when the request set no max_tokens) and, for plain decoding,
+        which no meter watches, within the server's sample ceiling and the request's token limit."""
+        cap = self.sample_cap if params.max_tokens is None else None
+        if self.direct:
+            if self.ceiling.max_samples is not None and n > self.ceiling.max_samples:
+                raise InvalidRequestError(
+                    f"n is {n}, more samples than this server spends on a request ({self.ceiling.max_samples}).",
+                    param="n",
+                )
+            tokens = self.budget.max_tokens or self.ceiling.max_tokens
+            if tokens is not None:
+                if tokens < n:
+                    raise InvalidRequestError(f"A budget of {tokens} tokens cannot give {n} samples.", param="budget")
+                cap = tokens // n if cap is None else min(cap, tokens // n)
+        return params if cap is None else dataclasses.replace(params, token_cap=cap)
 
     def ponder_block(self) -> dict[str, Any]:
         asked = {k: getattr(self.budget, k) for k in ("max_samples", "max_tokens", "max_seconds")}
@@ -73,29 +93,37 @@ class StrategyPlanner:
         self.settings = settings
         self.verifiers = verifiers
         self.filtered = filtered
+        self.policy = load_policy(settings.effort_policy)
 
     def plan(self, req: PonderFields) -> StrategyPlan:
         effort = resolve_effort(
-            req.reasoning_effort, req.thinking_level, req.thinking_budget, default_strategy=self.default_strategy()
+            req.reasoning_effort,
+            req.thinking_level,
+            req.thinking_budget,
+            default_strategy=self.default_strategy(),
+            policy=self.policy,
+            strategy=req.strategy,
         )
         name = req.strategy or effort.strategy or "none"
+        options = req.strategy_options if req.strategy or req.strategy_options else effort.strategy_options
         try:
             cls = registry.get(name)
         except KeyError:
             valid = ", ".join(registry.names())
             raise InvalidRequestError(f"Unknown strategy '{name}'. Valid values: {valid}.", param="strategy") from None
         try:
-            strategy = cls.from_request(req.strategy_options)
+            strategy = cls.from_request(options)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
             raise InvalidRequestError(
                 f"Invalid strategy_options for '{name}': {problems}", param="strategy_options"
             ) from exc
-        verifier = self.verifier(req.verifier)
+        verifier = self.verifier(req.verifier or effort.verifier)
         budget, ceiling, clamped = self.budget(req, effort.max_samples, effort.max_tokens)
         plan = StrategyPlan(
             name, strategy, verifier, budget, ceiling, clamped, effort.effort, req.return_trace, self.filtered
         )
+        plan.sample_cap = effort.max_tokens_per_sample
         if not plan.direct:
             strategy.check(self.engine, verifier)
         return plan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -10,6 +11,10 @@ from typing import Any, cast
 
 from ponder.core.protocols import Engine, Problem, StepVerifier, Verifier, is_step_verifier
 from ponder.core.types import Budget, Prompt, Sample, SampleDelta, SamplingParams
+
+
+class CeilingBusy(Exception):
+    """The server's token ceiling is held by calls in flight: wait for one to return, then ask again."""
 
 
 class BudgetExhausted(Exception):
@@ -56,6 +61,8 @@ class Meter:
     started: float = field(default_factory=time.perf_counter)
     exhausted: str | None = None  # which limit stopped the search, if any
     reserved_samples: int = 0  # admitted by calls still in flight, so concurrent calls cannot overspend
+    reserved_tokens: int = 0  # the most tokens the calls in flight may still generate
+    _freed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def limit(self, name: str) -> float | None:
         asked = getattr(self.budget, name)
@@ -70,8 +77,11 @@ class Meter:
 
         Samples are reserved until the call returns, so they are exact under concurrency. Tokens are
         checked against what finished calls used: calls in flight finish, so a search that runs many
-        calls at once can end at most one round over its token budget. A call that draws no solutions
-        (``solutions=False``) is held to the token budget only.
+        calls at once can end at most one round over the request's token budget. The server's token
+        ceiling is exact: each call reserves the most it may generate, a call that would go past it is
+        capped to what is left, and when calls in flight hold all of it, :class:`CeilingBusy` says to
+        wait for one to return. A call that draws no solutions (``solutions=False``) is held to the
+        token budget only.
         """
         s = self.spent
         max_samples, max_tokens = self.limit("max_samples"), self.limit("max_tokens")
@@ -87,7 +97,34 @@ class Meter:
             share = left // n
             if params.token_cap is None or params.token_cap > share:
                 params = dataclasses.replace(params, token_cap=share)
+        hard = self.ceiling.max_tokens
+        if hard is not None:
+            room = hard - s.tokens - self.reserved_tokens
+            if room < n:
+                if self.reserved_tokens:
+                    raise CeilingBusy()
+                self._stop("max_tokens")
+            most = per_sample(params)
+            if most is None or most * n > room:
+                params = dataclasses.replace(params, token_cap=room // n)
         return params, n
+
+    def reserve(self, params: SamplingParams, n: int, samples: int) -> int:
+        """Hold an admitted call's samples and the most tokens it may generate until :meth:`release`."""
+        tokens = n * (per_sample(params) or 0)
+        self.reserved_samples += samples
+        self.reserved_tokens += tokens
+        return tokens
+
+    def release(self, tokens: int, samples: int) -> None:
+        self.reserved_samples -= samples
+        self.reserved_tokens -= tokens
+        self._freed.set()
+
+    async def freed(self) -> None:
+        """Until a call in flight returns its reservation."""
+        self._freed.clear()
+        await self._freed.wait()
 
     def _stop(self, limit: str) -> None:
         self.exhausted = limit
@@ -135,21 +172,32 @@ class MeteredEngine:
         stops = tuple(dict.fromkeys((*params.stop, self.separator)))
         return await self._call(prompt, dataclasses.replace(params, stop=stops), n, step=True)
 
+    async def _admit(self, params: SamplingParams, n: int, solutions: bool = True) -> tuple[SamplingParams, int]:
+        while True:
+            try:
+                return self.meter.admit(params, n, solutions=solutions)
+            except CeilingBusy:
+                await self.meter.freed()
+
     async def _call(self, prompt: Prompt, params: SamplingParams, n: int, *, step: bool) -> list[Sample]:
-        params, n = self.meter.admit(params, n)
-        self.meter.reserved_samples += n
+        params, n = await self._admit(params, n)
+        held = self.meter.reserve(params, n, samples=n)
         try:
             samples = await self._engine.generate(prompt, params, n)
         finally:
-            self.meter.reserved_samples -= n
+            self.meter.release(held, samples=n)
         finished = sum(not is_step_end(x, self.separator) for x in samples) if step else len(samples)
         self.meter.charge(samples, finished=finished)
         return samples
 
     async def ask(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
         """An auxiliary call (the model judging a partial solution): its tokens count, its sequences are no samples."""
-        params, n = self.meter.admit(params, n, solutions=False)
-        samples = await self._engine.generate(prompt, params, n)
+        params, n = await self._admit(params, n, solutions=False)
+        held = self.meter.reserve(params, n, samples=0)
+        try:
+            samples = await self._engine.generate(prompt, params, n)
+        finally:
+            self.meter.release(held, samples=0)
         shortest = self.meter.spent.prompt_tokens
         self.meter.charge(samples, finished=0)
         # A judgement's prompt is not the request's own: it must not become the reported prompt size.
@@ -165,6 +213,12 @@ class MeteredEngine:
 
     async def aclose(self) -> None:  # the server owns the engine
         return None
+
+
+def per_sample(params: SamplingParams) -> int | None:
+    """The most tokens one sample of a call may generate (``None``: up to the context)."""
+    limits = [x for x in (params.max_tokens, params.token_cap) if x is not None]
+    return min(limits) if limits else None
 
 
 def is_step_end(sample: Sample, separator: str) -> bool:
