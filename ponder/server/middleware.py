@@ -7,8 +7,8 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -144,10 +144,25 @@ class DisconnectAwareStreamingResponse(StreamingResponse):
     Starlette only notices a gone client on the next send under ASGI 2.4, but a search that
     thinks for seconds between events must stop at once. The stream is cancelled with one
     plain ``Task.cancel()`` (not an anyio cancel scope, which would cancel every later await
-    too) so the generators' clean-up, aborting engine requests, can still await.
+    too) so the generators' clean-up, aborting engine requests, can still await. However it
+    ends, even before the first event was sent, the events are closed and ``on_close`` is called.
     """
 
+    def __init__(self, content: AsyncIterator[str], *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, *args, **kwargs)
+        self._events = content
+        self._on_close = on_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream(scope, receive, send)
+        finally:
+            try:
+                await self._events.aclose()  # type: ignore[attr-defined]  # a no-op once it has ended
+            finally:
+                self._on_close()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         streaming = asyncio.ensure_future(self.stream_response(send))
         watcher = asyncio.ensure_future(self.listen_for_disconnect(receive))
         try:

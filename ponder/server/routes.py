@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ponder.core.errors import OverloadedError
 from ponder.core.protocols import Engine
 from ponder.server.metrics import CONTENT_TYPE_LATEST
 from ponder.server.middleware import ClientDisconnected, DisconnectAwareStreamingResponse, until_disconnect
 from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, PonderFields
 from ponder.server.protocol_responses import ResponsesRequest
-from ponder.server.serving import Admission
+from ponder.server.serving import CLIENT_CLOSED, Admission
 from ponder.server.serving_chat import ChatService
 from ponder.server.serving_completion import CompletionService
 
@@ -21,20 +21,15 @@ if TYPE_CHECKING:
     from ponder.verifiers.registry import VerifierSet
 
 router = APIRouter()
-CLIENT_CLOSED = 499
-
-
-async def _released(events: AsyncIterator[str], admission: Admission) -> AsyncIterator[str]:
-    try:
-        async for event in events:
-            yield event
-    finally:
-        admission.leave()
 
 
 async def _serve(request: Request, service: ChatService | CompletionService, body: PonderFields) -> Response:
     admission: Admission = request.app.state.admission
-    admission.enter()
+    try:
+        admission.enter()
+    except OverloadedError:
+        service.record_refusal(body, OverloadedError.status)
+        raise
     try:
         if body.stream:
             events = await until_disconnect(request, service.stream(body))
@@ -53,7 +48,7 @@ async def _serve(request: Request, service: ChatService | CompletionService, bod
         # serialised by pydantic in one call, not walked by FastAPI's jsonable_encoder (~0.3 ms a response)
         return Response(result.model_dump_json(by_alias=True), media_type="application/json")
     return DisconnectAwareStreamingResponse(
-        _released(events, admission), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, on_close=admission.leave
     )
 
 

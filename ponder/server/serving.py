@@ -30,6 +30,8 @@ from ponder.strategies.trace import Trace
 if TYPE_CHECKING:
     from ponder.verifiers.registry import VerifierSet
 
+CLIENT_CLOSED = 499  # nginx's status for a request the client gave up on
+
 
 @dataclass
 class RequestContext:
@@ -217,6 +219,10 @@ class ServingBase:
 
     # ---- accounting ----
 
+    def record_refusal(self, req: PonderFields, status: int) -> None:
+        """A request refused before it was planned (503 past --max-concurrency)."""
+        self.metrics.requests.labels(self.route, str(status), self.planner.label(req)).inc()
+
     def record(self, ctx: RequestContext, status: int, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         m = self.metrics
         m.requests.labels(ctx.route, str(status), ctx.strategy).inc()
@@ -226,11 +232,11 @@ class ServingBase:
 
     @contextmanager
     def recorded_failure(self, ctx: RequestContext) -> Iterator[None]:
-        """A request that fails with a client-facing error is recorded with its status before it propagates."""
+        """A request that fails (an error, or the client cancelling it) is recorded with its status, then re-raised."""
         try:
             yield
-        except PonderError as exc:
-            self.record(ctx, exc.status)
+        except BaseException as exc:
+            self.record(ctx, failure_status(exc))
             raise
 
     def first_token(self, ctx: RequestContext, tally: StreamTally) -> None:
@@ -245,7 +251,7 @@ class ServingBase:
         except BaseException as exc:
             for stream in streams:
                 await stream.aclose()
-            self.record(ctx, exc.status if isinstance(exc, PonderError) else 500)
+            self.record(ctx, failure_status(exc))
             raise
 
     async def framed(
@@ -258,14 +264,27 @@ class ServingBase:
         """Every stream's frame: its events; an error as one ``data: {"error": ...}`` event; then ``[DONE]``.
 
         ``source`` (what the events are made from) is closed however the stream ends, which aborts the
-        engine's work; then the request is recorded with what the tally counted.
+        engine's work; then the request is recorded with what the tally counted. The frame comes back
+        started, so closing it runs that clean-up even when the client left before its first event was sent.
         """
+        frame = self._frame(ctx, events, tally, source)
+        await anext(frame)
+        return frame
+
+    async def _frame(
+        self,
+        ctx: RequestContext,
+        events: AsyncGenerator[str, None],
+        tally: StreamTally,
+        source: AsyncIterator[Any] | None,
+    ) -> AsyncGenerator[str, None]:
         status = 200
         try:
+            yield ""  # where framed() leaves it: from here on, closing the generator runs the finally below
             async for event in events:
                 yield event
         except (asyncio.CancelledError, GeneratorExit):  # the client left: a cancel, or the stream closed early
-            status = 499
+            status = CLIENT_CLOSED
             self.metrics.cancelled.labels(ctx.route).inc()
             raise
         except Exception as exc:
@@ -277,6 +296,15 @@ class ServingBase:
                 await source.aclose()
             self.record(ctx, status, tally.prompt_tokens, tally.completion_tokens)
         yield DONE
+
+
+def failure_status(exc: BaseException) -> int:
+    """The status a failed request is counted with: its error's, 499 when the client cancelled it, else 500."""
+    if isinstance(exc, PonderError):
+        return exc.status
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return CLIENT_CLOSED
+    return 500
 
 
 def chunk_dict(body: BaseModel, include_usage: bool) -> dict[str, Any]:

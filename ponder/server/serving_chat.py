@@ -167,12 +167,12 @@ class ChatService(ServingBase):
         chunk = ChunkWriter(ChatCompletionChunk, "chatcmpl", req.model, ctx, tally)
         if ctx.searched:
             progress = self.search_progress(ctx, prompt)
-            return self.framed(ctx, self._searched_events(req, ctx, chunk, tally, progress), tally, progress)
+            return await self.framed(ctx, self._searched_events(req, ctx, chunk, tally, progress), tally, progress)
         deltas = self.engine.stream(prompt, ctx.params, ctx.n)
         [first] = await self.prime(ctx, [deltas])
         tally.prompt_tokens = first.prompt_tokens
         events = self._events(req, ctx, prompt, chunk, tally, prepend(first, deltas))
-        return self.framed(ctx, events, tally, deltas)
+        return await self.framed(ctx, events, tally, deltas)
 
     async def _events(
         self,

@@ -92,12 +92,12 @@ class CompletionService(ServingBase):
         if ctx.searched:
             if len(req.prompts) != 1:
                 raise InvalidRequestError("Streaming a strategy takes one prompt at a time.", param="prompt")
-            return self.framed(ctx, self._searched_events(req, ctx, chunk, tally), tally)
+            return await self.framed(ctx, self._searched_events(req, ctx, chunk, tally), tally)
         streams = [self.engine.stream(Prompt.raw(p), ctx.params, ctx.n) for p in req.prompts]
         firsts = await self.prime(ctx, streams)
         merged = merge_streams([prepend(f, s) for f, s in zip(firsts, streams, strict=True)])
         events = self._events(req, ctx, chunk, tally, merged, [f.prompt_tokens for f in firsts])
-        return self.framed(ctx, events, tally, merged)
+        return await self.framed(ctx, events, tally, merged)
 
     async def _events(
         self,

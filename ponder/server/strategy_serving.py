@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ponder.core.errors import InvalidRequestError
+from ponder.core.errors import InvalidRequestError, PonderError
 from ponder.core.protocols import Engine, Verifier
 from ponder.core.reasoning import split_reasoning
 from ponder.core.types import Budget, Prompt, SamplingParams
@@ -170,6 +170,13 @@ class StrategyPlanner:
                 value = top
             values[key] = value
         return Budget(**values), ceiling, clamped
+
+    def label(self, req: PonderFields) -> str:
+        """The strategy of a request refused before it ran, as a metrics label (never a client's own string)."""
+        try:
+            return self.plan(req).name
+        except PonderError:
+            return "unknown"
 
 
 class StrategyRunner:

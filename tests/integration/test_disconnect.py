@@ -7,35 +7,11 @@ import contextlib
 
 import httpx
 import pytest
-import uvicorn
 
 from ponder.testing import FakeEngine
-from tests.helpers import fake_app
+from tests.helpers import fake_app, live, wait_until
 
 BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "go"}]}
-
-
-@contextlib.asynccontextmanager
-async def live(app):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-async def wait_until(predicate, timeout: float = 3.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
 
 
 @pytest.fixture

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import re
+
+import httpx
 import pytest
 
 from ponder.core.types import EngineCapabilities
 from ponder.server.settings import Limits, ServerSettings
 from ponder.testing import FakeEngine
-from tests.helpers import client, fake_app
+from tests.helpers import client, fake_app, live, wait_until
 
 MODEL = "fake-model"
 HI = '[{"role": "user", "content": "hi"}]'
@@ -128,3 +134,89 @@ def test_the_character_bound_comes_from_the_longest_token(tiny_model_dir):
     assert max_prompt_chars(tokenizer, 512) == 512 * longest
     text = "a b c " * 2000
     assert len(tokenizer(text)["input_ids"]) * longest >= len(text)  # no prompt that fits is refused
+
+
+# ---- every request is counted in ponder_requests_total with its status ----
+
+
+class Slow(FakeEngine):
+    """Waits ``first_delay`` seconds before its first token, then answers slowly."""
+
+    def __init__(self, first_delay: float) -> None:
+        super().__init__(lambda p, s, i: "tok " * 2000, token_delay=0.002)
+        self.first_delay = first_delay
+
+    async def stream(self, prompt, params, n=1):
+        self.active += 1
+        try:
+            await asyncio.sleep(self.first_delay)
+        finally:
+            self.active -= 1
+        async for delta in super().stream(prompt, params, n):
+            yield delta
+
+
+def requests_total(metrics: str, status: int) -> float:
+    pattern = rf'ponder_requests_total\{{route="/v1/chat/completions",status="{status}",[^}}]*\}} (\S+)'
+    found = re.search(pattern, metrics)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_request_cancelled_before_its_first_token_counts_as_499(stream):
+    app, engine = fake_app(Slow(first_delay=30))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "stream": stream}
+    async with live(app) as url, httpx.AsyncClient(base_url=url) as http:
+        request = asyncio.create_task(http.post("/v1/chat/completions", json=body))
+        assert await wait_until(lambda: engine.active == 1)
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        assert await wait_until(lambda: app.state.admission.in_flight == 0 and engine.active == 0)
+        metrics = (await http.get("/metrics")).text
+    assert requests_total(metrics, 499) == 1.0 and requests_total(metrics, 500) == 0.0, metrics
+    assert 'ponder_requests_cancelled_total{route="/v1/chat/completions"} 1.0' in metrics
+
+
+async def test_a_request_refused_past_max_concurrency_counts_as_503():
+    app, engine = fake_app(Slow(first_delay=0.3), ServerSettings(limits=Limits(max_concurrency=1)))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 2}
+    async with client(app) as c:
+        first = asyncio.create_task(c.post("/v1/chat/completions", json=body))
+        await wait_until(lambda: engine.active == 1)
+        refused = await c.post("/v1/chat/completions", json=body)
+        assert (await first).status_code == 200
+        metrics = (await c.get("/metrics")).text
+    assert refused.status_code == 503
+    assert requests_total(metrics, 503) == 1.0 and requests_total(metrics, 200) == 1.0
+    assert 'status="503",strategy="none"' in metrics
+
+
+async def test_a_client_gone_as_the_stream_starts_is_counted_and_frees_its_slot():
+    """The client leaves while the response's first bytes are being sent, before any event: the request still
+    leaves --max-concurrency, its engine work is closed and it counts as a 499."""
+    app, engine = fake_app(FakeEngine(lambda p, s, i: "tok " * 200, token_delay=0.01))
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "go"}], "stream": True}).encode()
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    gone = asyncio.Event()
+
+    async def receive():
+        if incoming:
+            return incoming.pop(0)
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            gone.set()  # the client leaves just as the response starts
+            await asyncio.sleep(0.05)
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}  # fmt: skip
+    await app(scope, receive, send)
+    assert app.state.admission.in_flight == 0 and engine.active == 0
+    metrics = app.state.metrics.render().decode()
+    assert requests_total(metrics, 499) == 1.0
