@@ -23,12 +23,14 @@ from ponder.server.protocol import (
 )
 from ponder.server.serving import ChunkWriter, RequestContext, ServingBase, StreamTally, prepend
 from ponder.server.signatures import (
+    Restored,
     ThoughtSignatures,
     ThoughtState,
     Turn,
     answer_state,
     conversation_hash,
     message_signature,
+    reuse_difficulty,
 )
 from ponder.server.strategy_serving import answer_parts, pieces, strategy_ponder, strategy_usage
 from ponder.server.structured import (
@@ -64,9 +66,14 @@ class ChatService(ServingBase):
             return {}
         return self.signatures.sign(conversation_hash(self.turns(req)), state)
 
-    def prompt(self, req: ChatCompletionRequest) -> Prompt:
-        if self.signatures is not None:  # signatures sent back are checked, and restore their reasoning
-            messages = self.signatures.restore(self.turns(req)).messages
+    def restore(self, req: ChatCompletionRequest) -> Restored | None:
+        """The signatures sent back, checked, with the state they carry (None when the server issues none)."""
+        return self.signatures.restore(self.turns(req)) if self.signatures is not None else None
+
+    def prompt(self, req: ChatCompletionRequest, restored: Restored | None = None) -> Prompt:
+        restored = restored or self.restore(req)
+        if restored is not None:  # signed turns get their reasoning back (or not: --signature-reasoning)
+            messages = restored.messages
         else:
             messages = [
                 {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages
@@ -92,7 +99,9 @@ class ChatService(ServingBase):
         ctx = self.context(req, req.token_limit, logprobs)
         apply_output_spec(ctx, output_spec(req, self.engine.capabilities, self.tool_parser))
         self.check_prompt_chars(sum(len(m.text()) for m in req.messages), "messages")
-        return ctx, self.prompt(req)
+        restored = self.restore(req)
+        reuse_difficulty(ctx.plan, restored.last if restored else None)
+        return ctx, self.prompt(req, restored)
 
     # ---- whole responses ----
 

@@ -239,3 +239,13 @@ def answer_state(
         spent=spent,
         candidates=top,
     )
+
+
+def reuse_difficulty(plan: Any, state: ThoughtState | None) -> None:
+    """A ``compute_optimal`` search starts from the difficulty the conversation's last signed turn measured,
+    instead of probing again, unless the request gave one itself."""
+    if state is None or state.difficulty is None or getattr(plan.strategy, "name", None) != "compute_optimal":
+        return
+    options = plan.strategy.options
+    if getattr(options, "difficulty", 0) is None:
+        plan.strategy = type(plan.strategy)(options.model_copy(update={"difficulty": state.difficulty}))

@@ -165,6 +165,13 @@ class ComputeOptimal(Strategy):
         aggregation: Literal["min", "prod", "last", "mean"] = Field(
             "min", description="How a step verifier's (PRM's) step scores become one score per probe sample."
         )
+        difficulty: int | None = Field(
+            None,
+            ge=1,
+            le=5,
+            description="A difficulty level already known (the server sets it from the conversation's thought "
+            "signature): no probe is drawn unless that level's route is the probe itself.",
+        )
         routes: dict[int, list[Route]] | None = Field(
             None,
             description="Level (1-5) -> a route or a list of alternatives {strategy, strategy_options, "
@@ -222,7 +229,12 @@ class ComputeOptimal(Strategy):
     async def explore(self, search: Search[ComputeOptimalResult]) -> list[Candidate]:
         meter, result = search.engine.meter, search.result
         total = meter.limit("max_samples") or DEFAULT_TOTAL
-        probe = await self._probe(search, total)
+        known = self.options.difficulty
+        if known is not None and self._route(known, search.engine, search.verifier)[1] is not None:
+            probe = Probe([], {}, 0.0, None, 0.0, known)
+            search.trace.emit("probe", f"difficulty {known}/5 known from the conversation: no probe", known=known)
+        else:
+            probe = await self._probe(search, total)
         constrained = search.request.params.structured is not None
         route, routed = self._route(probe.level, search.engine, search.verifier, constrained)
         share = 0 if routed is None else _share(route.budget_fraction, total - meter.spent.samples)

@@ -199,3 +199,18 @@ async def test_a_searched_answer_signs_its_strategy_spend_and_top_candidates():
         assert state.reasoning in {"try 1", "try 4"}
         assert [c["answer"] for c in state.candidates][:2] == ["1", "1"] and len(state.candidates) == 4
         assert state.candidates[0]["score"] == 0.9
+
+
+async def test_the_next_auto_turn_reuses_the_signed_difficulty_instead_of_probing():
+    app, engine = app_with(engine=FakeEngine(lambda p, s, i: f"<think>guess {i}</think>{i % 4}"))  # no agreement
+    first = (await chat(app, [QUESTION], reasoning_effort="auto", budget={"max_samples": 8})).json()
+    assert first["ponder"]["probe_samples"] == 4 and first["ponder"]["difficulty"] >= 4
+    msg = first["choices"][0]["message"]
+    assert open_state(msg["thought_signature"], [QUESTION]).difficulty == first["ponder"]["difficulty"]
+    answer = {"role": "assistant", "content": msg["content"], "thought_signature": msg["thought_signature"]}
+    second = (await chat(app, [QUESTION, answer, FOLLOW_UP], reasoning_effort="auto", budget={"max_samples": 8})).json()
+    assert second["ponder"]["probe_samples"] == 0 and second["ponder"]["difficulty"] == first["ponder"]["difficulty"]
+    assert second["ponder"]["routed_samples"] == 8  # the probe's share went to the routed search
+    # a level whose route is the probe itself still probes
+    easy = {"strategy": "compute_optimal", "strategy_options": {"difficulty": 1}}
+    assert (await chat(app, [QUESTION], **easy)).json()["ponder"]["probe_samples"] == 4
