@@ -276,6 +276,8 @@ def _bt_rows(cfg: RMArgs, tokenizer: Any, pairs: list, data: dict[str, Any]) -> 
     data["notes"].append(
         f"Bradley-Terry pairs: {len(pairs)} (chosen = a correct sample, rejected = a wrong sample of the same "
         f"problem, distinct completions, at most {cfg.max_pairs_per_prompt} per problem); batch = pairs."
+        if not cfg.dataset
+        else f"Bradley-Terry pairs: {len(pairs)} (chosen, rejected) rows of the file; batch = pairs."
     )
     if not pairs:
         raise TrainingInputError("no (correct, wrong) pair of the same prompt among the training samples")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -247,18 +248,25 @@ def _base_model(args: dict[str, Any]) -> str:
     return args.get("base_model") or args.get("init_model") or args["policy"]
 
 
+def _for_whom(args: dict[str, Any]) -> str:
+    """Whose answers the verifier learned to judge: the bundled policy's samples, or a user's file."""
+    return f"learned from `{args['dataset']}`" if args.get("dataset") else "for the bundled policy"
+
+
 def _architecture(config: dict[str, Any], default: str) -> str:
     return (config.get("architectures") or [default])[0]
 
 
 def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, list[str]]:
     """Title, summary and model/input lines of an ORM card."""
+    user = bool(args.get("dataset"))
     what = (
-        f"An outcome reward model for the bundled policy, trained by `ponder train rm --loss {args['loss']}` "
+        f"An outcome reward model {_for_whom(args)}, trained by `ponder train rm --loss {args['loss']}` "
         + (
-            "(TRL `RewardTrainer`, Bradley-Terry on (correct, wrong) pairs of the same prompt)"
+            f"(TRL `RewardTrainer`, Bradley-Terry on {'(chosen, rejected)' if user else '(correct, wrong)'} pairs of "
+            "the same prompt)"
             if args["loss"] == "bt"
-            else "(a Plackett-Luce listwise loss over each prompt's ranked samples)"
+            else f"(a Plackett-Luce listwise loss over each prompt's ranked {'completions' if user else 'samples'})"
         )
         + ". It reads a whole answer and returns one number: higher is better."
     )
@@ -276,7 +284,13 @@ def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, 
 def _prm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, list[str]]:
     """Title, summary and model/input/loss lines of a PRM card."""
     what = (
-        f"A process reward model for the bundled policy, trained by `ponder train prm --labels {args['labels']}`: "
+        f"A process reward model {_for_whom(args)}, trained by `ponder train prm "
+        + (
+            f"--dataset-format {args.get('dataset_format', 'auto')}"
+            if args.get("dataset")
+            else f"--labels {args['labels']}"
+        )
+        + "`: "
         "for every reasoning step it gives the probability that the reasoning is still on track after it."
     )
     fmt = [
@@ -299,8 +313,9 @@ def _format_section(folder: Path, train: dict[str, Any], sidecar: dict[str, Any]
         title, what, fmt = _orm_intro(args, config)
     else:
         title, what, fmt = _prm_intro(args, config)
+    article = ("an " if title[0] in "aeiou" else "a ") if args.get("dataset") else "the bundled "
     return [
-        f"# {folder.name}: the bundled {title}",
+        f"# {folder.name}: {article}{title}",
         "",
         what,
         "",
@@ -308,7 +323,8 @@ def _format_section(folder: Path, train: dict[str, Any], sidecar: dict[str, Any]
         "",
         *fmt,
         f"- `ponder.json`: `{json.dumps(sidecar)}`",
-        f"- {train['parameters'] / 1e6:.2f}M parameters, float32; tokenizer and chat template copied from the policy.",
+        f"- {train['parameters'] / 1e6:.2f}M parameters, float32; tokenizer and chat template from "
+        f"`{_base_model(args)}` (a plain Question/Answer template where it had none).",
         "",
     ]
 
@@ -326,7 +342,8 @@ def _data_section(data: dict[str, Any]) -> list[str]:
             "",
         ]
     else:
-        parts += [f"Training: {data['train'].get('rows', '?')} rows from `{data['train'].get('source')}`.", ""]
+        fmt = f" (format {data['train']['format']})" if data["train"].get("format") else ""
+        parts += [f"Training: your file `{data['train'].get('source')}`{fmt}.", ""]
     parts += [f"- {line}" for line in data.get("notes", [])]
     if data.get("notes"):
         parts.append("")
@@ -360,9 +377,15 @@ def _reproduce_section(folder: Path, kind: str, args: dict[str, Any]) -> list[st
         from ponder.training.rm_config import RMArgs as Args
     else:
         from ponder.training.prm_config import PRMArgs as Args
-    flags = " ".join(to_cli_flags(Args(**args), skip=("output_dir", "overwrite")))
+    renamed = {"base_model" if k == "init_model" else k: v for k, v in args.items()}  # older configs' name
+    known = {f.name for f in dataclasses.fields(Args)}
+    flags = " ".join(
+        to_cli_flags(Args(**{k: v for k, v in renamed.items() if k in known}), skip=("output_dir", "overwrite"))
+    )
     return [
-        "Reproduce (part of `make models`; the policy samples are cached under `build/samples/`):",
+        "Reproduce:"
+        if args.get("dataset")
+        else "Reproduce (part of `make models`; the policy samples are cached under `build/samples/`):",
         "",
         "```",
         f"ponder train {'rm' if kind == 'orm' else 'prm'} --output-dir {folder} --overwrite {flags}".rstrip(),
@@ -441,6 +464,16 @@ _LIMITATIONS = (
 )
 
 
+def _user_data_limitations(args: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        "## Limitations",
+        "",
+        f"Trained only on `{args['dataset']}`: it judges answers as that file's labels do, for prompts and answer "
+        "styles like its rows; nothing measured it on held-out data here.",
+        "",
+    )
+
+
 def render_card(folder: Path, train: dict[str, Any], evaluation: dict[str, Any] | None, extra: str = "") -> str:
     """The model card of an ORM or PRM folder."""
     sidecar = json.loads((folder / "ponder.json").read_text())
@@ -455,7 +488,7 @@ def render_card(folder: Path, train: dict[str, Any], evaluation: dict[str, Any] 
         parts += _measured_section(evaluation, kind)
     if extra:
         parts += [extra, ""]
-    parts += _LIMITATIONS
+    parts += _LIMITATIONS if not train["args"].get("dataset") else _user_data_limitations(train["args"])
     return "\n".join(parts)
 
 

@@ -120,6 +120,8 @@ def _train(trainer: str, out: Path, base: Path, dataset: Path, *extra: str) -> d
     assert [x for x in losses if x is not None] and all(math.isfinite(x) for x in losses if x is not None)
     assert not (out / "adapter_config.json").exists()  # adapters merged: a plain transformers folder
     assert (out / "chat_template.jinja").read_text().startswith("{% if bos_token %}")  # the plain template, saved
+    card = (out / "README.md").read_text()  # the model card speaks of this run, not of the bundled policy
+    assert f"learned from `{dataset}`" in card and f"initialised from `{base}`" in card and "bundled" not in card
     return json.loads((out / "training_config.json").read_text())
 
 
