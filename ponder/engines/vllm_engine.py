@@ -192,6 +192,12 @@ class VLLMEngine:
         }
         if block_size is not None:
             kwargs["block_size"] = block_size
+        from vllm.config import StructuredOutputsConfig
+
+        # Constrained JSON without whitespace between tokens: free whitespace lets a model (a small one above all)
+        # pad its answer or tool call with blank runs until max_tokens cuts it. vLLM sets this per engine only, and
+        # for a named backend only (xgrammar: what "auto" picks for JSON schemas).
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
         if on_cpu:
             # A prompt prefilled in chunks samples a token that is thrown away, and vLLM then rewinds the
             # request's generator offset; CPU generators have none, so a request with a `seed` killed the

@@ -80,7 +80,7 @@ def ponder_server(request, tiny_model_dir, tmp_path_factory) -> Iterator:
             else:
                 argv += ["--model", str(tiny_model_dir), "--max-model-len", "512"]
             if kind == "vllm":
-                argv += ["--gpu-memory-utilization", "0.1", "--dtype", "float32"]
+                argv += ["--gpu-memory-utilization", "0.1", "--dtype", "float32", "--tool-call-parser", "hermes"]
             servers[kind] = start_server(argv, log)
         return servers[kind][1]
 
