@@ -11,6 +11,7 @@ from typing import Any
 
 from ponder.training.common import TrainingInputError
 from ponder.training.config_args import training_arguments
+from ponder.training.pair_datasets import read_pairs
 from ponder.training.rm_config import RMArgs
 from ponder.training.verifier_common import (
     check_completion,
@@ -138,20 +139,8 @@ def hard_negative_lists(
 
 
 def pairs_from_table(path: str) -> list[tuple[list[dict], str, str]]:
-    """Validated (messages, chosen, rejected) rows of a user file."""
-    rows = read_user_table(path, ("prompt", "chosen", "rejected"))
-    out = []
-    for i, row in enumerate(rows):
-        where = f"{path}: row {i}"
-        messages = check_prompt(row["prompt"], where)
-        out.append(
-            (
-                messages,
-                check_completion(row["chosen"], where, "chosen"),
-                check_completion(row["rejected"], where, "rejected"),
-            )
-        )
-    return out
+    """Validated (messages, chosen, rejected) rows of a user file, prompt explicit or implicit (``pair_datasets``)."""
+    return read_pairs(path)
 
 
 def lists_from_table(path: str) -> list[tuple[list[dict], list[str], list[int]]]:

@@ -70,10 +70,19 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def preference_pairs(path: Path) -> Path:
+    """Pairs with an explicit prompt, and TRL's implicit-prompt conversations (every other row)."""
     rows = []
-    for q, a, b in QUESTIONS * 3:
+    for i, (q, a, b) in enumerate(QUESTIONS * 3):
         right, wrong = f"<think>{a} + {b} = {a + b}\n</think>{a + b}", f"<think>{a} + {b} = {a * b}\n</think>{a * b}"
-        rows.append({"prompt": q, "chosen": right, "rejected": wrong})
+        if i % 2:
+            user = {"role": "user", "content": q}
+            chosen, rejected = (
+                [user, {"role": "assistant", "content": right}],
+                [user, {"role": "assistant", "content": wrong}],
+            )
+            rows.append({"chosen": chosen, "rejected": rejected})
+        else:
+            rows.append({"prompt": q, "chosen": right, "rejected": wrong})
     return _jsonl(path, rows)
 
 
