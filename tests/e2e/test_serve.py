@@ -106,7 +106,7 @@ def test_extension_fields_via_extra_body(client):
         model="tiny",
         messages=MESSAGES,
         max_tokens=4,
-        reasoning_effort="low",
+        reasoning_effort="minimal",  # "low" would contradict strategy "none": a 400 (docs/reasoning-state.md)
         extra_body={"strategy": "none", "budget": {"max_tokens": 100}},
     )
     assert resp.model_extra["ponder"]["strategy"] == "none"
