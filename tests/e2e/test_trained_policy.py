@@ -48,3 +48,17 @@ def test_a_dpo_lora_policy_serves_with_its_reasoning_split_off(tmp_path: Path):
         assert best.model_extra["ponder"]["verifier"] == "calculator"
     finally:
         stop_server(proc)
+
+
+def test_rft_searches_through_a_running_servers_api(ponder_server, tiny_model_dir: Path, tmp_path: Path):
+    url = ponder_server("hf")  # serves tiny_model_dir, the policy this run starts from
+    out = tmp_path / "rft"
+    argv = ["train", "rft", "--output-dir", str(out), "--policy", str(tiny_model_dir), "--server", f"{url}/v1"]
+    argv += ["--rounds", "1", "--problems", "3", "--samples", "2", "--max-new-tokens", "16", "--verifier", "calculator"]
+    argv += ["--accept", "verifier", "--threshold", "0", "--max-steps", "1", "--batch-size", "2", "--threads", "2"]
+    assert ponder(argv) == 0  # a random tiny model answers nonsense: every answer is kept at threshold 0
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["search"]["server"] == f"{url}/v1" and config["rounds"][0]["kept"] == 3
+    kept = [json.loads(line) for line in (out / "rounds" / "1" / "kept.jsonl").read_text().splitlines()]
+    assert [m["messages"][0]["role"] for m in kept] == ["user"] * 3
+    assert (out / "model.safetensors").is_file()

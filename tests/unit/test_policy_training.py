@@ -119,3 +119,25 @@ def test_preference_files_are_checked_row_by_row(tmp_path: Path):
         path.write_text(json.dumps(row) + "\n")
         with pytest.raises(TrainingInputError, match=message):
             read_pairs(str(path))
+
+
+def test_rlaif_the_judge_reads_the_constitution_and_its_yes_is_the_score(tmp_path: Path):
+    from ponder.testing import FakeEngine
+    from ponder.training.prefs import judge
+    from ponder.training.prefs_config import PrefsArgs
+
+    principles = tmp_path / "constitution.txt"
+    principles.write_text("1. Say please.\n2. Never use {braces}.")
+    seen: list[str] = []
+
+    def responder(prompt, params, index):
+        shown = prompt.messages[-1]["content"]
+        seen.append(shown)
+        return "yes" if "Say please." in shown and "please" in shown.split("Proposed answer:")[1] else "no"
+
+    cfg = PrefsArgs(output=str(tmp_path / "p.jsonl"), verifier="llm_judge", constitution=str(principles))
+    ranker = judge(FakeEngine(responder), cfg)
+    scores = asyncio.run(ranker(prompts=["2+2?", "2+2?"], completions=["<think></think>4, please", "<think></think>4"]))
+    assert scores == [1.0, 0.0]
+    assert "Never use {braces}." in seen[0] and "Problem:\n2+2?" in seen[0]  # the principles verbatim, then the case
+    assert ranker.__name__ == "llm_judge"
