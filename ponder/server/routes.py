@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ponder.core.errors import OverloadedError
 from ponder.core.protocols import Engine
+from ponder.server.headers import ponder_header
 from ponder.server.metrics import CONTENT_TYPE_LATEST
 from ponder.server.middleware import ClientDisconnected, DisconnectAwareStreamingResponse, until_disconnect
 from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, PonderFields
@@ -46,7 +47,8 @@ async def _serve(request: Request, service: ChatService | CompletionService, bod
         admission.leave()
         result.system_fingerprint = service.fingerprint
         # serialised by pydantic in one call, not walked by FastAPI's jsonable_encoder (~0.3 ms a response)
-        return Response(result.model_dump_json(by_alias=True), media_type="application/json")
+        headers = ponder_header(getattr(result, "ponder", None))
+        return Response(result.model_dump_json(by_alias=True), media_type="application/json", headers=headers)
     return DisconnectAwareStreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}, on_close=admission.leave
     )
