@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ponder.core.errors import InvalidRequestError, PromptTooLongError
-from ponder.core.types import EngineCapabilities, Prompt, SamplingParams
+from ponder.core.types import EngineCapabilities, Prompt, Sample, SampleDelta, SamplingParams
+
+
+def greedy_fan_out(params: SamplingParams, n: int) -> bool:
+    """Whether a call asks for several greedy samples: they are all the same, so one is decoded and copied
+    (as OpenAI answers ``n > 1`` at temperature 0; vLLM's sampler refuses it)."""
+    return params.temperature == 0 and n > 1
+
+
+def copies(samples: list[Sample], n: int) -> list[Sample]:
+    """The one greedy sample of a call as its ``n`` identical samples."""
+    return [dataclasses.replace(samples[0]) for _ in range(n)]
+
+
+async def copied_deltas(deltas: AsyncIterator[SampleDelta], n: int) -> AsyncIterator[SampleDelta]:
+    """The deltas of one greedy sample as those of ``n`` identical samples; closing it closes ``deltas``."""
+    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        async for delta in deltas:
+            for index in range(n):
+                yield dataclasses.replace(delta, index=index)
 
 
 def render_chat(tokenizer: Any, prompt: Prompt) -> str:

@@ -35,6 +35,7 @@ and absorbs any shortfall, so the stream's sum matches the upstream's usage too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -61,7 +62,7 @@ from ponder.core.types import (
     StructuredOutput,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs
+from ponder.engines.base import check_logprobs, copied_deltas, copies, greedy_fan_out
 
 log = logging.getLogger("ponder.engines.openai")
 
@@ -585,6 +586,8 @@ class OpenAIEngine:
         return path, body
 
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        if greedy_fan_out(params, n):
+            return copies(await self.generate(prompt, params, 1), n)
         check_logprobs(params, self.capabilities)
         path, body = self._build(prompt, params, n, stream=False)
         await self._fit_soft_cap(path, body, params)
@@ -643,6 +646,11 @@ class OpenAIEngine:
 
     async def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
         """Deltas as the upstream sends them; closing the iterator closes the HTTP response (the upstream aborts)."""
+        if greedy_fan_out(params, n):
+            async with contextlib.aclosing(copied_deltas(self.stream(prompt, params, 1), n)) as deltas:
+                async for delta in deltas:
+                    yield delta
+            return
         check_logprobs(params, self.capabilities)
         path, body = self._build(prompt, params, n, stream=True)
         await self._fit_soft_cap(path, body, params)

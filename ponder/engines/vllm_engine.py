@@ -36,7 +36,15 @@ from ponder.core.types import (
     StructuredOutput,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs, max_prompt_chars, render_chat, resolve_max_tokens
+from ponder.engines.base import (
+    check_logprobs,
+    copied_deltas,
+    copies,
+    greedy_fan_out,
+    max_prompt_chars,
+    render_chat,
+    resolve_max_tokens,
+)
 
 log = logging.getLogger("ponder.engines.vllm")
 
@@ -237,6 +245,8 @@ class VLLMEngine:
     # ------------------------------------------------------------------ Engine protocol
 
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        if greedy_fan_out(params, n):
+            return copies(await self.generate(prompt, params, 1), n)
         ids = await self._prompt_ids(prompt)
         vparams = self._sampling_params(params, n, len(ids), delta=False)
         final = None
@@ -265,6 +275,11 @@ class VLLMEngine:
         return samples  # type: ignore[return-value]
 
     async def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
+        if greedy_fan_out(params, n):
+            async with contextlib.aclosing(copied_deltas(self.stream(prompt, params, 1), n)) as deltas:
+                async for delta in deltas:
+                    yield delta
+            return
         ids = await self._prompt_ids(prompt)
         vparams = self._sampling_params(params, n, len(ids), delta=True)
         async with contextlib.aclosing(self._request(ids, vparams)) as outputs:

@@ -219,6 +219,8 @@ def strategy_ponder(plan: StrategyPlan, result: StrategyResult) -> dict[str, Any
     block["scores"] = [c.score for c in result.choices]
     if result.exhausted:
         block["exhausted"] = result.exhausted
+    if result.sampling_temperature is not None:
+        block["sampling_temperature"] = result.sampling_temperature
     block.update(result.summary())
     if plan.return_trace:
         block["trace"] = {

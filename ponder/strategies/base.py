@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Generic, TypeVar
@@ -15,6 +16,10 @@ from ponder.core.types import Budget, Prompt, SamplingParams
 from ponder.strategies.meter import BudgetExhausted, Meter, MeteredEngine, MeteredVerifier, Spent
 from ponder.strategies.steps import StepFormat
 from ponder.strategies.trace import Candidate, Trace
+
+# The temperature a strategy samples its candidates at when the request is greedy (temperature 0, what lm-eval
+# and many LangChain apps send): N identical candidates would leave nothing to choose from.
+GREEDY_SAMPLING_TEMPERATURE = 0.8
 
 
 class Options(BaseModel):
@@ -50,6 +55,7 @@ class StrategyResult:
     spent: Spent
     trace: Trace
     exhausted: str | None = None  # the budget limit that cut the search short, if one did
+    sampling_temperature: float | None = None  # set when a greedy request's candidates were sampled at it
 
     def summary(self) -> dict[str, Any]:
         """Strategy-specific figures for the response's ``ponder`` block: by default every field a subclass adds."""
@@ -93,6 +99,8 @@ class Strategy(Generic[R]):
     needs_step_verifier: ClassVar[bool] = False
     needs_prefix_continuation: ClassVar[bool] = False
     streams_tokens: ClassVar[bool] = False  # True only for `none`: the server streams the engine directly
+    # Draws several candidates to choose from: a greedy request's are sampled at GREEDY_SAMPLING_TEMPERATURE.
+    samples_candidates: ClassVar[bool] = True
     # Every engine call samples whole answers with the request's own params, so an output constraint
     # (response_format, a forced tool call) holds for every candidate; step searches continue partial text.
     keeps_constraints: ClassVar[bool] = False
@@ -143,10 +151,16 @@ class Strategy(Generic[R]):
         the server's limits, enforced for whatever the budget leaves unset.
         """
         self.check(engine, verifier)
+        sampled = self.samples_candidates and request.params.temperature == 0
+        if sampled:  # identical greedy candidates would make the search pointless (and vLLM refuses n > 1)
+            params = dataclasses.replace(request.params, temperature=GREEDY_SAMPLING_TEMPERATURE)
+            request = dataclasses.replace(request, params=params)
         meter = Meter(budget, ceiling or Budget())
         metered = MeteredEngine(engine, meter, request.format.separator)
         metered_verifier = MeteredVerifier(verifier, meter) if verifier is not None else None
         search = self.begin(request, metered, metered_verifier, budget, trace or Trace())
+        if sampled:
+            search.result.sampling_temperature = GREEDY_SAMPLING_TEMPERATURE
         try:
             async with asyncio.timeout(meter.remaining_seconds()):
                 choices = await self.explore(search)

@@ -12,6 +12,7 @@ class NoneStrategy(Strategy):
     """Plain decoding: ``n`` samples in one engine call, returned as they are."""
 
     streams_tokens = True
+    samples_candidates = False  # n plain samples: a greedy request gets n greedy (identical) choices, as from OpenAI
     keeps_constraints = True
 
     async def search(self, request: StrategyRequest, engine, verifier, budget, trace: Trace) -> list[Candidate]:

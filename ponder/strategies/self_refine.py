@@ -88,6 +88,8 @@ class SelfRefine(Strategy):
     among equal or missing scores the latest draft wins.
     """
 
+    samples_candidates = False  # one draft at a time: a greedy request refines greedily
+
     class Options(Options):
         max_iterations: int | None = Field(
             None,

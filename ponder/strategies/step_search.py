@@ -11,14 +11,15 @@ from pydantic import Field
 
 from ponder.core.reasoning import THINK_CLOSE
 from ponder.core.types import Budget, FinishReason, Prompt, Sample
-from ponder.strategies.base import StrategyRequest, gather
+from ponder.strategies.base import GREEDY_SAMPLING_TEMPERATURE, StrategyRequest, gather
 from ponder.strategies.meter import BudgetExhausted, MeteredEngine, MeteredVerifier, is_step_end
 from ponder.strategies.scoring import aggregate, score_candidates
 from ponder.strategies.steps import extract_answer
 from ponder.strategies.trace import Candidate, Trace
 
 DEFAULT_SOLUTIONS = 16  # N when the budget sets no max_samples
-DIVERSE_TEMPERATURE = 0.8  # used when the request is greedy: identical continuations would make every path the same
+# used when the request is greedy: identical continuations would make every path the same
+DIVERSE_TEMPERATURE = GREEDY_SAMPLING_TEMPERATURE
 Aggregation = Literal["min", "prod", "last", "mean"]
 Extraction = Literal["content", "last_number", "boxed"]
 

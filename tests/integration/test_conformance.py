@@ -72,3 +72,56 @@ async def test_x_request_id_is_echoed_or_made_up_on_every_response():
     assert [r.status_code for r in made] == [200, 200, 401, 404, 400, 200]
     ids = [r.headers["x-request-id"] for r in [*made, odd]]
     assert len(set(ids)) == len(ids) and all(8 <= len(i) <= 64 for i in ids)
+
+
+# ---- temperature 0 (lm-eval's default) with several samples ----
+
+
+class GreedyIsOne(FakeEngine):
+    """Refuses ``n > 1`` at temperature 0 as vLLM's sampler does."""
+
+    async def stream(self, prompt, params, n=1):
+        if params.temperature == 0 and n > 1:
+            from ponder.core.errors import InvalidRequestError
+
+            raise InvalidRequestError(f"n must be 1 when using greedy sampling, got {n}.", param="n")
+        async for delta in super().stream(prompt, params, n):
+            yield delta
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"strategy": "best_of_n"},
+        {"strategy": "self_consistency"},
+        {"strategy": "compute_optimal"},
+        {"reasoning_effort": "low"},
+        {"reasoning_effort": "medium"},
+        {"reasoning_effort": "auto"},
+        {"strategy": "beam_search", "verifier": "steps"},
+    ],
+)
+async def test_a_greedy_request_samples_its_candidates_at_the_documented_temperature(knobs):
+    from ponder.strategies.base import GREEDY_SAMPLING_TEMPERATURE
+    from ponder.testing import RulePRM
+
+    verifiers = VerifierSet([TableVerifier({}, default=0.5, name="orm"), RulePRM(name="steps")], default="orm")
+    app, engine = fake_app(GreedyIsOne(five), ServerSettings(), verifiers)
+    async with client(app) as c:
+        resp = await c.post("/v1/chat/completions", json=chat(temperature=0, max_tokens=32, **knobs))
+        warm = await c.post("/v1/chat/completions", json=chat(temperature=0.3, max_tokens=32, **knobs))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["ponder"]["sampling_temperature"] == GREEDY_SAMPLING_TEMPERATURE == 0.8
+    temperatures = {params.temperature for _prompt, params, _n in engine.calls}
+    assert temperatures == {0.8, 0.3} and any(n > 1 for _p, _s, n in engine.calls)
+    assert warm.status_code == 200 and "sampling_temperature" not in warm.json()["ponder"]
+
+
+async def test_a_greedy_request_keeps_its_temperature_where_one_sample_at_a_time_is_drawn():
+    app, engine = fake_app(GreedyIsOne(five))
+    async with client(app) as c:
+        plain = await c.post("/v1/chat/completions", json=chat(temperature=0))
+        traced = await c.post("/v1/chat/completions", json=chat(temperature=0, return_trace=True))
+    assert plain.status_code == traced.status_code == 200
+    assert "sampling_temperature" not in traced.json()["ponder"]
+    assert {params.temperature for _prompt, params, _n in engine.calls} == {0}

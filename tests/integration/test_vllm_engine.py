@@ -159,6 +159,18 @@ async def test_logprobs_with_top_k(engine):
         await engine.generate(CHAT, SamplingParams(max_tokens=2, logprobs=21))
 
 
+async def test_greedy_n_gives_n_identical_samples_as_openai_does(engine):
+    """vLLM's sampler refuses n > 1 at temperature 0; the engine decodes once and copies, streamed or not."""
+    params = SamplingParams(max_tokens=12, temperature=0.0)
+    samples = await engine.generate(CHAT, params, n=3)
+    assert len(samples) == 3 and len({s.text for s in samples}) == 1 and samples[0].num_tokens > 0
+    streamed: dict[int, str] = {0: "", 1: "", 2: ""}
+    async for delta in engine.stream(CHAT, params, n=3):
+        streamed[delta.index] += delta.text
+    assert set(streamed.values()) == {samples[0].text}
+    assert await wait_idle(engine) == 0
+
+
 async def test_stream_matches_generate(engine):
     params = SamplingParams(max_tokens=24, temperature=1.0, seed=7, logprobs=1)
     expected = await engine.generate(CHAT, params, n=2)

@@ -377,6 +377,20 @@ async def collect(engine: OpenAIEngine, prompt: Prompt = CHAT, params: SamplingP
     return [d async for d in engine.stream(prompt, params or SamplingParams(), n)]
 
 
+async def test_greedy_n_asks_the_upstream_for_one_sample_and_copies_it():
+    """vLLM upstreams refuse n > 1 at temperature 0 ("n must be 1 when using greedy sampling")."""
+
+    def greedy_is_one(body):
+        if body["n"] > 1 and body["temperature"] == 0:
+            return error(400, f"n must be 1 when using greedy sampling, got {body['n']}.")
+        return ok({"choices": [chat_choice(0, "same", token_ids=[1, 2])], "usage": usage(5, 2)})
+
+    engine, upstream = await started(on_chat(greedy_is_one))
+    samples = await engine.generate(CHAT, SamplingParams(temperature=0.0), n=3)
+    assert [(s.text, s.num_tokens) for s in samples] == [("same", 2)] * 3
+    assert [b["n"] for b in upstream.bodies("/v1/chat/completions") if not is_probe(b)] == [1]
+
+
 async def test_stream_n2_interleaved_with_usage_chunk():
     events = sse(
         {**chunk(0, "", delta={"role": "assistant"}), "prompt_token_ids": [1, 2, 3, 4]},

@@ -1,0 +1,32 @@
+"""What real clients send, against `ponder serve` on each engine: greedy multi-sample requests, usage, logprobs."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+pytestmark = pytest.mark.e2e
+ENGINES = ["vllm", "hf", "openai"]
+MESSAGES = [{"role": "user", "content": "What is 12+7?"}]
+
+
+@pytest.fixture(params=ENGINES, scope="module")
+def url(request, ponder_server) -> str:
+    return ponder_server(request.param)
+
+
+@pytest.fixture
+def client(url) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_temperature_0_with_several_samples(client):
+    """lm-eval sends temperature 0 by default: n > 1 gives identical choices (as OpenAI does), a strategy samples
+    its candidates at the documented temperature and says so."""
+    plain = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=6, temperature=0, n=3)
+    assert len(plain.choices) == 3 and len({c.message.content for c in plain.choices}) == 1
+    for effort in ("low", "auto"):
+        searched = client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=6, temperature=0, reasoning_effort=effort
+        )
+        assert searched.model_extra["ponder"]["sampling_temperature"] == 0.8, effort
