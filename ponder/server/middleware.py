@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import re
@@ -34,7 +35,11 @@ async def _send_error(send: Send, status: int, message: str, headers: list[tuple
 
 
 class APIKeyMiddleware:
-    """Every path but ``/health`` needs ``Authorization: Bearer <key>`` when a key is set."""
+    """Every path but ``/health`` needs ``Authorization: Bearer <key>`` when a key is set.
+
+    HTTP Basic credentials whose password is the key pass too: a browser asks for them on ``/playground`` and then
+    sends them with the page's own API calls.
+    """
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
@@ -44,15 +49,27 @@ class APIKeyMiddleware:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
         auth = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = auth.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
+        if not self._authorized(auth):
+            page = scope["path"].startswith("/playground")  # a browser: let it ask for the key
+            challenge = b'Basic realm="Ponder", charset="UTF-8"' if page else b"Bearer"
             return await _send_error(
                 send,
                 401,
                 "Invalid or missing API key: send 'Authorization: Bearer <key>'.",
-                [(b"www-authenticate", b"Bearer")],
+                [(b"www-authenticate", challenge)],
             )
         return await self.app(scope, receive, send)
+
+    def _authorized(self, auth: bytes) -> bool:
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() == b"basic":
+            try:
+                token = base64.b64decode(token.strip(), validate=True).partition(b":")[2]  # any user name
+            except ValueError:
+                return False
+        elif scheme.lower() != b"bearer":
+            return False
+        return hmac.compare_digest(token.strip(), self._key)
 
 
 class RequestIdMiddleware:

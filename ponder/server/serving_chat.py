@@ -110,7 +110,7 @@ class ChatService(ServingBase):
         if ctx.searched:
             return await self._create_searched(req, ctx, prompt)
         with self.recorded_failure(ctx):
-            samples = await self.engine.generate(prompt, ctx.params, ctx.n)
+            samples = await self.runner.engine_for(ctx.plan).generate(prompt, ctx.params, ctx.n)
         choices = [self._choice(req, ctx, prompt, i, sample) for i, sample in enumerate(samples)]
         usage = samples_usage([samples])
         self.record(ctx, 200, usage.prompt_tokens, usage.completion_tokens)
@@ -177,7 +177,7 @@ class ChatService(ServingBase):
         if ctx.searched:
             progress = self.search_progress(ctx, prompt)
             return await self.framed(ctx, self._searched_events(req, ctx, chunk, tally, progress), tally, progress)
-        deltas = self.engine.stream(prompt, ctx.params, ctx.n)
+        deltas = self.runner.engine_for(ctx.plan).stream(prompt, ctx.params, ctx.n)
         [first] = await self.prime(ctx, [deltas])
         tally.prompt_tokens = first.prompt_tokens
         events = self._events(req, ctx, prompt, chunk, tally, prepend(first, deltas))
@@ -253,7 +253,10 @@ class ChatService(ServingBase):
         async for item in progress:
             if isinstance(item, str):
                 if req.include_reasoning:
-                    yield delta(0, reasoning_content=item + "\n")
+                    # with return_trace, each progress chunk carries its structured event (the playground draws it)
+                    event = getattr(item, "event", None) if ctx.plan.return_trace else None
+                    line = ChatChunkChoice(index=0, delta=DeltaMessage(reasoning_content=item + "\n"))
+                    yield chunk([line], ponder={"event": event}) if event else chunk([line])
                 continue
             result = item
         self.first_token(ctx, tally)

@@ -35,6 +35,17 @@ class Candidate:
         return c
 
 
+class ProgressLine(str):
+    """A progress line as it streams, carrying its structured event (``{"kind", ...data}``) for clients that draw it."""
+
+    event: dict[str, Any]
+
+    def __new__(cls, line: str, event: dict[str, Any]) -> ProgressLine:
+        self = super().__new__(cls, line)
+        self.event = event
+        return self
+
+
 class Trace:
     """Collects candidates and events; ``events()`` streams the progress lines while the search runs.
 
@@ -45,14 +56,14 @@ class Trace:
         self.keep = keep
         self.candidates: list[Candidate] = []
         self.events: list[TraceEvent] = []
-        self._queue: asyncio.Queue[str | None] | None = asyncio.Queue() if live else None
+        self._queue: asyncio.Queue[ProgressLine | None] | None = asyncio.Queue() if live else None
 
     def emit(self, kind: str, message: str = "", **data: Any) -> None:
         """Record one step of the search; ``message`` is the human-readable progress line."""
         if self.keep:
             self.events.append(TraceEvent(kind, {"message": message, **data} if message else data))
         if self._queue is not None and message:
-            self._queue.put_nowait(message)
+            self._queue.put_nowait(ProgressLine(message, {"kind": kind, **data}))
 
     def add(self, candidate: Candidate, message: str | None = None) -> Candidate:
         """Register a finished candidate; the pool is what a search cut short by its budget returns from."""
