@@ -160,3 +160,38 @@ async def test_refusals_are_openai_shaped_400s(body, param, says):
     if param is not None:
         assert err["param"] == param
     assert fake.calls == []
+
+
+def _odd_values(rng):
+    return [
+        None, True, -1, 0, 2**70, -(2**70), 1.5, float("nan"), "", "x", "\ud800", "resp_1", [], {}, [1, "a"],
+        {"type": "input_text", "text": 3}, [{"type": "reasoning"}], [{"role": "user"}],
+        [{"role": "user", "content": [{"type": "output_text"}]}],
+        [{"type": "reasoning", "encrypted_content": "A" * 50}],
+        [{"type": "message", "role": "tool", "content": "x"}], {"effort": "max"}, {"summary": 1}, {"format": {}},
+        rng.choice(["text", "reasoning.encrypted_content"]),
+    ]  # fmt: skip
+
+
+async def test_fuzzed_bodies_are_answered_never_a_server_error():
+    """Every field of a valid body, one at a time, replaced by odd values of the wrong type or range."""
+    import random
+
+    app, _ = app_with()
+    rng = random.Random(7)
+    base = {"input": "q", "max_output_tokens": 8}
+    fields = [
+        "input", "instructions", "reasoning", "max_output_tokens", "include", "store", "previous_response_id",
+        "tools", "text", "metadata", "stream", "stream_options", "temperature", "top_p", "strategy", "budget",
+        "thinking_budget", "seed", "n", "model", "user", "include_reasoning",
+    ]  # fmt: skip
+    async with client(app) as c:
+        for name in fields:
+            for value in _odd_values(rng):
+                body = {"model": MODEL, **base, name: value}
+                resp = await c.post(
+                    "/v1/responses", content=json.dumps(body), headers={"content-type": "application/json"}
+                )
+                assert resp.status_code in (200, 400, 404), (name, value, resp.status_code, resp.text[:300])
+                if resp.status_code != 200:
+                    assert set(resp.json()["error"]) == {"message", "type", "param", "code"}

@@ -202,7 +202,7 @@ async def test_a_searched_answer_signs_its_strategy_spend_and_top_candidates():
 
 
 async def test_the_next_auto_turn_reuses_the_signed_difficulty_instead_of_probing():
-    app, engine = app_with(engine=FakeEngine(lambda p, s, i: f"<think>guess {i}</think>{i % 4}"))  # no agreement
+    app, _ = app_with(engine=FakeEngine(lambda p, s, i: f"<think>guess {i}</think>{i % 4}"))  # no agreement
     first = (await chat(app, [QUESTION], reasoning_effort="auto", budget={"max_samples": 8})).json()
     assert first["ponder"]["probe_samples"] == 4 and first["ponder"]["difficulty"] >= 4
     msg = first["choices"][0]["message"]
