@@ -17,9 +17,10 @@ class Split:
     content: str = ""
 
 
-def split_reasoning(text: str, *, starts_in_reasoning: bool = False) -> Split:
-    """Split a whole completion; an unclosed ``<think>`` makes everything after it reasoning."""
-    splitter = ThinkSplitter(starts_in_reasoning=starts_in_reasoning)
+def split_reasoning(text: str, *, starts_in_reasoning: bool = False, implicit_open: bool = False) -> Split:
+    """Split a whole completion; an unclosed ``<think>`` makes everything after it reasoning, and with
+    ``implicit_open`` text before a lone ``</think>`` is reasoning too (see :class:`ThinkSplitter`)."""
+    splitter = ThinkSplitter(starts_in_reasoning=starts_in_reasoning, implicit_open=implicit_open)
     first = splitter.feed(text)
     rest = splitter.flush()
     return Split(first.reasoning + rest.reasoning, first.content + rest.content)
@@ -36,13 +37,18 @@ def _partial_tag_suffix(text: str, tag: str) -> int:
 class ThinkSplitter:
     """Incremental splitter: feed deltas, get reasoning/content deltas; tags split across deltas are held back.
 
-    Reasoning is recognised only when the output opens with ``<think>`` (after whitespace),
-    or when the prompt already opened it (``starts_in_reasoning``): a model that merely
-    mentions the tag later in its answer keeps it as content.
+    Reasoning is recognised when the output opens with ``<think>`` (after whitespace), or when the prompt
+    already opened it (``starts_in_reasoning``): a model that merely mentions the opening tag later in its
+    answer keeps it as content. With ``implicit_open`` (a model known to think, whose chat template may open
+    the block in the prompt), output that does not open with ``<think>`` is reasoning up to a lone
+    ``</think>`` and content after it, as vLLM's ``deepseek_r1`` and ``qwen3`` reasoning parsers read it;
+    output with no ``</think>`` at all stays content. Until that tag or the end comes, such output cannot be
+    told apart, so it is held back: streamed, it arrives when the tag does (or at the end).
     """
 
-    def __init__(self, *, starts_in_reasoning: bool = False) -> None:
+    def __init__(self, *, starts_in_reasoning: bool = False, implicit_open: bool = False) -> None:
         self._state = "reasoning" if starts_in_reasoning else "start"
+        self._implicit = implicit_open
         self._pending = ""
 
     def feed(self, text: str) -> Split:
@@ -57,7 +63,14 @@ class ThinkSplitter:
                 elif THINK_OPEN.startswith(stripped):  # could still become the tag
                     break
                 else:
-                    self._state = "content"
+                    self._state = "undecided" if self._implicit else "content"
+            elif self._state == "undecided":  # reasoning if a lone </think> comes, content if none does
+                end = self._pending.find(THINK_CLOSE)
+                if end == -1:
+                    break
+                out.reasoning += self._pending[:end]
+                self._pending = self._pending[end + len(THINK_CLOSE) :]
+                self._state = "content"
             elif self._state == "reasoning":
                 end = self._pending.find(THINK_CLOSE)
                 if end != -1:

@@ -121,7 +121,7 @@ def step_format(settings: ServerSettings) -> StepFormat:
     """How the served model writes steps, from its ``ponder.json`` sidecar when it ships one."""
     sidecar = served_sidecar(settings)
     tags = sidecar.get("think_tags") or THINK_TAGS
-    return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1])
+    return StepFormat(sidecar.get("step_separator", "\n"), tags[0], tags[1], thinks=bool(sidecar.get("think_tags")))
 
 
 def system_fingerprint(*parts: object) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ponder.core.errors import InvalidRequestError
 from ponder.server.effort_policy import DEFAULT, EffortPolicy, load_policy
+from ponder.strategies.thinking import ThinkingBudget
 
 OFF = ("none", "minimal")  # the levels that decode once
 
@@ -27,6 +28,7 @@ class EffortPlan:
     verifier: str | None = None
     strategy_options: dict[str, Any] | None = None
     max_tokens_per_sample: int | None = None  # the cap of each sample when the request sets no max_tokens
+    thinking: ThinkingBudget | None = None  # each sample's thinking budget (budget forcing), when one is set
 
 
 def resolve_effort(
@@ -42,15 +44,16 @@ def resolve_effort(
 
     The bundled policy: ``none``/``minimal`` decode once; ``low``/``medium``/``high`` run ``default_strategy``
     with 4/16/64 samples; ``auto`` routes by estimated difficulty (``compute_optimal``). A Gemini
-    ``thinking_budget`` of 0 turns extra compute off, -1 means ``auto``, and N > 0 caps generated tokens at N
-    (over the level's own ``max_tokens``). ``strategy`` is the one the request named, checked for contradictions.
+    ``thinking_budget`` of 0 turns extra compute off, -1 means ``auto``, and N > 0 is each sample's thinking
+    budget (over the level's own ``thinking_budget``): a sample that thinks N tokens has its thinking closed and
+    answers (budget forcing). ``strategy`` is the one the request named, checked for contradictions.
     """
     policy = policy or load_policy()
     if thinking_level is not None and thinking_budget is not None:
         raise InvalidRequestError("set thinking_level or thinking_budget, not both.", param="thinking_budget")
     effort = reasoning_effort or thinking_level
     explicit = effort
-    max_tokens = None
+    thinking_tokens = None
     if thinking_budget == 0:
         if effort is not None and effort not in OFF:
             raise InvalidRequestError(
@@ -62,7 +65,7 @@ def resolve_effort(
         effort = effort or "auto"
     elif thinking_budget is not None:
         effort = effort or "medium"
-        max_tokens = thinking_budget
+        thinking_tokens = thinking_budget
     if effort is None:
         return EffortPlan(None, None, None, None, max_tokens_per_sample=policy.max_tokens_per_sample)
     level = policy.levels[effort]  # type: ignore[index]  # the wire models admit only the policy's levels
@@ -77,8 +80,15 @@ def resolve_effort(
         effort,
         name,
         level.max_samples,
-        max_tokens if max_tokens is not None else level.max_tokens,
+        level.max_tokens,
         level.verifier,
         level.strategy_options if level.strategy != DEFAULT else None,
         level.max_tokens_per_sample or policy.max_tokens_per_sample,
+        thinking_budget_of(thinking_tokens or level.thinking_budget, level.thinking_extensions, policy),
     )
+
+
+def thinking_budget_of(tokens: int | None, extensions: int, policy: EffortPolicy) -> ThinkingBudget | None:
+    """The thinking budget of a sample (None when neither a token limit nor extensions are set)."""
+    budget = ThinkingBudget(tokens, extensions, policy.continuation_cue)
+    return budget if budget.active else None

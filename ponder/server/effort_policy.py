@@ -32,6 +32,10 @@ class EffortLevel(BaseModel):
     max_samples: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)  # every generated token of the request
     max_tokens_per_sample: int | None = Field(default=None, ge=1)  # overrides the policy's, at this level
+    # Budget forcing: each sample thinks at most this many tokens, then its thinking is closed and it answers.
+    thinking_budget: int | None = Field(default=None, ge=1)
+    # s1's extension: an early end of thinking is replaced by the policy's continuation_cue this many times.
+    thinking_extensions: int = Field(default=0, ge=0, le=16)
 
 
 class EffortPolicy(BaseModel):
@@ -41,6 +45,7 @@ class EffortPolicy(BaseModel):
 
     description: str | None = None
     max_tokens_per_sample: int = Field(default=4096, ge=1)  # a request with no max_tokens gets this cap per sample
+    continuation_cue: str = Field(default="Wait", min_length=1)  # what thinking_extensions insert
     levels: dict[Level, EffortLevel]
 
     @model_validator(mode="after")

@@ -38,7 +38,8 @@ class CompletionService(ServingBase):
             return await self._create_searched(req, ctx)
         prompts = req.prompts
         with self.recorded_failure(ctx):
-            results = await asyncio.gather(*(self.engine.generate(Prompt.raw(p), ctx.params, ctx.n) for p in prompts))
+            engine = self.runner.engine_for(ctx.plan)
+            results = await asyncio.gather(*(engine.generate(Prompt.raw(p), ctx.params, ctx.n) for p in prompts))
         choices = []
         for p, (text, samples) in enumerate(zip(prompts, results, strict=True)):
             for j, sample in enumerate(samples):
@@ -93,7 +94,8 @@ class CompletionService(ServingBase):
             if len(req.prompts) != 1:
                 raise InvalidRequestError("Streaming a strategy takes one prompt at a time.", param="prompt")
             return await self.framed(ctx, self._searched_events(req, ctx, chunk, tally), tally)
-        streams = [self.engine.stream(Prompt.raw(p), ctx.params, ctx.n) for p in req.prompts]
+        engine = self.runner.engine_for(ctx.plan)
+        streams = [engine.stream(Prompt.raw(p), ctx.params, ctx.n) for p in req.prompts]
         firsts = await self.prime(ctx, streams)
         merged = merge_streams([prepend(f, s) for f, s in zip(firsts, streams, strict=True)])
         events = self._events(req, ctx, chunk, tally, merged, [f.prompt_tokens for f in firsts])

@@ -23,6 +23,7 @@ from ponder.server.settings import ServerSettings
 from ponder.strategies import registry
 from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult
 from ponder.strategies.steps import StepFormat
+from ponder.strategies.thinking import ThinkingBudget, budget_forcing, token_counter
 from ponder.strategies.trace import Candidate, Trace
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class StrategyPlan:
     filtered: bool = False  # a content policy must see the candidates before any token is sent
     whole_answers: bool = False  # answers are read (for tool calls) before they are sent
     sample_cap: int | None = None  # the effort policy's max_tokens_per_sample, for requests without max_tokens
+    thinking: ThinkingBudget | None = None  # each sample's thinking budget: budget forcing on every engine call
 
     @property
     def direct(self) -> bool:
@@ -80,6 +82,8 @@ class StrategyPlan:
         }
         if self.clamped:
             block["budget_clamped"] = self.clamped
+        if self.thinking is not None:
+            block["thinking"] = self.thinking.public()
         return block
 
 
@@ -124,9 +128,23 @@ class StrategyPlanner:
             name, strategy, verifier, budget, ceiling, clamped, effort.effort, req.return_trace, self.filtered
         )
         plan.sample_cap = effort.max_tokens_per_sample
+        plan.thinking = self.thinking(req, effort.thinking)
         if not plan.direct:
             strategy.check(self.engine, verifier)
         return plan
+
+    def thinking(self, req: PonderFields, budget: ThinkingBudget | None) -> ThinkingBudget | None:
+        """The thinking budget, where the engine can continue a sample after closing its thinking: a request
+        asking for one elsewhere is a 400; the effort policy's own is then dropped."""
+        if budget is None or self.engine.capabilities.prefix_continuation:
+            return budget
+        if req.thinking_budget is not None and req.thinking_budget > 0:
+            raise InvalidRequestError(
+                "thinking_budget closes a sample's thinking and continues its answer; this engine cannot continue "
+                "a partial assistant turn.",
+                param="thinking_budget",
+            )
+        return None
 
     def default_strategy(self) -> str:
         """What ``reasoning_effort`` low/medium/high runs: reranking when a verifier is loaded, else voting."""
@@ -186,12 +204,18 @@ class StrategyRunner:
         self.engine = engine
         self.step_format = step_format
         self.content_filter = content_filter
+        self.count_tokens = token_counter(engine)  # for the thinking a partial turn already holds
+
+    def engine_for(self, plan: StrategyPlan) -> Engine:
+        """The engine a request's samples come from: with its thinking budget enforced, when it has one."""
+        return budget_forcing(self.engine, plan.thinking, self.step_format, self.count_tokens)
 
     async def run(
         self, plan: StrategyPlan, prompt: Prompt, params: SamplingParams, n: int, trace: Trace
     ) -> StrategyResult:
         request = StrategyRequest(prompt, params, n, self.step_format)
-        result = await plan.strategy.run(request, self.engine, plan.verifier, plan.budget, trace, plan.ceiling)
+        engine = self.engine_for(plan)
+        result = await plan.strategy.run(request, engine, plan.verifier, plan.budget, trace, plan.ceiling)
         if self.content_filter is not None:
             result.choices = self.content_filter(result, n)
         return result

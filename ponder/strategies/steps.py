@@ -18,6 +18,8 @@ class StepFormat:
     separator: str = "\n"
     think_open: str = THINK_OPEN
     think_close: str = THINK_CLOSE
+    # The model is known to think (its ponder.json declares think tags): text before a lone close tag is reasoning.
+    thinks: bool = False
 
     def split(self, text: str) -> tuple[list[str], str | None]:
         """Steps of the reasoning and the visible answer (``None`` while the think block is open)."""
@@ -42,7 +44,7 @@ class StepFormat:
 
 def visible_answer(text: str) -> str:
     """What the user sees: the content after the think block (the whole text when there is none)."""
-    split = split_reasoning(text)
+    split = split_reasoning(text, implicit_open=True)  # a lone </think> ends reasoning, as verifiers read it
     return split.content.strip()
 
 

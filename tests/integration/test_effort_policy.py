@@ -60,7 +60,7 @@ async def test_precedence_budget_over_thinking_budget_over_effort():
     levels = (await post(app, reasoning_effort="low")).json()["ponder"]
     assert levels["budget"]["max_samples"] == 4 and levels["effort"] == "low"
     thinking = (await post(app, reasoning_effort="low", thinking_budget=300)).json()["ponder"]
-    assert thinking["budget"]["max_tokens"] == 300 and thinking["budget"]["max_samples"] == 4
+    assert thinking["thinking"]["tokens"] == 300 and thinking["budget"]["max_samples"] == 4  # per sample
     explicit = await post(app, reasoning_effort="low", thinking_budget=300, budget={"max_samples": 2, "max_tokens": 90})
     assert explicit.json()["ponder"]["budget"] | {"max_seconds": None} == {
         "max_samples": 2, "max_tokens": 90, "max_seconds": None
