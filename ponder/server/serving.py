@@ -46,6 +46,7 @@ class RequestContext:
     continuous_usage: bool  # stream_options.continuous_usage_stats: every chunk carries the usage so far
     fingerprint: str | None = None  # the server's system_fingerprint, on every response and chunk
     started: float = field(default_factory=time.perf_counter)
+    conversation: str | None = None  # the hash a chat answer's thought signature binds to (signatures.py)
     output: OutputSpec = field(default_factory=OutputSpec)  # response_format and tools: the answers' shape
 
     @property

@@ -28,7 +28,6 @@ from ponder.server.signatures import (
     ThoughtState,
     Turn,
     answer_state,
-    conversation_hash,
     message_signature,
     reuse_difficulty,
 )
@@ -60,11 +59,11 @@ class ChatService(ServingBase):
             for i, m in enumerate(req.messages)
         ]
 
-    def signed(self, req: ChatCompletionRequest, state: ThoughtState) -> dict[str, Any]:
-        """The signature fields of an answer to ``req`` (none when the server issues no signatures)."""
-        if self.signatures is None:
+    def signed(self, ctx: RequestContext, state: ThoughtState) -> dict[str, Any]:
+        """The signature fields of an answer (none when the server issues no signatures)."""
+        if self.signatures is None or ctx.conversation is None:
             return {}
-        return self.signatures.sign(conversation_hash(self.turns(req)), state)
+        return self.signatures.sign(ctx.conversation, state)
 
     def restore(self, req: ChatCompletionRequest) -> Restored | None:
         """The signatures sent back, checked, with the state they carry (None when the server issues none)."""
@@ -100,7 +99,9 @@ class ChatService(ServingBase):
         apply_output_spec(ctx, output_spec(req, self.engine.capabilities, self.tool_parser))
         self.check_prompt_chars(sum(len(m.text()) for m in req.messages), "messages")
         restored = self.restore(req)
-        reuse_difficulty(ctx.plan, restored.last if restored else None)
+        if restored is not None:
+            ctx.conversation = restored.conversation
+            reuse_difficulty(ctx.plan, restored.last)
         return ctx, self.prompt(req, restored)
 
     # ---- whole responses ----
@@ -131,7 +132,7 @@ class ChatService(ServingBase):
             reasoning, content = split.reasoning or None, split.content
         else:
             reasoning, content = None, sample.text
-        signed = self.signed(req, answer_state(ctx.plan, reasoning, sample.num_tokens))
+        signed = self.signed(ctx, answer_state(ctx.plan, reasoning, sample.num_tokens))
         return ChatChoice(
             index=index,
             message=AssistantMessage(
@@ -151,7 +152,7 @@ class ChatService(ServingBase):
         for i, cand in enumerate(result.choices):
             reasoning, content = answer_parts(cand, self._parses_reasoning())
             answer = ctx.output.answer(content, cand.finish_reason)  # tool calls read from the chosen answer
-            signed = self.signed(req, self._searched_state(ctx, result, reasoning))
+            signed = self.signed(ctx, self._searched_state(ctx, result, reasoning))
             message = AssistantMessage(
                 reasoning_content=reasoning if req.include_reasoning else None, **message_fields(answer), **signed
             )
@@ -212,7 +213,7 @@ class ChatService(ServingBase):
                 yield chunk([ChatChunkChoice(index=delta.index, delta=message, logprobs=logprobs)])
             if delta.finish_reason:
                 k = delta.index
-                signed = self.signed(req, answer_state(ctx.plan, thought[k] or None, tokens[k]))
+                signed = self.signed(ctx, answer_state(ctx.plan, thought[k] or None, tokens[k]))
                 finish = ChatChunkChoice(
                     index=delta.index,
                     delta=DeltaMessage(**signed),
@@ -269,7 +270,7 @@ class ChatService(ServingBase):
                 yield delta(i, content=piece)
             if answer.calls:
                 yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(tool_calls=delta_tool_calls(answer)))])
-            signed = self.signed(req, self._searched_state(ctx, result, reasoning))
+            signed = self.signed(ctx, self._searched_state(ctx, result, reasoning))
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(**signed), finish_reason=answer.finish_reason)])
         tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens = strategy_usage(result)
         if ctx.include_usage:

@@ -70,11 +70,19 @@ class Turn:
     param: str = ""
 
 
+def _absorb(hasher: Any, turn: Turn) -> None:
+    """One turn into a running SHA-256: its role and text, each length-prefixed, so no two conversations collide."""
+    for part in ("system" if turn.role == "developer" else turn.role, turn.text):
+        data = part.encode("utf-8", "surrogatepass")
+        hasher.update(len(data).to_bytes(8, "big") + data)
+
+
 def conversation_hash(turns: Sequence[Turn]) -> str:
     """SHA-256 over the roles and texts of ``turns``: what binds a signature to the conversation before it."""
-    canonical = [["system" if t.role == "developer" else t.role, t.text] for t in turns]
-    data = json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(data).hexdigest()
+    hasher = hashlib.sha256(b"ponder conversation v1")
+    for turn in turns:
+        _absorb(hasher, turn)
+    return hasher.hexdigest()
 
 
 def derive_key(secret: str) -> tuple[bytes, bytes]:
@@ -174,6 +182,7 @@ class Restored:
 
     messages: list[dict[str, str]]
     last: ThoughtState | None = None
+    conversation: str = ""  # the hash of the whole conversation: what the answer's signature binds to
 
 
 class ThoughtSignatures:
@@ -192,7 +201,8 @@ class ThoughtSignatures:
         """Check every signature against the conversation before it; restore the reasoning it carries (or drop it)."""
         messages: list[dict[str, str]] = []
         last = None
-        for i, turn in enumerate(turns):
+        hasher = hashlib.sha256(b"ponder conversation v1")  # one pass: each prefix's hash on the way
+        for turn in turns:
             text = turn.text
             if turn.signature is not None:
                 if turn.role != "assistant":
@@ -200,11 +210,12 @@ class ThoughtSignatures:
                         f"{turn.param}: a thought signature belongs on an assistant message, not a {turn.role} one",
                         param=turn.param,
                     )
-                last = self.codec.open(turn.signature, conversation_hash(turns[:i]), turn.param)
+                last = self.codec.open(turn.signature, hasher.hexdigest(), turn.param)
                 if self.keep_reasoning and last.reasoning and THINK_OPEN not in text:
                     text = f"{THINK_OPEN}{last.reasoning}{THINK_CLOSE}{text}"
             messages.append({"role": "system" if turn.role == "developer" else turn.role, "content": text})
-        return Restored(messages, last)
+            _absorb(hasher, turn)
+        return Restored(messages, last, hasher.hexdigest())
 
 
 def message_signature(message: Any) -> str | None:
