@@ -195,3 +195,27 @@ async def test_fuzzed_bodies_are_answered_never_a_server_error():
                 assert resp.status_code in (200, 400, 404), (name, value, resp.status_code, resp.text[:300])
                 if resp.status_code != 200:
                     assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+
+
+class FailingVerifier:
+    """A verifier that refuses mid-search, after the stream has started."""
+
+    name = "failing"
+    step_level = False
+
+    async def score(self, problem, answers, reference=None):
+        from ponder.core.errors import InvalidRequestError
+
+        raise InvalidRequestError("the verifier refused these answers", param="verifier")
+
+
+async def test_an_error_mid_stream_is_an_error_event_then_response_failed():
+    app, _ = app_with(VerifierSet([FailingVerifier()]))
+    body = {"strategy": "best_of_n", "verifier": "failing", "budget": {"max_samples": 2}}
+    resp = await respond(app, input="q", stream=True, **body)
+    assert resp.status_code == 200
+    events = stream_events(resp.text)
+    assert [name for name, _ in events][-2:] == ["error", "response.failed"]
+    error = events[-2][1]
+    assert error["code"] == "400" and error["param"] == "verifier" and "refused" in error["message"]
+    assert events[-1][1]["response"]["status"] == "failed" and events[-1][1]["response"]["error"]["code"] == "400"
