@@ -90,6 +90,10 @@ class ChatService(ServingBase):
     def _parses_reasoning(self) -> bool:
         return self.settings.reasoning_parser == "think"
 
+    def _thinks(self) -> bool:
+        """The model is known to think: text before a lone closing tag is its reasoning (vLLM's deepseek_r1)."""
+        return self.runner.step_format.thinks
+
     def _starts_in_reasoning(self, prompt: Prompt) -> bool:
         return self._parses_reasoning() and prompt.prefix.rfind(THINK_OPEN) > prompt.prefix.rfind(THINK_CLOSE)
 
@@ -128,7 +132,9 @@ class ChatService(ServingBase):
         self, req: ChatCompletionRequest, ctx: RequestContext, prompt: Prompt, index: int, sample: Sample
     ) -> ChatChoice:
         if self._parses_reasoning():
-            split = split_reasoning(sample.text, starts_in_reasoning=self._starts_in_reasoning(prompt))
+            split = split_reasoning(
+                sample.text, starts_in_reasoning=self._starts_in_reasoning(prompt), implicit_open=self._thinks()
+            )
             reasoning, content = split.reasoning or None, split.content
         else:
             reasoning, content = None, sample.text
@@ -150,7 +156,7 @@ class ChatService(ServingBase):
             result = await self.search(ctx, prompt)
         choices = []
         for i, cand in enumerate(result.choices):
-            reasoning, content = answer_parts(cand, self._parses_reasoning())
+            reasoning, content = answer_parts(cand, self._parses_reasoning(), self._thinks())
             answer = ctx.output.answer(content, cand.finish_reason)  # tool calls read from the chosen answer
             signed = self.signed(ctx, self._searched_state(ctx, result, reasoning))
             message = AssistantMessage(
@@ -194,7 +200,8 @@ class ChatService(ServingBase):
         deltas: AsyncIterator[SampleDelta],
     ) -> AsyncGenerator[str, None]:
         """The engine's tokens as they come: a role chunk per choice, reasoning and content deltas, finishes, usage."""
-        splitters = [ThinkSplitter(starts_in_reasoning=self._starts_in_reasoning(prompt)) for _ in range(ctx.n)]
+        starts, implicit = self._starts_in_reasoning(prompt), self._thinks()
+        splitters = [ThinkSplitter(starts_in_reasoning=starts, implicit_open=implicit) for _ in range(ctx.n)]
         for i in range(ctx.n):
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
         thought, tokens = [""] * ctx.n, [0] * ctx.n  # each choice's reasoning and tokens, for its signature
@@ -262,7 +269,7 @@ class ChatService(ServingBase):
             result = item
         self.first_token(ctx, tally)
         for i, cand in enumerate(result.choices):
-            reasoning, content = answer_parts(cand, self._parses_reasoning())
+            reasoning, content = answer_parts(cand, self._parses_reasoning(), self._thinks())
             if reasoning and req.include_reasoning:
                 yield delta(i, reasoning_content=reasoning)
             answer = ctx.output.answer(content, cand.finish_reason)

@@ -214,18 +214,25 @@ class StrategyRunner:
         self, plan: StrategyPlan, prompt: Prompt, params: SamplingParams, n: int, trace: Trace
     ) -> StrategyResult:
         request = StrategyRequest(prompt, params, n, self.step_format)
+        policy = self.content_filter
+        if policy is not None:
+            refused = policy.screen(request.problem, n, trace)  # a request the spec refuses costs no generation
+            if refused is not None:
+                return refused
+            # the model reads the spec before answering; verifiers judge the client's own conversation
+            request = dataclasses.replace(request, prompt=policy.in_context(prompt), shown=request.problem)
         engine = self.engine_for(plan)
         result = await plan.strategy.run(request, engine, plan.verifier, plan.budget, trace, plan.ceiling)
-        if self.content_filter is not None:
-            result.choices = self.content_filter(result, n)
+        if policy is not None:
+            await policy.apply(result, n, request.problem)
         return result
 
 
-def answer_parts(candidate: Candidate, parse_reasoning: bool) -> tuple[str | None, str]:
-    """Reasoning and visible content of a chosen candidate."""
+def answer_parts(candidate: Candidate, parse_reasoning: bool, implicit_open: bool = False) -> tuple[str | None, str]:
+    """Reasoning and visible content of a chosen candidate (``implicit_open``: see ``ThinkSplitter``)."""
     if not parse_reasoning:
         return None, candidate.text
-    split = split_reasoning(candidate.text)
+    split = split_reasoning(candidate.text, implicit_open=implicit_open)
     return split.reasoning or None, split.content
 
 
@@ -245,6 +252,8 @@ def strategy_ponder(plan: StrategyPlan, result: StrategyResult) -> dict[str, Any
         block["exhausted"] = result.exhausted
     if result.sampling_temperature is not None:
         block["sampling_temperature"] = result.sampling_temperature
+    if result.content_filter is not None:
+        block["content_filter"] = result.content_filter
     block.update(result.summary())
     if plan.return_trace:
         block["trace"] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ponder.core.reasoning import ThinkSplitter, split_reasoning
+from ponder.core.reasoning import Split, ThinkSplitter, split_reasoning
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,37 @@ def test_partial_close_tag_is_held_back_not_leaked():
     assert splitter.feed("<think>abc</th").reasoning == "abc"
     piece = splitter.feed("ink>done")
     assert (piece.reasoning, piece.content) == ("", "done")
+
+
+@pytest.mark.parametrize(
+    ("text", "reasoning", "content"),
+    [
+        ("</think>333", "", "333"),  # the bundled policy's slip: no opening tag
+        ("+2224\n\n\n</think>220", "+2224\n\n\n", "220"),
+        ("12+7=19\n</think>19", "12+7=19\n", "19"),
+        ("<think>a</think>b", "a", "b"),
+        ("no tags at all", "", "no tags at all"),  # nothing says it thought: content
+        ("x</think>y</think>z", "x", "y</think>z"),  # only the first closing tag ends reasoning
+    ],
+)
+@pytest.mark.parametrize("size", [1, 3, 100])
+def test_a_lone_closing_tag_ends_reasoning_for_a_thinking_model(text, reasoning, content, size):
+    whole = split_reasoning(text, implicit_open=True)
+    assert (whole.reasoning, whole.content) == (reasoning, content)
+    splitter = ThinkSplitter(implicit_open=True)
+    pieces = [splitter.feed(text[i : i + size]) for i in range(0, len(text), size)] + [splitter.flush()]
+    assert ("".join(p.reasoning for p in pieces), "".join(p.content for p in pieces)) == (reasoning, content)
+
+
+def test_undecided_text_is_held_back_until_the_closing_tag_or_the_end():
+    splitter = ThinkSplitter(implicit_open=True)
+    assert splitter.feed("12+7=19\n") == Split()  # reasoning or content: not known yet
+    assert splitter.feed("</think>1") == Split("12+7=19\n", "1")
+    assert splitter.feed("9") == Split("", "9")
+    plain = ThinkSplitter(implicit_open=True)
+    assert plain.feed("just an answer") == Split()
+    assert plain.flush() == Split("", "just an answer")
+
+
+def test_a_model_not_known_to_think_keeps_a_lone_closing_tag_as_content():
+    assert split_reasoning("</think>333") == Split("", "</think>333")
