@@ -219,3 +219,30 @@ async def test_an_error_mid_stream_is_an_error_event_then_response_failed():
     error = events[-2][1]
     assert error["code"] == "400" and error["param"] == "verifier" and "refused" in error["message"]
     assert events[-1][1]["response"]["status"] == "failed" and events[-1][1]["response"]["error"]["code"] == "400"
+
+
+async def test_langchain_chat_openai_on_the_responses_api_keeps_the_reasoning_across_turns():
+    """LangChain's ChatOpenAI(use_responses_api=True): it sends the reasoning items back, with their signature."""
+    import httpx
+    from langchain_openai import ChatOpenAI
+
+    app, fake = app_with()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ponder") as http:
+        llm = ChatOpenAI(
+            model=MODEL,
+            base_url="http://ponder/v1",
+            api_key="unused",
+            http_async_client=http,
+            use_responses_api=True,
+            reasoning={"effort": "minimal", "summary": "auto"},
+            include=["reasoning.encrypted_content"],
+            store=False,
+        )
+        first = await llm.ainvoke("two plus two?")
+        reasoning = next(block for block in first.content if block["type"] == "reasoning")
+        assert reasoning["summary"][0]["text"] == "seen 1 0" and reasoning["encrypted_content"]
+        await llm.ainvoke([("user", "two plus two?"), first, ("user", "and again?")])
+        assert fake.calls[-1][0].messages[1] == {"role": "assistant", "content": "<think>seen 1 0</think> answer 0"}
+        chunks = [chunk async for chunk in llm.astream("two plus two?")]
+        text = "".join(b.get("text", "") for c in chunks for b in c.content if isinstance(b, dict))
+        assert text == " answer 0"
