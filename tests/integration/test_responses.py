@@ -246,3 +246,22 @@ async def test_langchain_chat_openai_on_the_responses_api_keeps_the_reasoning_ac
         chunks = [chunk async for chunk in llm.astream("two plus two?")]
         text = "".join(b.get("text", "") for c in chunks for b in c.content if isinstance(b, dict))
         assert text == " answer 0"
+
+
+async def test_the_sdks_stream_helper_accumulates_our_events():
+    """``client.responses.stream`` rebuilds the response from the events: their order and item indices hold up."""
+    import httpx
+    import openai
+
+    app, _ = app_with()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ponder") as http:
+        sdk = openai.AsyncOpenAI(base_url="http://ponder/v1", api_key="unused", http_client=http, max_retries=0)
+        for reasoning in ({"summary": "auto"}, None):
+            extra = {"reasoning": reasoning} if reasoning else {}
+            async with sdk.responses.stream(
+                model=MODEL, input="q", include=["reasoning.encrypted_content"], **extra
+            ) as s:
+                final = await s.get_final_response()
+            assert final.output_text == " answer 0" and [o.type for o in final.output] == ["reasoning", "message"]
+            texts = final.output[0].summary if reasoning else final.output[0].content
+            assert texts[0].text == "seen 1 0" and final.output[0].encrypted_content
