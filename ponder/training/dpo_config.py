@@ -22,7 +22,14 @@ class PairsInput:
 
 
 @dataclass
-class DPOArgs(PolicyArgs, PairsInput):
+class PreferenceArgs(PolicyArgs, PairsInput):
+    """The flags every offline preference trainer has."""
+
+    max_length: int = field(default=256, metadata=arg("Truncate each prompt + answer to this many tokens."))
+
+
+@dataclass
+class DPOArgs(PreferenceArgs):
     """Direct Preference Optimization (TRL's DPOTrainer): raise the policy's log-ratio to the frozen reference on the
     chosen answer over the rejected one; the reference is the starting policy (with LoRA, the adapters switched off)."""
 
@@ -30,7 +37,7 @@ class DPOArgs(PolicyArgs, PairsInput):
 
 
 @dataclass
-class SimPOArgs(PolicyArgs, PairsInput):
+class SimPOArgs(PreferenceArgs):
     """SimPO (TRL's CPOTrainer, loss_type=simpo, cpo_alpha=0): a reference-free preference loss on the length-normalised
     log-likelihood, with a target margin between the chosen and the rejected answer."""
 
@@ -39,7 +46,7 @@ class SimPOArgs(PolicyArgs, PairsInput):
 
 
 @dataclass
-class ORPOArgs(PolicyArgs, PairsInput):
+class ORPOArgs(PreferenceArgs):
     """ORPO (TRL's ORPOTrainer): supervised loss on the chosen answer plus an odds-ratio penalty on the rejected one;
     no reference model."""
 

@@ -10,7 +10,7 @@ from typing import Any
 from ponder.training.common import TrainingInputError
 from ponder.training.grpo_config import CISPOArgs, GroupArgs, GRPOArgs
 from ponder.training.policy_common import check_positive, generated_prompts, lora_for, run_trl, trl_args, user_prompts
-from ponder.training.rewards import build_rewards, close_rewards, parse_rewards
+from ponder.training.rewards import build_rewards, check_scorable, close_rewards, parse_rewards
 
 log = logging.getLogger("ponder.train.grpo")
 
@@ -18,9 +18,9 @@ log = logging.getLogger("ponder.train.grpo")
 def check_rl_inputs(cfg: Any) -> None:
     """Refuse bad rollout flags, reward terms and prompt files before anything loads."""
     check_positive(cfg, "train_size", "max_completion_length", "temperature")
-    parse_rewards(cfg.reward)
+    terms = parse_rewards(cfg.reward)
     if cfg.dataset:
-        user_prompts(cfg.dataset)
+        check_scorable(terms, user_prompts(cfg.dataset), cfg.dataset)
 
 
 def prompt_rows(cfg: Any) -> list[dict[str, Any]]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ponder.training.config_args import arg
-from ponder.training.policy_config import PolicyArgs
+from ponder.training.policy_config import GeneratedPrompts, PolicyArgs
 
 
 @dataclass
-class RLInputs:
+class RLInputs(GeneratedPrompts):
     """Prompts and rewards of the online trainers."""
 
     dataset: str | None = field(

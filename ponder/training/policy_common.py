@@ -37,14 +37,15 @@ def check_positive(cfg: Any, *names: str) -> None:
 
 def check_policy_args(cfg: Any) -> None:
     """Refuse inconsistent shared flags and a policy folder that is not one, before anything loads."""
-    check_positive(cfg, "batch_size", "grad_accum", "max_length", "logging_steps", "epochs", "learning_rate")
+    check_positive(cfg, "batch_size", "grad_accum", "logging_steps", "epochs", "learning_rate")
     if cfg.max_steps == 0 or cfg.max_steps < -1:
         raise TrainingInputError("--max-steps must be positive, or -1 to run the epochs")
     if cfg.threads < 0:
         raise TrainingInputError("--threads must not be negative")
     try:
-        check_levels(cfg.levels)
-        check_tasks(cfg.tasks)
+        if hasattr(cfg, "levels"):  # the trainers that generate prompts
+            check_levels(cfg.levels)
+            check_tasks(cfg.tasks)
     except ValueError as exc:
         raise TrainingInputError(str(exc)) from None
     check_lora(cfg)

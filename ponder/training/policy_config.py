@@ -21,12 +21,18 @@ class PolicyInputs:
 
     output_dir: str = field(
         kw_only=True,  # required, yet a config may list input flags with defaults before it (RLInputs)
-        metadata=arg("Folder the tuned policy (a Hugging Face folder that `ponder serve` serves), its logs go to.")
+        metadata=arg("Folder the tuned policy (a Hugging Face folder that `ponder serve` serves), its logs go to."),
     )
     policy: str = field(
         default_factory=lambda: bundled("policy"),
         metadata=arg("Policy folder to start from; also the frozen reference policy of the KL terms.", metavar="DIR"),
     )
+
+
+@dataclass
+class GeneratedPrompts:
+    """Which arithmetic problems a trainer generates when it is given no prompts file."""
+
     levels: list[int] = field(
         default_factory=lambda: list(ALL_LEVELS),
         metadata=arg("Generated prompts: difficulty levels, round-robin.", choices=ALL_LEVELS),
@@ -34,7 +40,6 @@ class PolicyInputs:
     tasks: list[str] = field(
         default_factory=lambda: list(TASKS), metadata=arg("Generated prompts: reasoning-gym tasks.", choices=TASKS)
     )
-    max_length: int = field(default=256, metadata=arg("Longest prompt + completion, in tokens."))
 
 
 @dataclass

@@ -137,8 +137,11 @@ class Rollout:
 class PPO:
     """The PPO loop over one policy (LoRA adapters or every weight), its value head and the reference policy."""
 
-    def __init__(self, cfg: PPOArgs, tokenizer: Any, model: Any, rewards: list[Any], runner: asyncio.Runner) -> None:
+    def __init__(
+        self, cfg: PPOArgs, tokenizer: Any, model: Any, rewards: list[Any], runner: asyncio.Runner, steps: int
+    ) -> None:
         import torch
+        from transformers import get_scheduler
 
         from ponder.training.lora import apply_lora
 
@@ -148,6 +151,11 @@ class PPO:
         self.head = value_head(model)
         params = [p for p in self.model.parameters() if p.requires_grad] + list(self.head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        updates = steps * cfg.ppo_epochs * min(cfg.mini_batches, cfg.batch_size)
+        warmup = int(cfg.warmup_ratio * updates)
+        self.schedule = get_scheduler(
+            cfg.lr_scheduler, self.optimizer, num_warmup_steps=warmup, num_training_steps=updates
+        )
         tokenizer.padding_side = "left"
 
     def _reference_logprobs(self, ids: Any, attention: Any, start: int) -> Any:
@@ -229,11 +237,12 @@ class PPO:
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
                 self.optimizer.step()
+                self.schedule.step()
                 totals["policy_loss"] += pl.item()
                 totals["value_loss"] += vl.item()
                 totals["clipfrac"] += clipfrac.item()
                 updates += 1
-        return {k: v / updates for k, v in totals.items()}
+        return {**{k: v / updates for k, v in totals.items()}, "learning_rate": self.schedule.get_last_lr()[0]}
 
 
 def _check(cfg: PPOArgs) -> None:
@@ -242,6 +251,8 @@ def _check(cfg: PPOArgs) -> None:
     check_positive(cfg, "ppo_epochs", "mini_batches", "clip_range", "clip_range_value", "max_grad_norm")
     if not 0 <= cfg.lam <= 1 or not 0 < cfg.gamma <= 1:
         raise TrainingInputError("--lam must be in [0, 1] and --gamma in (0, 1]")
+    if cfg.grad_accum != 1:
+        raise TrainingInputError("--grad-accum is not used by ppo: each rollout is split by --mini-batches instead")
     if cfg.kl_coef < 0 or cfg.vf_coef < 0:
         raise TrainingInputError("--kl-coef and --vf-coef must not be negative")
 
@@ -258,9 +269,9 @@ def _loop(cfg: PPOArgs, out: Path, rows: list[dict[str, Any]], runner: asyncio.R
 
     tokenizer, model = load_policy(cfg)
     rewards = build_rewards(parse_rewards(cfg.reward))
-    ppo = PPO(cfg, tokenizer, model, rewards, runner)
-    order = random.Random(cfg.seed)
     steps = _steps(cfg, len(rows))
+    ppo = PPO(cfg, tokenizer, model, rewards, runner, steps)
+    order = random.Random(cfg.seed)
     log_file = out / "logs" / "train.jsonl"
     try:
         with tqdm(total=steps, desc="ppo", unit="step") as bar, log_file.open("a") as logs:

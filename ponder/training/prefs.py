@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from ponder.core.types import Prompt, SamplingParams
 from ponder.training.common import TrainingInputError, check_model_dir, write_json
 from ponder.training.policy_common import check_positive, generated_prompts, user_prompts
 from ponder.training.prefs_config import PrefsArgs
-from ponder.training.rewards import TERMS, Reward, RewardTerm, build_rewards, parse_rewards
+from ponder.training.rewards import TERMS, Reward, RewardTerm, build_rewards, check_scorable, parse_rewards
 
 log = logging.getLogger("ponder.train.prefs")
 
@@ -45,6 +44,8 @@ def check_args(cfg: PrefsArgs) -> None:
             check_model_dir(cfg.judge_model)
     elif cfg.constitution or cfg.judge_model:
         raise TrainingInputError("--constitution and --judge-model go with --verifier llm_judge")
+    elif cfg.dataset:
+        check_scorable(parse_rewards([cfg.verifier]), user_prompts(cfg.dataset), cfg.dataset)
     else:
         parse_rewards([cfg.verifier])
     if cfg.dataset:
@@ -194,7 +195,6 @@ def train_prefs(cfg: PrefsArgs) -> Path:
     check_args(cfg)
     started = time.time()
     rows = user_prompts(cfg.dataset) if cfg.dataset else generated_prompts("train", cfg.problems, cfg.levels, cfg.tasks)
-    random.seed(cfg.seed)
     samples, scores = asyncio.run(_sample_and_rank(cfg, rows))
     pairs = _pairs(cfg, rows, samples, scores)
     if not pairs:

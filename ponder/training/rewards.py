@@ -75,12 +75,23 @@ def problem_of(columns: dict[str, Any]) -> Problem | None:
     return None
 
 
-def _groups(prompts: Sequence[Any]) -> list[list[int]]:
-    """Indices of the completions of each distinct prompt, in order (a verifier scores one prompt's batch at once)."""
+def _groups(prompts: Sequence[Any], rows: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Indices of the completions of each distinct prompt (and reference answer), in order: a verifier scores one
+    prompt's batch at once."""
     by_prompt: dict[str, list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        by_prompt.setdefault(json.dumps(prompt, sort_keys=True), []).append(i)
+    for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
+        by_prompt.setdefault(json.dumps([prompt, row.get("answer")], sort_keys=True, default=str), []).append(i)
     return list(by_prompt.values())
+
+
+def check_scorable(terms: Sequence[RewardTerm], rows: Sequence[dict[str, Any]], source: str) -> None:
+    """Refuse, before training, prompts the scorer cannot grade: neither a generated problem nor an `answer`."""
+    if any(t.name == "scorer" for t in terms):
+        missing = next((i for i, r in enumerate(rows) if problem_of(r) is None and r.get("answer") is None), None)
+        if missing is not None:
+            raise TrainingInputError(
+                f"{source}: row {missing} has no `answer` column, which the scorer reward grades against"
+            )
 
 
 class Reward:
@@ -95,7 +106,7 @@ class Reward:
         rows = [{k: v[i] for k, v in columns.items() if isinstance(v, list)} for i in range(len(completions))]
         texts = [text_of(c) for c in completions]
         scores: list[float] = [0.0] * len(texts)
-        for group in _groups(prompts):
+        for group in _groups(prompts, rows):
             values = await self._score(prompts[group[0]], [texts[i] for i in group], rows[group[0]])
             for i, value in zip(group, values, strict=True):
                 scores[i] = float(value)

@@ -20,7 +20,7 @@ from ponder.training.policy_common import (
     user_prompts,
     write_config,
 )
-from ponder.training.rewards import parse_rewards, problem_of
+from ponder.training.rewards import RewardTerm, check_scorable, parse_rewards, problem_of
 from ponder.training.rft_config import RFTArgs
 
 log = logging.getLogger("ponder.train.rft")
@@ -39,9 +39,10 @@ def _check(cfg: RFTArgs) -> None:
         if cfg.verifier in ("math_rule", "orm") and cfg.strategy == "dvts":
             raise TrainingInputError(f"--strategy dvts needs a step verifier (calculator or prm), not {cfg.verifier}")
     if cfg.dataset:
-        rows = user_prompts(cfg.dataset)
-        if cfg.accept == "scorer" and any(problem_of(r) is None and r.get("answer") is None for r in rows):
-            raise TrainingInputError(f"{cfg.dataset}: --accept scorer needs an `answer` column in every row")
+        if cfg.accept == "scorer":
+            check_scorable([RewardTerm("scorer")], user_prompts(cfg.dataset), cfg.dataset)
+        else:
+            user_prompts(cfg.dataset)
 
 
 def round_prompts(cfg: RFTArgs, round_index: int) -> list[dict[str, Any]]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ponder.training.config_args import arg, shared
-from ponder.training.policy_config import PolicyArgs
+from ponder.training.policy_config import GeneratedPrompts, PolicyArgs
 
 SEARCHES = ("best_of_n", "dvts")
 
 
 @dataclass
-class RFTInputs:
+class RFTInputs(GeneratedPrompts):
     """How each round searches for answers and which ones it keeps."""
 
     dataset: str | None = field(
@@ -67,6 +67,7 @@ class RFTArgs(PolicyArgs, RFTInputs):
     with a verifier), keep the answers the scorer or the verifier accepts, fine-tune on them (SFT, loss on the
     answer), and repeat from the new policy for --rounds."""
 
+    max_length: int = field(default=256, metadata=arg("SFT: truncate each kept chat to this many tokens."))
     epochs: float = shared("epochs", 2.0)
     learning_rate: float = shared("learning_rate", 1e-4)
     logging_steps: int = shared("logging_steps", 10)

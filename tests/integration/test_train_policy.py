@@ -127,6 +127,8 @@ def test_rft_searches_keeps_the_right_answers_and_fine_tunes(tmp_path: Path):
         (["orpo", "--dataset", "PAIRS", "--qlora", "--lora-r", "8"], "--qlora needs a CUDA GPU"),
         (["rft", "--server", "http://127.0.0.1:9/v1", "--rounds", "2"], "use --rounds 1 with --server"),
         (["rft", "--strategy", "dvts", "--verifier", "orm"], "needs a step verifier"),
+        (["grpo", "--dataset", "PAIRS"], "row 0 has no `answer` column, which the scorer reward grades against"),
+        (["ppo", "--grad-accum", "2"], "--grad-accum is not used by ppo"),
     ],
 )
 def test_bad_input_is_refused_before_training(tmp_path: Path, capsys, pairs_file: Path, argv, message):
