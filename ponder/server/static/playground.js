@@ -83,7 +83,9 @@ function showStats(ponder, usage) {
 }
 
 function score(value) {
-  return value == null ? "" : Number(value).toFixed(2);
+  if (value == null) return "";
+  const v = Number(value);
+  return v !== 0 && Math.abs(v) < 0.01 ? v.toExponential(1) : v.toFixed(2); // a PRM's tiny probabilities stay visible
 }
 
 function addCandidate(c) {
