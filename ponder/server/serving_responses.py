@@ -243,9 +243,7 @@ class ResponseEvents:
         )
         return obj.model_dump()
 
-    @property
-    def reasoning_index(self) -> int:
-        return 0
+    reasoning_index = 0  # the reasoning item, when there is one, comes first
 
     @property
     def message_index(self) -> int:
@@ -259,6 +257,8 @@ class ResponseEvents:
                 yield event
         try:
             async for raw in chunks:
+                if not raw.startswith("data: "):  # a comment or keep-alive frame: nothing to rename
+                    continue
                 payload = raw.removeprefix("data: ").strip()
                 if payload == "[DONE]":
                     break
