@@ -72,6 +72,16 @@ async def test_token_budget_clamps_max_tokens():
     assert all(params.token_cap <= 10 for _, params, _ in engine.calls)
 
 
+async def test_concurrent_calls_never_pass_the_servers_token_ceiling():
+    """Eight calls at once, each allowed 6 tokens, under a ceiling of 20: they wait for each other, not overspend."""
+    engine = FakeEngine(lambda p, s, i: "a b c d e f g h", token_delay=0.001)
+    result = await Parallel().run(request(max_tokens=6), engine, None, Budget(), ceiling=Budget(max_tokens=20))
+    assert result.spent.tokens <= 20 and result.exhausted == "max_tokens"
+    assert result.spent.samples == 4  # 6 + 6 + 6, then the 2 tokens left: a fourth call capped to them
+    assert [params.token_cap for _, params, _ in engine.calls][-1] == 2
+    assert engine.active == 0
+
+
 async def test_time_budget_returns_what_was_found():
     engine = FakeEngine(numbered, token_delay=0.01)
     result = await OneAtATime().run(request(), engine, None, Budget(max_seconds=0.3))
