@@ -122,13 +122,23 @@ def judge(engine: Any, cfg: PrefsArgs) -> Reward:
 
 
 async def _rank(rows: list[dict[str, Any]], samples: list[list[str]], ranker: Reward) -> list[list[float]]:
+    """The verifier's score of every sample; prompts scored concurrently, so a model verifier batches them."""
     from tqdm import tqdm
 
-    scores = []
-    for row, texts in tqdm(list(zip(rows, samples, strict=True)), desc=f"ranking ({ranker.__name__})", unit="prompt"):
+    gate = asyncio.Semaphore(32)
+    bar = tqdm(total=len(rows), desc=f"ranking ({ranker.__name__})", unit="prompt")
+
+    async def one(row: dict[str, Any], texts: list[str]) -> list[float]:
         columns = {k: [v] * len(texts) for k, v in row.items() if k != "prompt"}
-        scores.append(await ranker(prompts=[row["prompt"]] * len(texts), completions=texts, **columns))
-    return scores
+        async with gate:
+            scores = await ranker(prompts=[row["prompt"]] * len(texts), completions=texts, **columns)
+        bar.update()
+        return scores
+
+    try:
+        return list(await asyncio.gather(*(one(r, t) for r, t in zip(rows, samples, strict=True))))
+    finally:
+        bar.close()
 
 
 async def _sample_and_rank(cfg: PrefsArgs, rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[list[float]]]:
