@@ -113,6 +113,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Strategy run by reasoning_effort low/medium/high (default: best_of_n with a verifier, "
         "else self_consistency).",
     )
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help="A model spec (YAML/JSON, or Markdown with YAML front matter): rules in prose the model reads as a "
+        "system turn, with machine checks and an LLM judge that filter every answer; when all candidates "
+        "violate it, its refusal with finish_reason content_filter (docs/spec.md).",
+    )
     limits = Limits()
     p.add_argument(
         "--max-concurrency",
@@ -223,6 +231,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             reasoning=args.signature_reasoning,
         ),
         effort_policy=args.effort_policy,
+        spec=getattr(args, "spec", None),
     )
 
 
@@ -271,6 +280,21 @@ def check_extensions(args: argparse.Namespace) -> None:
         valid = ", ".join(registry.names())
         raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")
     check_state_flags(args, loadable)
+    check_spec(getattr(args, "spec", None), {s.name for s in specs})
+
+
+def check_spec(path: str | None, verifier_names: set[str]) -> None:
+    """Refuse a ``--spec`` file that is missing or malformed, naming the file and what is wrong."""
+    if path is None:
+        return
+    from ponder.verifiers.spec import SpecError, load_spec
+
+    if "spec" in verifier_names:
+        raise SystemExit("ponder serve: --spec loads as the verifier 'spec'; rename the --verifier called spec")
+    try:
+        load_spec(path)
+    except SpecError as exc:
+        raise SystemExit(f"ponder serve: --spec {exc}") from None
 
 
 def check_state_flags(args: argparse.Namespace, verifiers: set[str]) -> None:

@@ -91,6 +91,12 @@ def load_verifiers(settings: ServerSettings, engine: Engine) -> VerifierSet:
     verifiers = VerifierSet.from_specs(
         settings.verifiers, engine=engine, models_dir=bundled, default=settings.default_verifier
     )
+    if settings.spec is not None:
+        from ponder.verifiers.spec import SpecVerifier
+
+        # the spec's judge asks the served model (like llm_judge); a --verifier named spec is refused here
+        verifiers.add(SpecVerifier.from_file(settings.spec, engine), name="spec")
+        log.info("model spec %s loaded as verifier 'spec'", settings.spec)
     recommended = served_sidecar(settings).get("default_verifier")
     if settings.default_verifier is None and recommended:
         # a model trained here says which verifier measured best for it (docs/results/strategies.md)

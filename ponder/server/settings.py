@@ -50,3 +50,4 @@ class ServerSettings:
     playground: bool = True  # serve /playground
     signatures: SignatureSettings = field(default_factory=SignatureSettings)
     effort_policy: str | None = None  # --effort-policy FILE; None: the bundled ponder/server/effort_policy.json
+    spec: str | None = None  # --spec FILE: a model spec the model reads and every answer is filtered by

@@ -37,10 +37,13 @@ class StrategyRequest:
     n: int = 1
     format: StepFormat = field(default_factory=StepFormat)
     reference: str | None = None  # the known answer, in evaluation only
+    shown: Problem | None = None  # what verifiers see when the prompt holds more (the server's spec turn)
 
     @property
     def problem(self) -> Problem:
         """What verifiers are shown: the conversation (or the raw prompt text)."""
+        if self.shown is not None:
+            return self.shown
         return list(self.prompt.messages) if self.prompt.messages is not None else self.prompt.text or ""
 
 
@@ -56,6 +59,7 @@ class StrategyResult:
     trace: Trace
     exhausted: str | None = None  # the budget limit that cut the search short, if one did
     sampling_temperature: float | None = None  # set when a greedy request's candidates were sampled at it
+    content_filter: dict[str, Any] | None = None  # what the server's content policy or spec rejected, if one is loaded
 
     def summary(self) -> dict[str, Any]:
         """Strategy-specific figures for the response's ``ponder`` block: by default every field a subclass adds."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,15 @@ class PolicySpecError(VerifierLoadError):
     """A policy spec file that is missing, unreadable or malformed."""
 
 
-def _pattern(item: Any, where: str, flags: int) -> tuple[re.Pattern[str], str]:
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: which (a model spec's rule id, a policy's name) and why."""
+
+    rule: str
+    reason: str
+
+
+def compile_pattern(item: Any, where: str, flags: int) -> tuple[re.Pattern[str], str]:
     """A compiled pattern and how to name it: a string is a regex, ``{literal: text}`` a literal string."""
     if isinstance(item, dict) and set(item) == {"literal"} and isinstance(item["literal"], str) and item["literal"]:
         return re.compile(re.escape(item["literal"]), flags), repr(item["literal"])
@@ -67,7 +76,7 @@ class PolicyVerifier:
             items = spec.get(key) or []
             if not isinstance(items, list):
                 raise PolicySpecError(f"{where}: {key} must be a list of patterns")
-            lists[key] = [_pattern(item, f"{where}: {key}[{i}]", flags) for i, item in enumerate(items)]
+            lists[key] = [compile_pattern(item, f"{where}: {key}[{i}]", flags) for i, item in enumerate(items)]
         max_chars = spec.get("max_chars")
         if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
             raise PolicySpecError(f"{where}: max_chars must be a positive integer, got {max_chars!r}")
@@ -93,7 +102,7 @@ class PolicyVerifier:
             text = file.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicySpecError(f"cannot read policy spec {file}: {exc}") from None
-        return cls(_load_mapping(file, text), name=name, source=str(file))
+        return cls(load_mapping(file, text), name=name, source=str(file))
 
     def violations(self, text: str) -> list[str]:
         """What ``text`` (a whole completion) breaks; empty when it complies."""
@@ -104,12 +113,21 @@ class PolicyVerifier:
             found.append(f"is {len(content)} characters long, more than max_chars {self.max_chars}")
         return found
 
+    def request_violations(self, problem: Problem) -> list[Violation]:
+        """A content policy judges answers only; a request never breaks it."""
+        return []
+
+    async def check(self, problem: Problem, answers: Sequence[str]) -> list[list[Violation]]:
+        """What each answer breaks, named by this policy (the interface the server's content filter calls)."""
+        return [[Violation(self.name, why) for why in self.violations(answer)] for answer in answers]
+
     async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
         """1.0 per compliant answer, 0.0 per violating one."""
         return [0.0 if self.violations(answer) else 1.0 for answer in answers]
 
 
-def _load_mapping(file: Path, text: str) -> Any:
+def load_mapping(file: Path, text: str) -> Any:
+    """The mapping a ``.yaml`` / ``.yml`` / ``.json`` file holds; a :class:`PolicySpecError` when it does not parse."""
     suffix = file.suffix.lower()
     if suffix in (".yaml", ".yml"):
         try:

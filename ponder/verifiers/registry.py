@@ -356,8 +356,10 @@ class VerifierSet:
         return self._verifiers[name] if name is not None else None
 
     def policies(self) -> list[Any]:
-        """The loaded content policies (``PolicyVerifier``), which the server applies as a hard filter."""
-        return [v for v in self._verifiers.values() if getattr(v, "kind", None) == "policy"]
+        """The loaded model spec (``SpecVerifier``, first: its refusal wins) and content policies (``PolicyVerifier``),
+        which the server applies as a hard filter."""
+        found = [v for v in self._verifiers.values() if getattr(v, "kind", None) in ("spec", "policy")]
+        return sorted(found, key=lambda v: v.kind != "spec")  # stable: the order of loading otherwise
 
     @classmethod
     def from_specs(
