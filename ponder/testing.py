@@ -17,7 +17,7 @@ from ponder.core.types import (
     SamplingParams,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs, resolve_max_tokens
+from ponder.engines.base import check_logprobs, collect, resolve_max_tokens
 from ponder.strategies.steps import StepFormat
 
 Responder = Callable[[Prompt, SamplingParams, int], str]
@@ -98,32 +98,7 @@ class FakeEngine:
         return out
 
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
-        texts: dict[int, list[str]] = {i: [] for i in range(n)}
-        logprobs: dict[int, list[TokenLogprob]] = {i: [] for i in range(n)}
-        finished: dict[int, SampleDelta] = {}
-        prompt_tokens = 0
-        async for delta in self.stream(prompt, params, n):
-            texts[delta.index].append(delta.text)
-            logprobs[delta.index].extend(delta.logprobs or [])
-            prompt_tokens = delta.prompt_tokens or prompt_tokens
-            if delta.finish_reason:
-                finished[delta.index] = delta
-        samples = []
-        for i in range(n):
-            text = "".join(texts[i])
-            lps = logprobs[i] if params.logprobs is not None else None
-            samples.append(
-                Sample(
-                    text=text,
-                    num_tokens=len(tokenize(text)),
-                    finish_reason=finished[i].finish_reason,
-                    prompt_tokens=prompt_tokens,
-                    logprobs=lps,
-                    cumulative_logprob=sum(t.logprob for t in lps) if lps else None,
-                    stop_reason=finished[i].stop_reason,
-                )
-            )
-        return samples
+        return await collect(self.stream(prompt, params, n), params, n)
 
     async def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
         check_logprobs(params, self.capabilities)

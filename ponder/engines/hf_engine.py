@@ -39,7 +39,7 @@ from ponder.core.types import (
     SamplingParams,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs, max_prompt_chars, render_chat, resolve_max_tokens
+from ponder.engines.base import check_logprobs, collect, max_prompt_chars, render_chat, resolve_max_tokens
 
 log = logging.getLogger("ponder.engines.hf")
 
@@ -383,35 +383,7 @@ class HFEngine:
 
     # --- public API --------------------------------------------------------------------------------------
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
-        texts: list[list[str]] = [[] for _ in range(n)]
-        logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
-        tokens = [0] * n
-        finished: dict[int, SampleDelta] = {}
-        prompt_tokens = 0
-        async with contextlib.aclosing(self.stream(prompt, params, n)) as deltas:
-            async for delta in deltas:
-                texts[delta.index].append(delta.text)
-                tokens[delta.index] += delta.num_tokens
-                logprobs[delta.index].extend(delta.logprobs or ())
-                prompt_tokens = delta.prompt_tokens or prompt_tokens
-                if delta.finish_reason:
-                    finished[delta.index] = delta
-        samples = []
-        for i in range(n):
-            lps = logprobs[i] if params.logprobs is not None else None
-            end = finished.get(i)
-            samples.append(
-                Sample(
-                    text="".join(texts[i]),
-                    num_tokens=tokens[i],
-                    finish_reason=end.finish_reason if end else "abort",
-                    prompt_tokens=prompt_tokens,
-                    logprobs=lps,
-                    cumulative_logprob=sum(t.logprob for t in lps) if lps is not None else None,
-                    stop_reason=end.stop_reason if end else None,
-                )
-            )
-        return samples
+        return await collect(self.stream(prompt, params, n), params, n)
 
     async def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
         self._check_open()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import types
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -143,6 +144,7 @@ class VLLMEngine:
         self.prefix_caching = bool(engine.vllm_config.cache_config.enable_prefix_caching)
         self._prefix_counters: dict[str, int] = {"requests": 0, "queries": 0, "hits": 0}
         self._closed = False
+        self._aborts: set[asyncio.Task] = set()  # aborts at deadlines, held until done
 
     @property
     def async_llm(self) -> Any:
@@ -250,7 +252,7 @@ class VLLMEngine:
         ids = await self._prompt_ids(prompt)
         vparams = self._sampling_params(params, n, len(ids), delta=False)
         final = None
-        async with contextlib.aclosing(self._request(ids, vparams)) as outputs:
+        async with contextlib.aclosing(self._request(ids, vparams, params.deadline)) as outputs:
             async for out in outputs:
                 final = out
         if final is None or not final.finished:
@@ -282,7 +284,7 @@ class VLLMEngine:
             return
         ids = await self._prompt_ids(prompt)
         vparams = self._sampling_params(params, n, len(ids), delta=True)
-        async with contextlib.aclosing(self._request(ids, vparams)) as outputs:
+        async with contextlib.aclosing(self._request(ids, vparams, params.deadline)) as outputs:
             async for out in outputs:
                 for comp in out.outputs:
                     finish = self._finish_reason(comp.finish_reason)
@@ -428,14 +430,22 @@ class VLLMEngine:
             return v.StructuredOutputsParams(json_object=True)
         return v.StructuredOutputsParams(json=structured.json_schema)
 
-    async def _request(self, ids: list[int], vparams: Any) -> AsyncIterator[Any]:
-        """The ``RequestOutput``s of one vLLM request; aborts it unless it finished, however this ends."""
+    async def _request(self, ids: list[int], vparams: Any, deadline: float | None = None) -> AsyncIterator[Any]:
+        """The ``RequestOutput``s of one vLLM request; aborts it unless it finished, however this ends.
+
+        At ``deadline`` (``time.monotonic()``) the request is aborted in vLLM, which then sends its final output:
+        what each sample generated so far, finished ``abort``.
+        """
         if self._closed:
             raise EngineError("The vLLM engine is closed.")
         v = _vllm()
         request_id = f"ponder-{uuid.uuid4().hex}"
         finished = False
         outputs = self._engine.generate(v.TokensPrompt(prompt_token_ids=ids), vparams, request_id)
+        timer = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._abort_soon, request_id)
         try:
             async for out in outputs:
                 finished = finished or bool(out.finished)
@@ -449,11 +459,19 @@ class VLLMEngine:
                 error.param = error.param or "response_format"
             raise error from exc
         finally:
+            if timer is not None:
+                timer.cancel()
             # vLLM aborts on cancellation / close itself; the explicit abort covers the remaining paths
             # (e.g. an error raised here) and is a no-op for requests vLLM no longer tracks.
             await outputs.aclose()
             if not finished:
                 await self._abort(request_id)
+
+    def _abort_soon(self, request_id: str) -> None:
+        """Abort a request from a timer (its final output still reaches the caller)."""
+        task = asyncio.get_running_loop().create_task(self._abort(request_id))
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
 
     async def _abort(self, request_id: str) -> None:
         if self._closed or self._engine.errored:

@@ -180,10 +180,8 @@ class Strategy(Generic[R]):
                 limit=meter.exhausted,
             )
             choices = choices or self.fallback(search.trace.candidates, request.n, search.result)
-        if not choices:
-            raise InvalidRequestError(
-                f"The budget ran out ({meter.exhausted}) before any answer was complete; raise it.", param="budget"
-            )
+        # Out of budget before anything came back at all: an empty partial answer, never an error.
+        choices = choices or [search.trace.add(Candidate("", 0, "length"), message="")]
         meter.seal()
         return self.finish(search.result, choices, meter.exhausted)
 

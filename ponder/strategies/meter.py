@@ -17,6 +17,9 @@ class CeilingBusy(Exception):
     """The server's token ceiling is held by calls in flight: wait for one to return, then ask again."""
 
 
+MAX_RESERVE_SECONDS = 1.0  # the most of a time budget kept back from generation for choosing the answer
+
+
 class BudgetExhausted(Exception):
     """Raised by a meter when the next call would go past the request's budget."""
 
@@ -72,6 +75,20 @@ class Meter:
         limit = self.limit("max_seconds")
         return None if limit is None else limit - (time.perf_counter() - self.started)
 
+    def generation_seconds(self) -> float | None:
+        """Seconds engine calls may still generate: the time budget less a reserve (a tenth of it, at most one
+        second) for scoring and choosing among what a cut leaves, so the answer comes within the budget."""
+        left, limit = self.remaining_seconds(), self.limit("max_seconds")
+        return None if left is None or limit is None else left - min(MAX_RESERVE_SECONDS, limit / 10)
+
+    def cut(self, samples: list[Sample]) -> list[Sample]:
+        """An engine call's samples, those its deadline cut short finished ``"length"`` (a partial answer, as a
+        token limit leaves one); a cut means the time budget is spent."""
+        if not any(s.finish_reason == "abort" for s in samples):
+            return samples
+        self.exhausted = "max_seconds"
+        return [dataclasses.replace(s, finish_reason="length") if s.finish_reason == "abort" else s for s in samples]
+
     def admit(self, params: SamplingParams, n: int, *, solutions: bool = True) -> tuple[SamplingParams, int]:
         """Clamp a call to what is left of the budget; raise when nothing is left.
 
@@ -84,6 +101,11 @@ class Meter:
         token budget only.
         """
         s = self.spent
+        seconds = self.generation_seconds()
+        if seconds is not None:
+            if seconds <= 0:
+                self._stop("max_seconds")
+            params = dataclasses.replace(params, deadline=time.monotonic() + seconds)
         max_samples, max_tokens = self.limit("max_samples"), self.limit("max_tokens")
         if max_samples is not None and solutions:
             left = max_samples - s.samples - self.reserved_samples
@@ -183,7 +205,7 @@ class MeteredEngine:
         params, n = await self._admit(params, n)
         held = self.meter.reserve(params, n, samples=n)
         try:
-            samples = await self._engine.generate(prompt, params, n)
+            samples = self.meter.cut(await self._engine.generate(prompt, params, n))
         finally:
             self.meter.release(held, samples=n)
         finished = sum(not is_step_end(x, self.separator) for x in samples) if step else len(samples)
@@ -195,7 +217,7 @@ class MeteredEngine:
         params, n = await self._admit(params, n, solutions=False)
         held = self.meter.reserve(params, n, samples=0)
         try:
-            samples = await self._engine.generate(prompt, params, n)
+            samples = self.meter.cut(await self._engine.generate(prompt, params, n))
         finally:
             self.meter.release(held, samples=0)
         shortest = self.meter.spent.prompt_tokens

@@ -271,6 +271,17 @@ async def test_cancelling_generate_stops_the_worker(engine):
     assert s.num_tokens == 3
 
 
+async def test_a_deadline_ends_generation_with_what_was_generated(engine):
+    """A search's time budget: the call returns at its deadline with each sample's text so far, finished abort."""
+    params = SamplingParams(temperature=0, max_tokens=1000, deadline=time.monotonic() + 0.3)  # RAW never ends
+    started = time.monotonic()
+    samples = await engine.generate(RAW, params, n=2)
+    assert time.monotonic() - started < 1.0
+    assert [s.finish_reason for s in samples] == ["abort", "abort"]
+    assert all(0 < s.num_tokens < 1000 for s in samples)
+    assert await wait_idle(engine) < 1.0
+
+
 async def test_breaking_out_of_a_stream_stops_the_worker(engine):
     seen = 0
     async for delta in engine.stream(RAW, SamplingParams(temperature=0, max_tokens=1000), n=2):

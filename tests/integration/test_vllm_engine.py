@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import subprocess
 import sys
 import time
@@ -168,6 +169,17 @@ async def test_greedy_n_gives_n_identical_samples_as_openai_does(engine):
     async for delta in engine.stream(CHAT, params, n=3):
         streamed[delta.index] += delta.text
     assert set(streamed.values()) == {samples[0].text}
+    assert await wait_idle(engine) == 0
+
+
+async def test_a_deadline_ends_generation_with_what_was_generated(engine):
+    """A search's time budget: vLLM aborts the request at its deadline and returns each sample's text so far."""
+    params = dataclasses.replace(LONG, deadline=time.monotonic() + 0.3)
+    started = time.monotonic()
+    samples = await engine.generate(CHAT, params, n=2)
+    assert time.monotonic() - started < 1.5
+    assert [s.finish_reason for s in samples] == ["abort", "abort"]
+    assert all(0 < s.num_tokens < 480 for s in samples) and all(s.text for s in samples)
     assert await wait_idle(engine) == 0
 
 

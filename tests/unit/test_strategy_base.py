@@ -90,10 +90,22 @@ async def test_time_budget_returns_what_was_found():
     assert engine.active == 0
 
 
-async def test_nothing_found_within_budget_is_a_clear_error():
+async def test_nothing_generated_within_the_time_budget_is_an_empty_partial_answer_not_an_error():
     engine = FakeEngine(numbered, token_delay=0.2)
-    with pytest.raises(InvalidRequestError, match="budget"):
-        await OneAtATime().run(request(), engine, None, Budget(max_seconds=0.05))
+    result = await OneAtATime().run(request(), engine, None, Budget(max_seconds=0.05))
+    assert result.exhausted == "max_seconds"
+    assert [(c.text, c.finish_reason) for c in result.choices] == [("", "length")]
+    assert engine.active == 0
+
+
+async def test_a_call_cut_by_the_time_budget_keeps_what_it_generated():
+    engine = FakeEngine(lambda p, s, i: "word " * 1000, token_delay=0.01)
+    result = await OneAtATime().run(request(), engine, None, Budget(max_seconds=0.5))
+    assert result.exhausted == "max_seconds" and result.spent.seconds < 0.9
+    [best] = result.choices
+    assert best.finish_reason == "length" and best.text.startswith("word word") and best.num_tokens > 1
+    assert result.spent.tokens == best.num_tokens  # the cut call's tokens are counted
+    assert all(params.deadline is not None for _, params, _ in engine.calls)
 
 
 async def test_extend_counts_only_finished_solutions_as_samples():

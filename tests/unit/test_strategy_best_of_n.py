@@ -190,7 +190,10 @@ async def test_time_budget_keeps_the_scored_chunks_with_the_weighted_selection()
     answers = ["3", "4"]
     engine = FakeEngine(tagged(answers), token_delay=0.05)  # ~0.15 s per chunk of 2 (3 tokens)
     result = await bon(n_samples=64, batch_size=2, selection="weighted").run(
-        request(), engine, TableVerifier([0.2, 0.9], key=tag), Budget(max_seconds=0.8)
+        request(),
+        engine,
+        TableVerifier([0.2, 0.9], key=lambda a: tag(a) if "#" in a else -1, default=0.0),
+        Budget(max_seconds=0.8),
     )
     assert result.exhausted == "max_seconds"
     assert 2 <= len(result.trace.candidates) < 64
