@@ -84,10 +84,10 @@ def trainer_values(cfg: Any) -> dict[str, Any]:
 
 def training_arguments(cfg: Any, out: Path, config_class: Any = None, **extra: Any) -> Any:
     """``TrainingArguments`` (or a TRL subclass: ``SFTConfig``, ``RewardConfig``) for a CPU run of ``cfg`` into
-    ``out``; ``extra`` sets what the flags do not."""
+    ``out``; ``extra`` sets what the flags do not (and may override the CPU run: QLoRA runs on the GPU)."""
     if config_class is None:
         from transformers import TrainingArguments as config_class
-    return config_class(output_dir=str(out / "checkpoints"), **CPU_RUN, **trainer_values(cfg), **extra)
+    return config_class(output_dir=str(out / "checkpoints"), **{**CPU_RUN, **trainer_values(cfg), **extra})
 
 
 def to_cli_flags(obj: Any, *, skip: tuple[str, ...] = (), defaults: bool = False) -> list[str]:

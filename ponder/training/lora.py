@@ -99,6 +99,12 @@ def load_kwargs(cfg: Any) -> dict[str, Any]:
     return {"quantization_config": quant, "dtype": torch.bfloat16}
 
 
+def device_args(cfg: Any) -> dict[str, Any]:
+    """``TrainingArguments`` overrides of the CPU run: QLoRA trains on the GPU in bfloat16 (its 4-bit kernels are
+    CUDA's); everything else stays a CPU run."""
+    return {"use_cpu": False, "bf16": True} if getattr(cfg, "qlora", False) else {}
+
+
 def apply_lora(model: Any, cfg: Any, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> Any:
     """``model`` with trainable LoRA adapters (a ``PeftModel``), or ``model`` itself without LoRA; for training
     loops of our own (TRL's trainers take ``peft_config`` instead)."""

@@ -23,7 +23,7 @@ from ponder.training.common import (
     write_json,
 )
 from ponder.training.config_args import training_arguments
-from ponder.training.lora import check_lora, describe, load_kwargs, merged, peft_config
+from ponder.training.lora import check_lora, describe, device_args, load_kwargs, merged, peft_config
 
 log = logging.getLogger("ponder.train.policy")
 
@@ -99,7 +99,7 @@ def user_prompts(path: str) -> list[dict[str, Any]]:
 
 def trl_args(cfg: Any, out: Path, config_class: Any, **extra: Any) -> Any:
     """A TRL config for a CPU run of ``cfg`` (no gradient checkpointing: the models are tiny)."""
-    return training_arguments(cfg, out, config_class, gradient_checkpointing=False, **extra)
+    return training_arguments(cfg, out, config_class, gradient_checkpointing=False, **device_args(cfg), **extra)
 
 
 def save_policy(cfg: Any, out: Path, model: Any, tokenizer: Any) -> None:

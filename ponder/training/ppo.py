@@ -112,7 +112,7 @@ def forward(model: Any, head: Any, ids: Any, attention: Any, start: int) -> tupl
     out = model(input_ids=ids, attention_mask=attention, output_hidden_states=head is not None)
     logits = out.logits[:, start - 1 : -1].float()
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, start:].unsqueeze(-1)).squeeze(-1)
-    values = head(out.hidden_states[-1][:, start - 1 : -1]).squeeze(-1) if head is not None else None
+    values = head(out.hidden_states[-1][:, start - 1 : -1].float()).squeeze(-1) if head is not None else None
     return logprobs, values
 
 
@@ -148,7 +148,8 @@ class PPO:
         self.cfg, self.tokenizer, self.rewards, self.runner = cfg, tokenizer, rewards, runner
         self.reference = None if cfg.lora_r else copy.deepcopy(model).eval().requires_grad_(False)
         self.model = apply_lora(model, cfg)
-        self.head = value_head(model)
+        self.device = next(model.parameters()).device  # the CPU, or the GPU a QLoRA model was loaded on
+        self.head = value_head(model).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad] + list(self.head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         updates = steps * cfg.ppo_epochs * min(cfg.mini_batches, cfg.batch_size)
@@ -171,7 +172,7 @@ class PPO:
         texts = [
             self.tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows
         ]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         start = enc["input_ids"].shape[1]
         self.model.eval()
         with torch.no_grad():
@@ -199,7 +200,9 @@ class PPO:
         texts = self.tokenizer.batch_decode(ids[:, start:] * mask.long(), skip_special_tokens=True)
         columns = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}
         prompts = [r["prompt"] for r in rows]
-        scores = torch.tensor(self.runner.run(weighted_sum(self.rewards, prompts, texts, **columns)))
+        scores = torch.tensor(
+            self.runner.run(weighted_sum(self.rewards, prompts, texts, **columns)), device=self.device
+        )
         with torch.no_grad():
             logprobs, values = forward(self.model, self.head, ids, attention, start)
             ref = self._reference_logprobs(ids, attention, start)

@@ -24,7 +24,7 @@ from ponder.training.common import (
     write_json,
 )
 from ponder.training.config_args import training_arguments
-from ponder.training.lora import check_lora, load_kwargs, merged, peft_config
+from ponder.training.lora import check_lora, device_args, load_kwargs, merged, peft_config
 from ponder.training.sft_config import SFTArgs
 
 log = logging.getLogger("ponder.train.sft")
@@ -146,6 +146,7 @@ def _sft_config(cfg: SFTArgs, out: Path) -> Any:
         max_length=cfg.max_length,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         gradient_checkpointing=False,  # TRL turns it on by default; a tiny model does not need the memory
+        **device_args(cfg),
     )
 
 

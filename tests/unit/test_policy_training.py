@@ -141,3 +141,14 @@ def test_rlaif_the_judge_reads_the_constitution_and_its_yes_is_the_score(tmp_pat
     assert scores == [1.0, 0.0]
     assert "Never use {braces}." in seen[0] and "Problem:\n2+2?" in seen[0]  # the principles verbatim, then the case
     assert ranker.__name__ == "llm_judge"
+
+
+def test_qlora_runs_leave_the_cpu_run_every_other_run_keeps_it(tmp_path: Path):
+    from ponder.training.config_args import training_arguments
+    from ponder.training.lora import LoraArgs, device_args
+    from ponder.training.policy_config import PolicyArgs
+
+    assert device_args(LoraArgs(lora_r=8, qlora=True)) == {"use_cpu": False, "bf16": True}
+    assert device_args(LoraArgs(lora_r=8)) == {}
+    args = training_arguments(PolicyArgs(output_dir=str(tmp_path)), tmp_path, logging_steps=3, use_cpu=True)
+    assert args.use_cpu and args.logging_steps == 3  # an extra overrides the flags and the CPU defaults alike
