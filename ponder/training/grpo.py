@@ -42,6 +42,11 @@ def _check(cfg: GroupArgs) -> None:
         )
     if cfg.beta < 0:
         raise TrainingInputError("--beta must not be negative")
+    if cfg.use_vllm:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainingInputError("--use-vllm generates on the GPU next to training; this machine has no CUDA")
 
 
 def _train(cfg: GroupArgs, command: str, loss_type: str) -> Path:

@@ -129,12 +129,13 @@ def test_rft_searches_keeps_the_right_answers_and_fine_tunes(tmp_path: Path):
         (["rft", "--strategy", "dvts", "--verifier", "orm"], "needs a step verifier"),
         (["grpo", "--dataset", "PAIRS"], "row 0 has no `answer` column, which the scorer reward grades against"),
         (["ppo", "--grad-accum", "2"], "--grad-accum is not used by ppo"),
+        (["grpo", "--use-vllm"], "--use-vllm generates on the GPU"),
     ],
 )
 def test_bad_input_is_refused_before_training(tmp_path: Path, capsys, pairs_file: Path, argv, message):
     import torch
 
-    if "--qlora" in argv and torch.cuda.is_available():
+    if ("--qlora" in argv or "--use-vllm" in argv) and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     argv = [str(pairs_file) if a == "PAIRS" else a for a in argv]
     assert ponder(["train", *argv, "--output-dir", str(tmp_path / "out")]) == 2
