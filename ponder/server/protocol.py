@@ -389,6 +389,7 @@ class ToolCallOut(BaseModel):
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCallOut
+    extra_content: dict[str, Any] | None = None  # Gemini's place for the thought signature of a call
 
 
 class DeltaToolCall(ToolCallOut):

@@ -30,6 +30,7 @@ from ponder.server.signatures import (
     answer_state,
     message_signature,
     reuse_difficulty,
+    sign_calls,
 )
 from ponder.server.strategy_serving import answer_parts, pieces, strategy_ponder, strategy_usage
 from ponder.server.structured import (
@@ -159,8 +160,10 @@ class ChatService(ServingBase):
             reasoning, content = answer_parts(cand, self._parses_reasoning(), self._thinks())
             answer = ctx.output.answer(content, cand.finish_reason)  # tool calls read from the chosen answer
             signed = self.signed(ctx, self._searched_state(ctx, result, reasoning))
+            fields = message_fields(answer)
+            sign_calls(fields["tool_calls"], signed)
             message = AssistantMessage(
-                reasoning_content=reasoning if req.include_reasoning else None, **message_fields(answer), **signed
+                reasoning_content=reasoning if req.include_reasoning else None, **fields, **signed
             )
             choices.append(ChatChoice(index=i, message=message, finish_reason=answer.finish_reason))
         prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result)
@@ -275,9 +278,10 @@ class ChatService(ServingBase):
             answer = ctx.output.answer(content, cand.finish_reason)
             for piece in pieces(answer.content or ""):
                 yield delta(i, content=piece)
-            if answer.calls:
-                yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(tool_calls=delta_tool_calls(answer)))])
             signed = self.signed(ctx, self._searched_state(ctx, result, reasoning))
+            if answer.calls:
+                calls = sign_calls(delta_tool_calls(answer), signed)
+                yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(tool_calls=calls))])
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(**signed), finish_reason=answer.finish_reason)])
         tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens = strategy_usage(result)
         if ctx.include_usage:

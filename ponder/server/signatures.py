@@ -260,3 +260,11 @@ def reuse_difficulty(plan: Any, state: ThoughtState | None) -> None:
     options = plan.strategy.options
     if getattr(options, "difficulty", 0) is None:
         plan.strategy = type(plan.strategy)(options.model_copy(update={"difficulty": state.difficulty}))
+
+
+def sign_calls(calls: list[Any] | None, signed: dict[str, Any]) -> list[Any] | None:
+    """Gemini's placement on an answer's tool calls too (its OpenAI API puts the signature there), in place."""
+    for call in calls or ():
+        if signed:
+            call.extra_content = signed["extra_content"]
+    return calls

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from ponder.core.types import EngineCapabilities
 from ponder.server.settings import ServerSettings, SignatureSettings
 from ponder.server.signatures import SignatureCodec, Turn, conversation_hash
 from ponder.testing import FakeEngine
@@ -214,3 +215,22 @@ async def test_the_next_auto_turn_reuses_the_signed_difficulty_instead_of_probin
     # a level whose route is the probe itself still probes
     easy = {"strategy": "compute_optimal", "strategy_options": {"difficulty": 1}}
     assert (await chat(app, [QUESTION], **easy)).json()["ponder"]["probe_samples"] == 4
+
+
+async def test_tool_calls_carry_the_signature_where_gemini_puts_it_and_it_is_accepted_there():
+    add = {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}
+    engine = FakeEngine(
+        lambda p, s, i: '{"a": 2, "b": 3}', capabilities=EngineCapabilities(512, structured_outputs=True)
+    )
+    app, _ = app_with(engine=engine)
+    body = {"tools": [add], "tool_choice": {"type": "function", "function": {"name": "add"}}}
+    message = (await chat(app, [QUESTION], **body)).json()["choices"][0]["message"]
+    [call] = message["tool_calls"]
+    assert call["extra_content"] == {"google": {"thought_signature": message["thought_signature"]}}
+    turn = {"role": "assistant", "content": None, "tool_calls": [call]}  # as a Gemini client sends it back
+    result = {"role": "tool", "tool_call_id": call["id"], "content": "5"}
+    assert (await chat(app, [QUESTION, turn, result], tools=[add], tool_choice="none")).status_code == 200
+    tampered = _flip(message["thought_signature"], len(message["thought_signature"]) // 2)
+    forged = {**call, "extra_content": {"google": {"thought_signature": tampered}}}
+    resp = await chat(app, [QUESTION, {**turn, "tool_calls": [forged]}, result], tools=[add], tool_choice="none")
+    assert_refused(resp, 1, "failed authentication")

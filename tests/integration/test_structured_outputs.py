@@ -164,6 +164,8 @@ async def test_tool_calls_stream_whole_in_one_delta():
     events = [e for e in sse_events(resp.text) if e != "[DONE]" and e["choices"]]
     deltas = [e["choices"][0]["delta"] for e in events]
     calls = [d["tool_calls"] for d in deltas if "tool_calls" in d]
+    signed = calls[0][0].pop("extra_content")  # the thought signature, where Gemini puts it (test_signatures.py)
+    assert signed == {"google": {"thought_signature": deltas[-1]["thought_signature"]}}
     assert calls == [[{"index": 0, "id": calls[0][0]["id"], "type": "function",
                        "function": {"name": "add", "arguments": '{"a": 1, "b": 1}'}}]]  # fmt: skip
     assert not any(d.get("content") for d in deltas)
