@@ -36,13 +36,32 @@ def _check(cfg: RFTArgs) -> None:
         )
     if not cfg.server:
         parse_rewards([cfg.verifier])  # a name the reward adapter knows, or a verifier folder
-        if cfg.verifier in ("math_rule", "orm") and cfg.strategy == "dvts":
-            raise TrainingInputError(f"--strategy dvts needs a step verifier (calculator or prm), not {cfg.verifier}")
+        if cfg.verifier == "scorer":
+            raise TrainingInputError(
+                "--verifier scorer: the search ranks answers without knowing the right one; rank with calculator, "
+                "math_rule, orm, prm or a verifier folder, and keep the right ones with --accept scorer"
+            )
+        if cfg.strategy == "dvts" and not _scores_steps(cfg.verifier):
+            raise TrainingInputError(f"--strategy dvts needs a step verifier (calculator, prm), not {cfg.verifier}")
     if cfg.dataset:
         if cfg.accept == "scorer":
             check_scorable([RewardTerm("scorer")], user_prompts(cfg.dataset), cfg.dataset)
         else:
             user_prompts(cfg.dataset)
+
+
+def _scores_steps(verifier: str) -> bool:
+    """Whether a verifier name or folder scores single steps (what DVTS needs)."""
+    if verifier in ("calculator", "prm"):
+        return True
+    if verifier in ("math_rule", "orm"):
+        return False
+    from ponder.verifiers.registry import detect_kind
+
+    try:
+        return detect_kind(verifier).startswith("prm")
+    except ValueError as exc:
+        raise TrainingInputError(f"--verifier {verifier}: {exc}") from None
 
 
 def round_prompts(cfg: RFTArgs, round_index: int) -> list[dict[str, Any]]:

@@ -127,6 +127,8 @@ def test_rft_searches_keeps_the_right_answers_and_fine_tunes(tmp_path: Path):
         (["orpo", "--dataset", "PAIRS", "--qlora", "--lora-r", "8"], "--qlora needs a CUDA GPU"),
         (["rft", "--server", "http://127.0.0.1:9/v1", "--rounds", "2"], "use --rounds 1 with --server"),
         (["rft", "--strategy", "dvts", "--verifier", "orm"], "needs a step verifier"),
+        (["rft", "--strategy", "dvts", "--verifier", "ORM"], "needs a step verifier"),
+        (["rft", "--verifier", "scorer"], "ranks answers without knowing the right one"),
         (["grpo", "--dataset", "PAIRS"], "row 0 has no `answer` column, which the scorer reward grades against"),
         (["ppo", "--grad-accum", "2"], "--grad-accum is not used by ppo"),
         (["grpo", "--use-vllm"], "--use-vllm generates on the GPU"),
@@ -137,7 +139,7 @@ def test_bad_input_is_refused_before_training(tmp_path: Path, capsys, pairs_file
 
     if ("--qlora" in argv or "--use-vllm" in argv) and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    argv = [str(pairs_file) if a == "PAIRS" else a for a in argv]
+    argv = [str(pairs_file) if a == "PAIRS" else str(POLICY.parent / "orm") if a == "ORM" else a for a in argv]
     assert ponder(["train", *argv, "--output-dir", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
