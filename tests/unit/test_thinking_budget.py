@@ -8,7 +8,7 @@ from ponder.core.types import Budget, Prompt, SamplingParams
 from ponder.strategies import registry
 from ponder.strategies.base import StrategyRequest
 from ponder.strategies.thinking import BudgetForcingEngine, ThinkingBudget, budget_forcing
-from ponder.testing import FakeEngine, TableVerifier, tokenize
+from ponder.testing import FakeEngine, RulePRM, TableVerifier, tokenize
 
 THOUGHT = "<think> s1 s2 s3 s4 s5 s6 </think> 42"  # 7 thinking tokens (the tag, six steps), then the answer
 PROMPT = Prompt.chat([{"role": "user", "content": "q"}])
@@ -95,3 +95,17 @@ async def test_every_strategy_samples_through_it_and_usage_counts_every_token(na
     result = await strategy.run(request, forcing, TableVerifier({" 7": 1.0}), Budget(max_samples=4))
     assert result.choices[0].text == "<think> s1 s2</think> 7"
     assert result.spent.tokens == 4 * 4 and result.spent.samples == 4  # forced answers' tokens counted too
+
+
+async def test_a_step_search_keeps_each_solution_within_its_thinking_budget():
+    def steps(prompt: Prompt, params: SamplingParams, index: int) -> str:  # a thought that would go on for long
+        return " 9" if prompt.prefix.endswith("</think>") else f"step{index}\n"
+
+    engine = FakeEngine(steps)
+    forcing = BudgetForcingEngine(engine, ThinkingBudget(5), count_tokens=lambda text: len(tokenize(text)))
+    beam = registry.get("beam_search").from_request({"beam_width": 2, "expansions": 2})
+    request = StrategyRequest(PROMPT, SamplingParams(max_tokens=50))
+    result = await beam.run(request, forcing, RulePRM(default=0.5), Budget(max_samples=8))
+    thought, _, answer = result.choices[0].text.partition("</think>")
+    assert len(tokenize(thought)) <= 5 and answer == " 9"  # the prefix's thinking counted, step after step
+    assert [call[1].token_cap for call in engine.calls[:3]] == [5, 3, 3]
