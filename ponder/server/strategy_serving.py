@@ -23,7 +23,7 @@ from ponder.server.settings import ServerSettings
 from ponder.strategies import registry
 from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult
 from ponder.strategies.steps import StepFormat
-from ponder.strategies.thinking import ThinkingBudget, budget_forcing, token_counter
+from ponder.strategies.thinking import BudgetForcingEngine, ThinkingBudget, budget_forcing, token_counter
 from ponder.strategies.trace import Candidate, Trace
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class StrategyPlan:
     whole_answers: bool = False  # answers are read (for tool calls) before they are sent
     sample_cap: int | None = None  # the effort policy's max_tokens_per_sample, for requests without max_tokens
     thinking: ThinkingBudget | None = None  # each sample's thinking budget: budget forcing on every engine call
+    forcing: BudgetForcingEngine | None = None  # the engine that enforced it, with its counts
 
     @property
     def direct(self) -> bool:
@@ -84,6 +85,8 @@ class StrategyPlan:
             block["budget_clamped"] = self.clamped
         if self.thinking is not None:
             block["thinking"] = self.thinking.public()
+            if self.forcing is not None:  # how many samples had their thought closed for them, or extended
+                block["thinking"] |= {"forced": self.forcing.forced, "extended": self.forcing.extended}
         return block
 
 
@@ -208,7 +211,9 @@ class StrategyRunner:
 
     def engine_for(self, plan: StrategyPlan) -> Engine:
         """The engine a request's samples come from: with its thinking budget enforced, when it has one."""
-        return budget_forcing(self.engine, plan.thinking, self.step_format, self.count_tokens)
+        engine = budget_forcing(self.engine, plan.thinking, self.step_format, self.count_tokens)
+        plan.forcing = engine if isinstance(engine, BudgetForcingEngine) else None
+        return engine
 
     async def run(
         self, plan: StrategyPlan, prompt: Prompt, params: SamplingParams, n: int, trace: Trace

@@ -62,7 +62,7 @@ async def test_thinking_budget_closes_the_thought_and_the_sample_answers_in_chat
     data = await chat(app, thinking_budget=3, strategy="none", max_tokens=20)
     assert message(data) == (" s1 s2", " 7")
     assert data["usage"]["completion_tokens"] == 4  # 3 thinking tokens and the answer's
-    assert data["ponder"]["thinking"] == {"tokens": 3, "extensions": 0, "cue": "Wait"}
+    assert data["ponder"]["thinking"] == {"tokens": 3, "extensions": 0, "cue": "Wait", "forced": 1, "extended": 0}
     assert engine.calls[-1][0].prefix == "<think> s1 s2</think>"
     streamed = await chat(app, stream=True, thinking_budget=3, strategy="none", max_tokens=20)
     assert (streamed["reasoning"], streamed["content"]) == (" s1 s2", " 7")
@@ -89,7 +89,7 @@ async def test_the_effort_policy_sets_thinking_budgets_and_extensions(tmp_path):
     app, _ = fake_app(FakeEngine(thinker), ServerSettings(effort_policy=str(path)))
     data = await chat(app, reasoning_effort="high", max_tokens=40)
     assert message(data) == (" s1 s2 s3 s4 s5 s6 Wait s7 ", " 7")
-    assert data["ponder"]["thinking"] == {"tokens": 40, "extensions": 1, "cue": "Wait"}
+    assert data["ponder"]["thinking"] == {"tokens": 40, "extensions": 1, "cue": "Wait", "forced": 0, "extended": 1}
     budget = await chat(app, reasoning_effort="high", thinking_budget=3, max_tokens=40)  # the request's wins
     assert message(budget) == (" s1 s2", " 7")
 
