@@ -253,6 +253,8 @@ class BudgetForcingEngine:
         self.extended += run.extended
 
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
+        if params.structured is not None:  # constrained from its first token, the model answers without thinking
+            return await self._engine.generate(prompt, params, n)
         runs = self._runs(prompt, params, n)
         if runs and runs[0].text:  # no thinking left: each sample answers from the closed thought
             return list(await asyncio.gather(*(self._follow(run) for run in runs)))
@@ -275,6 +277,10 @@ class BudgetForcingEngine:
     async def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
         """Deltas of ``n`` samples. A sample that goes on sends the inserted text (the close tag, or the cue) as a
         delta, then its next call's deltas; it finishes once, at its very end."""
+        if params.structured is not None:
+            async for delta in self._engine.stream(prompt, params, n):
+                yield delta
+            return
         merger = _StreamMerger(self)
         runs = self._runs(prompt, params, n)
         if runs and runs[0].text:  # no thinking left: each sample closes its thought and answers

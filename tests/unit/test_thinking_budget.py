@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ponder.core.types import Budget, Prompt, SamplingParams
+from ponder.core.types import Budget, Prompt, SamplingParams, StructuredOutput
 from ponder.strategies import registry
 from ponder.strategies.base import StrategyRequest
 from ponder.strategies.thinking import BudgetForcingEngine, ThinkingBudget, budget_forcing
@@ -109,3 +109,10 @@ async def test_a_step_search_keeps_each_solution_within_its_thinking_budget():
     thought, _, answer = result.choices[0].text.partition("</think>")
     assert len(tokenize(thought)) <= 5 and answer == " 9"  # the prefix's thinking counted, step after step
     assert [call[1].token_cap for call in engine.calls[:3]] == [5, 3, 3]
+
+
+async def test_constrained_output_is_left_alone():
+    engine = FakeEngine(lambda p, s, i: '{"answer": 1, "why": "a long enough explanation"}')
+    params = SamplingParams(max_tokens=20, structured=StructuredOutput(json_object=True))
+    (sample,) = await BudgetForcingEngine(engine, ThinkingBudget(2)).generate(PROMPT, params)
+    assert sample.text.endswith('explanation"}') and len(engine.calls) == 1 and engine.calls[0][1] == params
