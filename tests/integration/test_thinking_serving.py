@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ponder.core.types import EngineCapabilities, Prompt
-from ponder.server.effort_policy import BUNDLED
+from ponder.server.effort_policy import BUNDLED, EffortPolicyError, load_policy
 from ponder.server.settings import ServerSettings
 from ponder.testing import FakeEngine
 from tests.helpers import client, fake_app, sse_events
@@ -104,3 +106,16 @@ async def test_an_engine_that_cannot_continue_refuses_a_thinking_budget():
         )
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "thinking_budget"
     assert engine.calls == []
+
+
+def test_the_effort_policy_refuses_bad_thinking_fields(tmp_path):
+    for level, says in [
+        ({"strategy": "none", "thinking_budget": 0}, "thinking_budget"),
+        ({"strategy": "none", "thinking_extensions": 99}, "thinking_extensions"),
+    ]:
+        policy = json.loads(BUNDLED.read_text())
+        policy["levels"]["high"] = level
+        path = tmp_path / f"{says}.json"  # policies are cached by path
+        path.write_text(json.dumps(policy))
+        with pytest.raises(EffortPolicyError, match=f"levels.high.{says}"):
+            load_policy(str(path))
