@@ -146,11 +146,10 @@ class _Run:
             self.thinking += sample.num_tokens
         left = _total(self.params)
         room = None if left is None else left - self.tokens
-        closed = (
-            sample.finish_reason == "stop"
-            and sample.stop_reason == self.fmt.think_close
-            and self.fmt.think_close not in self.params.stop
-        )
+        # The model ended its thinking: it hit the close tag, or stopped with its thought open (an engine that
+        # does not say which stop string matched reports none; an end of sequence inside a thought ends it too).
+        ended = sample.stop_reason == self.fmt.think_close or (sample.stop_reason is None and opened)
+        closed = sample.finish_reason == "stop" and ended and self.fmt.think_close not in self.params.stop
         if closed:  # the model ended its thinking (the stop string is off the text: put it back, or a cue)
             thinking_left = None if self.budget.tokens is None else self.budget.tokens - self.thinking
             more = thinking_left is None or thinking_left > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ponder.core.types import Budget, Prompt, SamplingParams, StructuredOutput
@@ -116,3 +118,12 @@ async def test_constrained_output_is_left_alone():
     params = SamplingParams(max_tokens=20, structured=StructuredOutput(json_object=True))
     (sample,) = await BudgetForcingEngine(engine, ThinkingBudget(2)).generate(PROMPT, params)
     assert sample.text.endswith('explanation"}') and len(engine.calls) == 1 and engine.calls[0][1] == params
+
+
+async def test_an_engine_that_does_not_name_the_stop_string_still_gets_its_answer():
+    class Unnamed(FakeEngine):  # some upstream servers report no stop_reason
+        async def generate(self, prompt, params, n=1):
+            return [dataclasses.replace(s, stop_reason=None) for s in await super().generate(prompt, params, n)]
+
+    (sample,) = await BudgetForcingEngine(Unnamed(model), ThinkingBudget(50)).generate(PROMPT, SamplingParams())
+    assert sample.text == THOUGHT
