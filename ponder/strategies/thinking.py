@@ -229,13 +229,6 @@ class BudgetForcingEngine:
     async def aclose(self) -> None:  # the server owns the engine
         return None
 
-    def _run(self, prompt: Prompt, params: SamplingParams) -> _Run:
-        return _Run.start(prompt, params, self.budget, self.fmt, self._count)
-
-    def _tally(self, run: _Run) -> None:
-        self.forced += run.forced
-        self.extended += run.extended
-
     def _runs(self, prompt: Prompt, params: SamplingParams, n: int) -> list[_Run]:
         """``n`` fresh samples; the first call of each is the same (one engine call draws them all)."""
         runs = [_Run.start(prompt, params, self.budget, self.fmt, self._count) for _ in range(n)]
