@@ -39,6 +39,7 @@ from ponder.core.types import (
     SamplingParams,
     TokenLogprob,
 )
+from ponder.engines import hf_grammar
 from ponder.engines.base import check_logprobs, collect, max_prompt_chars, render_chat, resolve_max_tokens
 
 log = logging.getLogger("ponder.engines.hf")
@@ -356,6 +357,9 @@ class HFEngine:
 
         limit = max_model_len or _context_limit(self._model.config, self.tokenizer)
         self.model_id = served_model_name or model
+        # response_format and forced tool calls, when xgrammar is installed
+        vocab = int(getattr(self._model.config, "vocab_size", 0) or len(self.tokenizer))
+        self._grammars = hf_grammar.Grammars(self.tokenizer, vocab) if hf_grammar.available() else None
         self.capabilities = EngineCapabilities(
             max_model_len=int(limit),
             logprobs=True,
@@ -365,6 +369,7 @@ class HFEngine:
             seed=True,
             penalties=True,
             max_prompt_chars=max_prompt_chars(self.tokenizer, int(limit)),
+            structured_outputs=self._grammars is not None,
         )
 
         # OpenAI semantics: requests say everything; the checkpoint's sampling defaults do not apply.
@@ -534,12 +539,15 @@ class HFEngine:
             config.temperature = job.params.temperature
             config.top_p = job.params.top_p
             config.top_k = 0
+        processors = [logits_cls(session)]  # first: it keeps the model's own logits for logprobs
+        if job.params.structured is not None and self._grammars is not None:
+            processors.append(self._grammars.processor(job.params.structured))
         with self._rng_scope(None if greedy else job.seed):
             self._model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 generation_config=config,
-                logits_processor=LogitsProcessorList([logits_cls(session)]),
+                logits_processor=LogitsProcessorList(processors),
                 stopping_criteria=StoppingCriteriaList([stopping_cls(session)]),
                 streamer=streamer_cls(session),
             )

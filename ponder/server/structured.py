@@ -190,7 +190,8 @@ def _needs_constraints(capabilities: EngineCapabilities, param: str, what: str) 
     if not capabilities.structured_outputs:
         raise InvalidRequestError(
             f"{what} needs constrained decoding (structured outputs), which this engine does not do; serve the model "
-            "with the vLLM engine (--engine vllm) or in front of a server that does (--engine openai).",
+            "with --engine vllm, with --engine hf and xgrammar installed, or in front of a server that does "
+            "(--engine openai).",
             param=param,
         )
 
