@@ -51,12 +51,14 @@ class FakeEngine:
         capabilities: EngineCapabilities | None = None,
         token_delay: float = 0.0,
         top_logprobs: TopLogprobs | None = None,
+        cached_tokens: int = 0,
     ) -> None:
         self.model_id = model_id
         self.capabilities = capabilities or EngineCapabilities(max_model_len=512)
         self.responder = responder or _default_responder
         self.token_delay = token_delay
         self.top_logprobs = top_logprobs
+        self.cached_tokens = cached_tokens  # reported as found in a prefix cache, on every delta
         self.active = 0
         self.calls: list[tuple[Prompt, SamplingParams, int]] = []
         self.closed = False
@@ -122,16 +124,25 @@ class FakeEngine:
                             num_tokens=1,
                             logprobs=[lp[step]] if lp else None,
                             prompt_tokens=prompt_tokens,
+                            cached_tokens=self.cached_tokens,
                         )
                     if step == len(tokens):
                         yield SampleDelta(
-                            index=i, text="", finish_reason=reason, prompt_tokens=prompt_tokens, stop_reason=stop
+                            index=i,
+                            text="",
+                            finish_reason=reason,
+                            prompt_tokens=prompt_tokens,
+                            stop_reason=stop,
+                            cached_tokens=self.cached_tokens,
                         )
         finally:
             self.active -= 1
 
     def num_unfinished_requests(self) -> int:
         return self.active
+
+    def count_tokens(self, text: str) -> int:
+        return len(tokenize(text))
 
     async def score(self, prompt: Prompt, continuation: str) -> list[float]:
         return [-0.5 for _ in tokenize(continuation)]

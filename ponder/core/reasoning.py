@@ -50,9 +50,21 @@ class ThinkSplitter:
         self._state = "reasoning" if starts_in_reasoning else "start"
         self._implicit = implicit_open
         self._pending = ""
+        self._fed = 0  # characters fed so far
+        self.content_start: int | None = None  # where the answer begins in what was fed, once that is known
+
+    @property
+    def decided(self) -> int:
+        """Characters fed and told apart (reasoning, answer or tags); the rest is held back."""
+        return self._fed - len(self._pending)
+
+    def _answer_from_here(self) -> None:
+        self._state = "content"
+        self.content_start = self.decided
 
     def feed(self, text: str) -> Split:
         self._pending += text
+        self._fed += len(text)
         out = Split()
         while self._pending:
             if self._state == "start":
@@ -62,21 +74,23 @@ class ThinkSplitter:
                     self._state = "reasoning"
                 elif THINK_OPEN.startswith(stripped):  # could still become the tag
                     break
+                elif self._implicit:
+                    self._state = "undecided"
                 else:
-                    self._state = "undecided" if self._implicit else "content"
+                    self._answer_from_here()
             elif self._state == "undecided":  # reasoning if a lone </think> comes, content if none does
                 end = self._pending.find(THINK_CLOSE)
                 if end == -1:
                     break
                 out.reasoning += self._pending[:end]
                 self._pending = self._pending[end + len(THINK_CLOSE) :]
-                self._state = "content"
+                self._answer_from_here()
             elif self._state == "reasoning":
                 end = self._pending.find(THINK_CLOSE)
                 if end != -1:
                     out.reasoning += self._pending[:end]
                     self._pending = self._pending[end + len(THINK_CLOSE) :]
-                    self._state = "content"
+                    self._answer_from_here()
                     continue
                 hold = _partial_tag_suffix(self._pending, THINK_CLOSE)
                 out.reasoning += self._pending[: len(self._pending) - hold]
@@ -89,7 +103,19 @@ class ThinkSplitter:
 
     def flush(self) -> Split:
         """Whatever was held back, at the end of the stream."""
-        pending, self._pending = self._pending, ""
         if self._state == "reasoning":
+            pending, self._pending = self._pending, ""
             return Split(reasoning=pending)
+        if self.content_start is None:
+            self._answer_from_here()
+        pending, self._pending = self._pending, ""
         return Split(content=pending)
+
+
+def thinking_chars(text: str, *, starts_in_reasoning: bool = False, implicit_open: bool = False) -> int:
+    """How many leading characters of a completion are thinking: through the closing tag, all of them when it
+    never closed, none without a think block."""
+    splitter = ThinkSplitter(starts_in_reasoning=starts_in_reasoning, implicit_open=implicit_open)
+    splitter.feed(text)
+    splitter.flush()
+    return len(text) if splitter.content_start is None else splitter.content_start

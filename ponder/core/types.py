@@ -26,9 +26,7 @@ class Prompt:
             raise ValueError("Prompt needs exactly one of messages or text")
 
     @classmethod
-    def chat(
-        cls, messages: list[dict] | tuple[dict, ...], prefix: str = "", tools: list[dict] | None = None
-    ) -> Prompt:
+    def chat(cls, messages: list[dict] | tuple[dict, ...], prefix: str = "", tools: list[dict] | None = None) -> Prompt:
         return cls(messages=tuple(messages), prefix=prefix, tools=tuple(tools) if tools else None)
 
     @classmethod
@@ -111,6 +109,7 @@ class SampleDelta:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     stop_reason: str | None = None  # on the finishing delta: the stop string that ended it, if any
+    cached_tokens: int = 0  # prompt tokens found in the engine's prefix cache (on any delta)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ async def collect(deltas: AsyncIterator[SampleDelta], params: SamplingParams, n:
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
     tokens = [0] * n
     finished: dict[int, SampleDelta] = {}
-    prompt_tokens = 0
+    prompt_tokens = cached_tokens = 0
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds_left(params)), contextlib.aclosing(deltas):  # type: ignore[type-var]
             async for delta in deltas:
@@ -33,6 +33,7 @@ async def collect(deltas: AsyncIterator[SampleDelta], params: SamplingParams, n:
                 tokens[delta.index] += delta.num_tokens
                 logprobs[delta.index].extend(delta.logprobs or ())
                 prompt_tokens = delta.prompt_tokens or prompt_tokens
+                cached_tokens = delta.cached_tokens or cached_tokens
                 if delta.finish_reason:
                     finished[delta.index] = delta
     samples = []
@@ -45,6 +46,7 @@ async def collect(deltas: AsyncIterator[SampleDelta], params: SamplingParams, n:
                 num_tokens=tokens[i],
                 finish_reason=end.finish_reason if end else "abort",
                 prompt_tokens=prompt_tokens,
+                cached_tokens=cached_tokens,
                 logprobs=lps,
                 cumulative_logprob=sum(t.logprob for t in lps) if lps is not None else None,
                 stop_reason=end.stop_reason if end else None,

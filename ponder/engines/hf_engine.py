@@ -446,6 +446,11 @@ class HFEngine:
             log.exception("scoring failed")
             raise EngineError(f"Scoring failed: {exc}") from exc
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (no special tokens added), as the usage counts reasoning tokens."""
+        with self._tok_lock:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def num_unfinished_requests(self) -> int:
         """Generation calls queued or running (0 when idle)."""
         with self._count_lock:

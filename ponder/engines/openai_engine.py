@@ -242,6 +242,7 @@ class _StreamReader:
         self.held: SampleDelta | None = None
         self.total: int | None = None  # the upstream's usage.completion_tokens
         self.prompt_tokens = 0
+        self.cached_tokens = 0
 
     def feed(self, chunk: dict) -> list[SampleDelta]:
         """The deltas of one chunk (none for the role-only opening chunk, the held one, or a finished choice)."""
@@ -249,6 +250,9 @@ class _StreamReader:
         if isinstance(usage, dict):
             self.total = usage.get("completion_tokens", self.total)
             self.prompt_tokens = int(usage.get("prompt_tokens") or self.prompt_tokens)
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                self.cached_tokens = int(details.get("cached_tokens") or 0)
         if isinstance(chunk.get("prompt_token_ids"), list):
             self.prompt_tokens = len(chunk["prompt_token_ids"])
         deltas = []
@@ -308,6 +312,7 @@ class _StreamReader:
             if shortfall > 0:
                 self.held.num_tokens += shortfall
         self.held.prompt_tokens = self.prompt_tokens or self.held.prompt_tokens
+        self.held.cached_tokens = self.cached_tokens
         return self.held
 
 

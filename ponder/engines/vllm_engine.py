@@ -298,6 +298,7 @@ class VLLMEngine:
                         finish_reason=finish,
                         prompt_tokens=len(ids),
                         stop_reason=comp.stop_reason if finish and isinstance(comp.stop_reason, str) else None,
+                        cached_tokens=int(getattr(out, "num_cached_tokens", 0) or 0),
                     )
 
     async def score(self, prompt: Prompt, continuation: str) -> list[float]:
@@ -349,6 +350,10 @@ class VLLMEngine:
         engine.shutdown()
 
     # ------------------------------------------------------------------ extras for the server and tests
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (no special tokens added), as the usage counts reasoning tokens."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def num_unfinished_requests(self) -> int:
         """Requests vLLM still tracks (a request with ``n`` samples counts ``n``)."""

@@ -81,6 +81,11 @@ class InstrumentedEngine:
     def num_unfinished_requests(self) -> int:
         return self._engine.num_unfinished_requests()
 
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of ``text`` by the engine's tokenizer; ``None`` when the engine has none here (an upstream)."""
+        count = getattr(self._engine, "count_tokens", None)
+        return count(text) if count is not None else None
+
     async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
         self._metrics.engine_calls.labels("generate").inc()
         try:

@@ -339,7 +339,8 @@ class TokenLogprobOut(TopLogprob):
 
 
 class ChoiceLogprobs(BaseModel):
-    content: list[TokenLogprobOut] | None = None
+    content: list[TokenLogprobOut] | None = None  # the answer's tokens
+    reasoning_content: list[TokenLogprobOut] | None = None  # the thinking tokens', apart (as in the message)
 
 
 class CompletionLogprobs(BaseModel):

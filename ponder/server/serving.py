@@ -15,10 +15,10 @@ from ponder.core.errors import InvalidRequestError, NotFoundError, OverloadedErr
 from ponder.core.protocols import Engine
 from ponder.core.types import Prompt, SampleDelta, SamplingParams
 from ponder.server.content_policy import ContentFilter
-from ponder.server.convert import usage_info
+from ponder.server.convert import Thinking, usage_info
 from ponder.server.errors import error_from_exception, sse_error_event
 from ponder.server.metrics import Metrics
-from ponder.server.protocol import PonderFields, new_id, now
+from ponder.server.protocol import PonderFields, UsageInfo, new_id, now
 from ponder.server.settings import ServerSettings
 from ponder.server.sse import DONE, sse
 from ponder.server.strategy_serving import StrategyPlan, StrategyPlanner, StrategyRunner, run_with_progress
@@ -71,6 +71,22 @@ class StreamTally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     first_token: bool = False  # the time to the first token is observed once
+    cached: dict[int, int] = field(default_factory=dict)  # each prompt's cached tokens
+    texts: dict[int, list[str]] = field(default_factory=dict)  # each choice's text so far
+    tokens: dict[int, int] = field(default_factory=dict)  # each choice's tokens so far
+    thinking: Thinking = field(default_factory=Thinking)  # how the choices' thinking tokens are told
+
+    def add(self, choice: int, delta: SampleDelta, prompt: int = 0) -> None:
+        """One delta of ``choice`` (of ``prompt``): its tokens and text."""
+        self.completion_tokens += delta.num_tokens
+        self.tokens[choice] = self.tokens.get(choice, 0) + delta.num_tokens
+        self.texts.setdefault(choice, []).append(delta.text)
+        self.cached[prompt] = delta.cached_tokens or self.cached.get(prompt, 0)
+
+    def usage(self) -> UsageInfo:
+        """The usage so far, the choices' thinking tokens counted as a whole response's are."""
+        reasoning = sum(self.thinking.tokens("".join(text), self.tokens[k]) for k, text in self.texts.items())
+        return usage_info(self.prompt_tokens, self.completion_tokens, sum(self.cached.values()), reasoning)
 
 
 class Admission:
@@ -105,7 +121,7 @@ class ChunkWriter:
 
     def __call__(self, choices: list[BaseModel], **extra: Any) -> str:
         if self._ctx.continuous_usage and extra.get("usage") is None:
-            extra["usage"] = usage_info(self._tally.prompt_tokens, self._tally.completion_tokens)
+            extra["usage"] = self._tally.usage()
         body = self._body(
             id=self._id,
             created=self._created,
@@ -209,6 +225,11 @@ class ServingBase:
         return RequestContext(
             self.route, plan, params, req.n, logprobs or 0, include_usage, continuous, self.fingerprint
         )
+
+    def thinking(self, starts_in_reasoning: bool = False) -> Thinking:
+        """How this request's completions are read for thinking (the reasoning parser, the model's habits)."""
+        parse = self.settings.reasoning_parser == "think"
+        return Thinking(parse, self.runner.step_format.thinks, starts_in_reasoning, self.engine.count_tokens)
 
     # ---- running ----
 

@@ -9,7 +9,7 @@ from ponder.core.errors import InvalidRequestError
 from ponder.core.reasoning import THINK_CLOSE, THINK_OPEN, ThinkSplitter, split_reasoning
 from ponder.core.tools import ToolCallParser
 from ponder.core.types import Prompt, Sample, SampleDelta
-from ponder.server.convert import chat_logprobs, samples_usage, usage_info
+from ponder.server.convert import ThinkingLogprobs, chat_logprobs, samples_usage, usage_info
 from ponder.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -17,6 +17,7 @@ from ponder.server.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChoiceLogprobs,
     DeltaMessage,
     new_id,
     now,
@@ -118,7 +119,7 @@ class ChatService(ServingBase):
         with self.recorded_failure(ctx):
             samples = await self.runner.engine_for(ctx.plan).generate(prompt, ctx.params, ctx.n)
         choices = [self._choice(req, ctx, prompt, i, sample) for i, sample in enumerate(samples)]
-        usage = samples_usage([samples])
+        usage = samples_usage([samples], self.thinking(self._starts_in_reasoning(prompt)))
         self.record(ctx, 200, usage.prompt_tokens, usage.completion_tokens)
         return ChatCompletionResponse(
             id=new_id("chatcmpl"),
@@ -145,10 +146,19 @@ class ChatService(ServingBase):
             message=AssistantMessage(
                 content=content, reasoning_content=reasoning if req.include_reasoning else None, **signed
             ),
-            logprobs=chat_logprobs(sample.logprobs, ctx.top_k),
+            logprobs=self._logprobs(req, ctx, prompt, sample),
             finish_reason=sample.finish_reason,
             stop_reason=sample.stop_reason,
         )
+
+    def _logprobs(
+        self, req: ChatCompletionRequest, ctx: RequestContext, prompt: Prompt, sample: Sample
+    ) -> ChoiceLogprobs | None:
+        """The answer's token logprobs as ``content``; the thinking tokens' apart, when reasoning is included."""
+        if sample.logprobs is None:
+            return None
+        thought, answer = self.thinking(self._starts_in_reasoning(prompt)).split_logprobs(sample.logprobs)
+        return chat_logprobs(answer, ctx.top_k, thought if req.include_reasoning else None)
 
     async def _create_searched(
         self, req: ChatCompletionRequest, ctx: RequestContext, prompt: Prompt
@@ -166,7 +176,7 @@ class ChatService(ServingBase):
                 reasoning_content=reasoning if req.include_reasoning else None, **fields, **signed
             )
             choices.append(ChatChoice(index=i, message=message, finish_reason=answer.finish_reason))
-        prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result)
+        prompt_tokens, completion_tokens, cached, reasoning_tokens = strategy_usage(result, self.thinking())
         self.record(ctx, 200, prompt_tokens, completion_tokens)
         return ChatCompletionResponse(
             id=new_id("chatcmpl"),
@@ -182,7 +192,7 @@ class ChatService(ServingBase):
     async def stream(self, req: ChatCompletionRequest) -> AsyncGenerator[str, None]:
         """Validate and start the engine stream; returns the SSE event iterator (errors before it are plain HTTP)."""
         ctx, prompt = self.plan(req)
-        tally = StreamTally()
+        tally = StreamTally(thinking=self.thinking(self._starts_in_reasoning(prompt)))
         chunk = ChunkWriter(ChatCompletionChunk, "chatcmpl", req.model, ctx, tally)
         if ctx.searched:
             progress = self.search_progress(ctx, prompt)
@@ -205,18 +215,19 @@ class ChatService(ServingBase):
         """The engine's tokens as they come: a role chunk per choice, reasoning and content deltas, finishes, usage."""
         starts, implicit = self._starts_in_reasoning(prompt), self._thinks()
         splitters = [ThinkSplitter(starts_in_reasoning=starts, implicit_open=implicit) for _ in range(ctx.n)]
+        token_splits = [ThinkingLogprobs(tally.thinking) for _ in range(ctx.n)]
         for i in range(ctx.n):
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
         thought, tokens = [""] * ctx.n, [0] * ctx.n  # each choice's reasoning and tokens, for its signature
         async for delta in deltas:
             tally.prompt_tokens = delta.prompt_tokens or tally.prompt_tokens
-            tally.completion_tokens += delta.num_tokens
+            tally.add(delta.index, delta)
             reasoning, content = self._delta_parts(delta, splitters[delta.index])
             thought[delta.index] += reasoning
             tokens[delta.index] += delta.num_tokens
             if not req.include_reasoning:
                 reasoning = ""
-            logprobs = chat_logprobs(delta.logprobs, ctx.top_k) if delta.logprobs else None
+            logprobs = self._delta_logprobs(req, ctx, delta, token_splits[delta.index])
             if reasoning or content or logprobs:
                 self.first_token(ctx, tally)
                 message = DeltaMessage(reasoning_content=reasoning or None, content=content or None)
@@ -232,8 +243,20 @@ class ChatService(ServingBase):
                 )
                 yield chunk([finish])
         if ctx.include_usage:
-            usage = usage_info(tally.prompt_tokens, tally.completion_tokens)
-            yield chunk([], usage=usage, ponder=ctx.ponder(ctx.n, tally.completion_tokens))
+            yield chunk([], usage=tally.usage(), ponder=ctx.ponder(ctx.n, tally.completion_tokens))
+
+    @staticmethod
+    def _delta_logprobs(
+        req: ChatCompletionRequest, ctx: RequestContext, delta: SampleDelta, split: ThinkingLogprobs
+    ) -> ChoiceLogprobs | None:
+        """The logprobs of the tokens told apart by now, the answer's and (when included) the thinking ones."""
+        if delta.logprobs is None and not delta.finish_reason:
+            return None
+        split.add(delta.logprobs or ())
+        thought, answer = split.take(final=bool(delta.finish_reason))
+        if not answer and not (thought and req.include_reasoning):
+            return None
+        return chat_logprobs(answer, ctx.top_k, thought if req.include_reasoning else None)
 
     def _delta_parts(self, delta: SampleDelta, splitter: ThinkSplitter) -> tuple[str, str]:
         """Reasoning and content of one delta (the splitter's held-back tail comes out with the finishing one)."""
@@ -283,7 +306,7 @@ class ChatService(ServingBase):
                 calls = sign_calls(delta_tool_calls(answer), signed)
                 yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(tool_calls=calls))])
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(**signed), finish_reason=answer.finish_reason)])
-        tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens = strategy_usage(result)
+        tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens = strategy_usage(result, self.thinking())
         if ctx.include_usage:
             usage = usage_info(tally.prompt_tokens, tally.completion_tokens, cached, reasoning_tokens)
             yield chunk([], usage=usage, ponder=strategy_ponder(ctx.plan, result))

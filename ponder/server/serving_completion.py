@@ -53,7 +53,7 @@ class CompletionService(ServingBase):
                         stop_reason=sample.stop_reason,
                     )
                 )
-        usage = samples_usage(results)
+        usage = samples_usage(results, self.thinking())
         self.record(ctx, 200, usage.prompt_tokens, usage.completion_tokens)
         return CompletionResponse(
             id=new_id("cmpl"),
@@ -77,7 +77,7 @@ class CompletionService(ServingBase):
             for p, (text, result) in enumerate(zip(req.prompts, results, strict=True))
             for j, cand in enumerate(result.choices)
         ]
-        totals = [sum(u) for u in zip(*(strategy_usage(r) for r in results), strict=True)]
+        totals = [sum(u) for u in zip(*(strategy_usage(r, self.thinking()) for r in results), strict=True)]
         self.record(ctx, 200, totals[0], totals[1])
         ponder = strategy_ponder(ctx.plan, results[0]) if len(results) == 1 else ctx.plan.ponder_block()
         return CompletionResponse(
@@ -88,7 +88,7 @@ class CompletionService(ServingBase):
 
     async def stream(self, req: CompletionRequest) -> AsyncGenerator[str, None]:
         ctx = self.plan(req)
-        tally = StreamTally()
+        tally = StreamTally(thinking=self.thinking())
         chunk = ChunkWriter(CompletionResponse, "cmpl", req.model, ctx, tally)
         if ctx.searched:
             if len(req.prompts) != 1:
@@ -121,7 +121,7 @@ class CompletionService(ServingBase):
             index = p * ctx.n + delta.index
             prompt_tokens[p] = delta.prompt_tokens or prompt_tokens[p]
             tally.prompt_tokens = sum(prompt_tokens)
-            tally.completion_tokens += delta.num_tokens
+            tally.add(index, delta, prompt=p)
             if delta.text or delta.logprobs:
                 self.first_token(ctx, tally)
                 logprobs = completion_logprobs(delta.logprobs, ctx.top_k, offsets.get(index, 0))
@@ -133,7 +133,7 @@ class CompletionService(ServingBase):
                 )
                 yield chunk([finish])
         if ctx.include_usage:
-            yield chunk([], usage=usage_info(tally.prompt_tokens, tally.completion_tokens))
+            yield chunk([], usage=tally.usage())
 
     async def _searched_events(
         self, req: CompletionRequest, ctx: RequestContext, chunk: ChunkWriter, tally: StreamTally
@@ -144,7 +144,7 @@ class CompletionService(ServingBase):
             for piece in pieces((req.prompts[0] if req.echo else "") + cand.text):
                 yield chunk([CompletionChoice(index=i, text=piece)])
             yield chunk([CompletionChoice(index=i, text="", finish_reason=cand.finish_reason)])
-        usage = strategy_usage(result)
+        usage = strategy_usage(result, self.thinking())
         tally.prompt_tokens, tally.completion_tokens = usage[0], usage[1]
         if ctx.include_usage:
             yield chunk([], usage=usage_info(*usage))

@@ -16,6 +16,7 @@ from ponder.core.protocols import Engine, Verifier
 from ponder.core.reasoning import split_reasoning
 from ponder.core.types import Budget, Prompt, SamplingParams
 from ponder.server.content_policy import ContentFilter
+from ponder.server.convert import Thinking
 from ponder.server.effort import resolve_effort
 from ponder.server.effort_policy import load_policy
 from ponder.server.protocol import PonderFields
@@ -241,12 +242,13 @@ def answer_parts(candidate: Candidate, parse_reasoning: bool, implicit_open: boo
     return split.reasoning or None, split.content
 
 
-def strategy_usage(result: StrategyResult) -> tuple[int, int, int, int]:
-    """Prompt, completion, cached and reasoning tokens: every generated token counts; those outside the answers
-    are reasoning tokens."""
+def strategy_usage(result: StrategyResult, thinking: Thinking | None = None) -> tuple[int, int, int, int]:
+    """Prompt, completion, cached and reasoning tokens: every generated token counts; reasoning tokens (OpenAI's
+    meaning) are those of the candidates not returned plus the returned answers' thinking tokens."""
     spent = result.spent
     returned = sum(c.num_tokens for c in result.choices)
-    return spent.prompt_tokens, spent.tokens, spent.cached_tokens, max(0, spent.tokens - returned)
+    thought = sum(thinking.tokens(c.text, c.num_tokens) for c in result.choices) if thinking is not None else 0
+    return spent.prompt_tokens, spent.tokens, spent.cached_tokens, max(0, spent.tokens - returned) + thought
 
 
 def strategy_ponder(plan: StrategyPlan, result: StrategyResult) -> dict[str, Any]:

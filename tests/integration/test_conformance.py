@@ -125,3 +125,52 @@ async def test_a_greedy_request_keeps_its_temperature_where_one_sample_at_a_time
     assert plain.status_code == traced.status_code == 200
     assert "sampling_temperature" not in traced.json()["ponder"]
     assert {params.temperature for _prompt, params, _n in engine.calls} == {0}
+
+
+# ---- usage and logprobs: reasoning tokens, cached tokens, the answer's logprobs apart ----
+
+THINKER = "<think>a b c</think> x y"  # fake tokens: "<think>a", " b", " c</think>" (thinking), " x", " y"
+
+
+def usage_of(path: str, resp) -> dict:
+    if resp.headers["content-type"].startswith("text/event-stream"):
+        return [e for e in sse_events(resp.text) if e != "[DONE]" and e.get("usage")][-1]["usage"]
+    return resp.json()["usage"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_reasoning_and_cached_tokens_are_the_same_streamed_or_not(path):
+    app, _ = fake_app(FakeEngine(lambda p, s, i: THINKER, cached_tokens=2))
+    body = chat(n=2) if path.endswith("chat/completions") else completion(n=2)
+    async with client(app) as c:
+        whole = await c.post(path, json=body)
+        streamed = await c.post(path, json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    usage = usage_of(path, whole)
+    assert usage == usage_of(path, streamed)
+    assert usage["completion_tokens"] == 10 and usage["completion_tokens_details"] == {"reasoning_tokens": 6}
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 2}
+
+
+async def test_a_search_counts_the_candidates_not_returned_and_the_answers_thinking_as_reasoning():
+    app, _ = verified_app(FakeEngine(lambda p, s, i: THINKER))
+    async with client(app) as c:
+        data = (await c.post("/v1/chat/completions", json=chat(strategy="best_of_n", budget={"max_samples": 4}))).json()
+    assert data["usage"]["completion_tokens"] == 20
+    assert data["usage"]["completion_tokens_details"]["reasoning_tokens"] == 15 + 3
+
+
+async def test_logprobs_content_covers_the_answer_and_the_thinking_tokens_come_apart():
+    app, _ = fake_app(FakeEngine(lambda p, s, i: THINKER))
+    body = chat(logprobs=True, top_logprobs=1)
+    async with client(app) as c:
+        whole = (await c.post("/v1/chat/completions", json=body)).json()["choices"][0]
+        streamed = sse_events((await c.post("/v1/chat/completions", json={**body, "stream": True})).text)
+        hidden = (await c.post("/v1/chat/completions", json={**body, "include_reasoning": False})).json()
+    tokens = {k: [t["token"] for t in v or []] for k, v in whole["logprobs"].items()}
+    assert tokens == {"content": [" x", " y"], "reasoning_content": ["<think>a", " b", " c</think>"]}
+    assert whole["message"]["content"] == "".join(tokens["content"])
+    parts = [e["choices"][0]["logprobs"] for e in streamed[:-1] if e["choices"] and e["choices"][0].get("logprobs")]
+    assert [t["token"] for p in parts for t in p["content"]] == tokens["content"]
+    assert [t["token"] for p in parts for t in p["reasoning_content"] or []] == tokens["reasoning_content"]
+    assert hidden["choices"][0]["logprobs"]["reasoning_content"] is None
+    assert [t["token"] for t in hidden["choices"][0]["logprobs"]["content"]] == tokens["content"]
