@@ -373,13 +373,3 @@ class SpecVerifier:
             for i, p in zip(keep, judged, strict=True):
                 scores[i] = p
         return scores
-
-
-def describe_spec(spec: ModelSpec) -> dict[str, Any]:
-    """A short account of a spec (for logs): its rules and which of them a machine checks."""
-    return {
-        "name": spec.name,
-        "rules": [{"id": r.id, "checked": r.checked} for r in spec.rules],
-        "judge": spec.judge is not None,
-        "context": spec.context,
-    }
