@@ -160,3 +160,23 @@ def test_every_trainer_lists_its_flags_with_help(capsys):
         assert "--output" in text and "--seed" in text
         if algo != "prefs":
             assert "--lora-r" in text and "--qlora" in text and "--learning-rate" in text.replace("_", "-")
+
+
+def test_rft_with_dvts_guided_by_the_calculator(tmp_path: Path):
+    out = tmp_path / "rft-dvts"
+    argv = [
+        "train",
+        "rft",
+        "--output-dir",
+        str(out),
+        "--engine",
+        "hf",
+        "--strategy",
+        "dvts",
+        "--verifier",
+        "calculator",
+    ]
+    argv += ["--problems", "3", "--levels", "1", "--rounds", "1", "--samples", "4", "--batch-size", "2", *FEW]
+    assert ponder([*argv, "--learning-rate", "1e-3"]) == 0
+    config = check_policy_folder(out, "ponder train rft", 2)
+    assert config["search"]["strategy"] == "dvts" and config["rounds"][0]["kept"] > 0
