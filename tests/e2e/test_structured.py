@@ -140,3 +140,19 @@ def test_upstream_vllm_constrains_what_ponder_forwards(ponder_server):
     )
     assert resp.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(resp.choices[0].message.content), SCHEMA)
+
+
+def test_forced_tool_call_through_an_upstream_vllm(ponder_server):
+    upstream = client_for(ponder_server("openai"))
+    resp = upstream.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,
+        max_tokens=48,
+        temperature=1.0,
+        seed=5,
+        tools=[TOOL],  # shown by the upstream's template (tool_choice none there); the call is read here
+        tool_choice={"type": "function", "function": {"name": "convert"}},
+    )
+    [call] = resp.choices[0].message.tool_calls
+    assert call.function.name == "convert"
+    jsonschema.validate(json.loads(call.function.arguments), TOOL["function"]["parameters"])
