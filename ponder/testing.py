@@ -63,9 +63,21 @@ class FakeEngine:
         self.calls: list[tuple[Prompt, SamplingParams, int]] = []
         self.closed = False
 
+    def _prompt_token_texts(self, prompt: Prompt) -> list[str]:
+        """A raw prompt's fake tokens: its words, or `` t<id>`` per token id."""
+        if prompt.token_ids is not None:
+            return [f" t{i}" for i in prompt.token_ids]
+        return tokenize(prompt.text or "")
+
+    def _prompt_logprobs(self, prompt: Prompt, k: int | None) -> list[TokenLogprob] | None:
+        if k is None:
+            return None
+        scored = self._logprobs(self._prompt_token_texts(prompt), k, prompt) or []
+        return [TokenLogprob(t.token, None) if i == 0 else t for i, t in enumerate(scored)]
+
     def _prompt_tokens(self, prompt: Prompt) -> int:
-        if prompt.text is not None:
-            return len(tokenize(prompt.text))
+        if prompt.messages is None:
+            return len(self._prompt_token_texts(prompt))
         body = " ".join(f"{m['role']}: {m['content']}" for m in prompt.messages or ())
         return len(tokenize(body + " " + prompt.prefix))
 
@@ -107,6 +119,7 @@ class FakeEngine:
         plans = [self._plan(prompt, params, i) for i in range(n)]
         self.calls.append((prompt, params, n))
         prompt_tokens = self._prompt_tokens(prompt)
+        prompt_logprobs = self._prompt_logprobs(prompt, params.prompt_logprobs)  # on the first delta
         self.active += 1
         try:
             longest = max((len(tokens) for tokens, _, _ in plans), default=0)
@@ -125,7 +138,9 @@ class FakeEngine:
                             logprobs=[lp[step]] if lp else None,
                             prompt_tokens=prompt_tokens,
                             cached_tokens=self.cached_tokens,
+                            prompt_logprobs=prompt_logprobs,
                         )
+                        prompt_logprobs = None
                     if step == len(tokens):
                         yield SampleDelta(
                             index=i,
@@ -134,7 +149,9 @@ class FakeEngine:
                             prompt_tokens=prompt_tokens,
                             stop_reason=stop,
                             cached_tokens=self.cached_tokens,
+                            prompt_logprobs=prompt_logprobs,
                         )
+                        prompt_logprobs = None
         finally:
             self.active -= 1
 
@@ -143,6 +160,9 @@ class FakeEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(tokenize(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(f" t{i}" for i in ids)
 
     async def score(self, prompt: Prompt, continuation: str) -> list[float]:
         return [-0.5 for _ in tokenize(continuation)]

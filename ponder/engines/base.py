@@ -26,6 +26,7 @@ async def collect(deltas: AsyncIterator[SampleDelta], params: SamplingParams, n:
     tokens = [0] * n
     finished: dict[int, SampleDelta] = {}
     prompt_tokens = cached_tokens = 0
+    prompt_logprobs = None
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds_left(params)), contextlib.aclosing(deltas):  # type: ignore[type-var]
             async for delta in deltas:
@@ -34,6 +35,7 @@ async def collect(deltas: AsyncIterator[SampleDelta], params: SamplingParams, n:
                 logprobs[delta.index].extend(delta.logprobs or ())
                 prompt_tokens = delta.prompt_tokens or prompt_tokens
                 cached_tokens = delta.cached_tokens or cached_tokens
+                prompt_logprobs = delta.prompt_logprobs or prompt_logprobs
                 if delta.finish_reason:
                     finished[delta.index] = delta
     samples = []
@@ -50,6 +52,7 @@ async def collect(deltas: AsyncIterator[SampleDelta], params: SamplingParams, n:
                 logprobs=lps,
                 cumulative_logprob=sum(t.logprob for t in lps) if lps is not None else None,
                 stop_reason=end.stop_reason if end else None,
+                prompt_logprobs=prompt_logprobs,
             )
         )
     return samples
@@ -86,6 +89,16 @@ def render_chat(tokenizer: Any, prompt: Prompt) -> str:
             messages, tokenize=False, add_generation_prompt=False, continue_final_message=True, **extra
         )
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
+
+
+def checked_ids(ids: tuple[int, ...] | list[int], vocab: int) -> list[int]:
+    """A token-id prompt, refused when empty or when an id is outside the model's vocabulary."""
+    if not ids:
+        raise InvalidRequestError("The prompt is empty.", param="prompt")
+    bad = next((i for i in ids if not 0 <= i < vocab), None)
+    if bad is not None:
+        raise InvalidRequestError(f"Token id {bad} is not in this model's vocabulary (ids 0-{vocab - 1}).", "prompt")
+    return list(ids)
 
 
 def max_prompt_chars(tokenizer: Any, max_model_len: int) -> int:

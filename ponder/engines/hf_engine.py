@@ -40,7 +40,14 @@ from ponder.core.types import (
     TokenLogprob,
 )
 from ponder.engines import hf_grammar
-from ponder.engines.base import check_logprobs, collect, max_prompt_chars, render_chat, resolve_max_tokens
+from ponder.engines.base import (
+    check_logprobs,
+    checked_ids,
+    collect,
+    max_prompt_chars,
+    render_chat,
+    resolve_max_tokens,
+)
 
 log = logging.getLogger("ponder.engines.hf")
 
@@ -393,6 +400,18 @@ class HFEngine:
     async def stream(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> AsyncIterator[SampleDelta]:
         self._check_open()
         input_ids, max_tokens = self._prepare(prompt, params, n)
+        prompt_logprobs = None
+        if params.prompt_logprobs is not None:  # one forward pass over the prompt, in the worker, first
+            work = self._executor.submit(self._prompt_logprobs_sync, input_ids, params.prompt_logprobs)
+            prompt_logprobs = await asyncio.wrap_future(work)
+        async with contextlib.aclosing(self._generated(input_ids, max_tokens, params, n)) as deltas:
+            async for delta in deltas:
+                delta.prompt_logprobs, prompt_logprobs = prompt_logprobs, None  # on the first delta
+                yield delta
+
+    async def _generated(
+        self, input_ids: list[int], max_tokens: int, params: SamplingParams, n: int
+    ) -> AsyncIterator[SampleDelta]:
         if max_tokens == 0:
             for i in range(n):
                 yield SampleDelta(index=i, text="", finish_reason="length", prompt_tokens=len(input_ids))
@@ -476,6 +495,8 @@ class HFEngine:
             raise EngineError("The engine is closed.")
 
     def _encode_prompt(self, prompt: Prompt) -> list[int]:
+        if prompt.token_ids is not None:
+            return checked_ids(prompt.token_ids, len(self.tokenizer))
         with self._tok_lock:
             try:
                 text = render_chat(self.tokenizer, prompt)
@@ -573,6 +594,31 @@ class HFEngine:
         with fork:
             torch.manual_seed(seed)
             yield
+
+    def _prompt_logprobs_sync(self, ids: list[int], k: int) -> list[TokenLogprob]:
+        """Each prompt token's logprob and top ``k`` alternatives; the first token, which nothing precedes, has none."""
+        torch = self._torch
+        x = torch.tensor([ids], dtype=torch.long, device=self._device)
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(self._model(input_ids=x).logits[0, :-1].float(), dim=-1)
+            target = torch.tensor(ids[1:], dtype=torch.long, device=self._device).unsqueeze(1)
+            chosen = logprobs.gather(1, target).squeeze(1).tolist()
+            values, top_ids = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1) if k else (None, None)
+        out = [TokenLogprob(self._token_str(ids[0]), None)]
+        for pos, token in enumerate(ids[1:]):
+            top = (
+                ()
+                if values is None
+                else tuple(
+                    (self._token_str(i), v) for v, i in zip(values[pos].tolist(), top_ids[pos].tolist(), strict=True)
+                )
+            )
+            out.append(TokenLogprob(self._token_str(token), chosen[pos], top))
+        return out
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids (the echo of a token-id prompt)."""
+        return self._decode(ids)
 
     def _score_sync(self, prompt_ids: list[int], cont_ids: list[int]) -> list[float]:
         torch = self._torch

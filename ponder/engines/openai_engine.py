@@ -234,7 +234,7 @@ class _StreamReader:
     def __init__(self, prompt: Prompt, n: int, *, want_logprobs: bool) -> None:
         self.n = n
         self.want_logprobs = want_logprobs
-        self.is_chat = prompt.text is None
+        self.is_chat = prompt.messages is not None
         self.in_think = _opens_think(prompt.prefix)
         self.joiners: dict[int, _ReasoningJoiner] = {}
         self.counted: dict[int, int] = {}
@@ -561,9 +561,15 @@ class OpenAIEngine:
         top_k = params.logprobs
         if top_k is None and not self.returns_token_ids and self.capabilities.logprobs and (stream or n > 1):
             top_k = 0  # only to count each choice's tokens exactly; dropped from the result
-        if prompt.text is not None:
+        if params.prompt_logprobs is not None:
+            raise InvalidRequestError(
+                "echo with logprobs needs the prompt's logprobs, which this engine (an upstream server) does not "
+                "return; serve with --engine vllm or hf.",
+                param="echo",
+            )
+        if prompt.messages is None:
             path = "/v1/completions"
-            body["prompt"] = prompt.text
+            body["prompt"] = prompt.text if prompt.text is not None else list(prompt.token_ids or ())
             if top_k is not None:
                 body["logprobs"] = top_k
         else:
@@ -613,7 +619,7 @@ class OpenAIEngine:
         in_think = _opens_think(prompt.prefix)
         texts, logprobs, counts = [], [], []
         for choice in choices:
-            if prompt.text is not None:
+            if prompt.messages is None:
                 texts.append(str(choice.get("text") or ""))
                 lps = _completion_logprobs(choice.get("logprobs"))
             else:

@@ -39,6 +39,7 @@ from ponder.core.types import (
 )
 from ponder.engines.base import (
     check_logprobs,
+    checked_ids,
     copied_deltas,
     copies,
     greedy_fan_out,
@@ -270,6 +271,7 @@ class VLLMEngine:
                 logprobs=logprobs,
                 cumulative_logprob=out.cumulative_logprob,
                 stop_reason=out.stop_reason if isinstance(out.stop_reason, str) else None,
+                prompt_logprobs=self._prompt_logprobs(ids, final.prompt_logprobs, params.prompt_logprobs),
             )
         missing = [i for i, s in enumerate(samples) if s is None]
         if missing:
@@ -284,8 +286,10 @@ class VLLMEngine:
             return
         ids = await self._prompt_ids(prompt)
         vparams = self._sampling_params(params, n, len(ids), delta=True)
+        first = True  # the prompt's logprobs come with the first output, and go on the first delta
         async with contextlib.aclosing(self._request(ids, vparams, params.deadline)) as outputs:
             async for out in outputs:
+                prompt_logprobs = self._prompt_logprobs(ids, out.prompt_logprobs, params.prompt_logprobs)
                 for comp in out.outputs:
                     finish = self._finish_reason(comp.finish_reason)
                     if not comp.text and not comp.token_ids and finish is None:
@@ -299,7 +303,9 @@ class VLLMEngine:
                         prompt_tokens=len(ids),
                         stop_reason=comp.stop_reason if finish and isinstance(comp.stop_reason, str) else None,
                         cached_tokens=int(getattr(out, "num_cached_tokens", 0) or 0),
+                        prompt_logprobs=prompt_logprobs if first else None,
                     )
+                    first = False
 
     async def score(self, prompt: Prompt, continuation: str) -> list[float]:
         """Logprob of each token of ``continuation`` after ``prompt`` (both tokenized separately)."""
@@ -392,6 +398,8 @@ class VLLMEngine:
 
     async def _prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids of the rendered prompt: the chat template carries its own special tokens."""
+        if prompt.token_ids is not None:
+            return checked_ids(prompt.token_ids, len(self.tokenizer))
         try:
             text = render_chat(self.tokenizer, prompt)
         except Exception as exc:
@@ -416,6 +424,7 @@ class VLLMEngine:
                 stop=list(params.stop) or None,
                 seed=params.seed,
                 logprobs=params.logprobs,
+                prompt_logprobs=params.prompt_logprobs,
                 presence_penalty=params.presence_penalty,
                 frequency_penalty=params.frequency_penalty,
                 structured_outputs=self._structured(params.structured),
@@ -516,6 +525,17 @@ class VLLMEngine:
                 )
             )
         return out
+
+    def _prompt_logprobs(self, ids: list[int], rows: Any, k: int | None) -> list[TokenLogprob] | None:
+        """Each prompt token with its logprob and top ``k``; the first, which nothing precedes, has none."""
+        if k is None or rows is None:
+            return None
+        first = TokenLogprob(token=self.tokenizer.decode([ids[0]]), logprob=None)
+        return [first, *(self._logprobs(ids[1:], rows[1:], k) or [])]
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids (the echo of a token-id prompt)."""
+        return self.tokenizer.decode(ids)
 
     def _token_text(self, logprob: Any, token_id: int | None) -> str:
         if logprob is not None and logprob.decoded_token is not None:

@@ -115,10 +115,23 @@ def completion_logprobs(
     for t in tokens:
         out.tokens.append(t.token)
         out.token_logprobs.append(t.logprob)
-        out.top_logprobs.append(dict(t.top[:top_k]) if top_k else None)
+        out.top_logprobs.append(dict(t.top[:top_k]) if top_k and t.logprob is not None else None)
         out.text_offset.append(offset)
         offset += len(t.token)
     return out
+
+
+def echoed_logprobs(
+    prompt: Sequence[TokenLogprob] | None, tokens: Sequence[TokenLogprob] | None, top_k: int, echoed: int
+) -> CompletionLogprobs | None:
+    """The logprobs of an echoed prompt's tokens (the first has none), then of the completion's after it."""
+    generated = completion_logprobs(tokens, top_k, offset=echoed)
+    head = completion_logprobs(prompt, top_k)
+    if head is None or generated is None:
+        return generated
+    for name in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+        getattr(head, name).extend(getattr(generated, name))
+    return head
 
 
 def usage_info(

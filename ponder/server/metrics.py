@@ -81,6 +81,11 @@ class InstrumentedEngine:
     def num_unfinished_requests(self) -> int:
         return self._engine.num_unfinished_requests()
 
+    def decode(self, ids: list[int]) -> str | None:
+        """The text of token ids; ``None`` when the engine has no tokenizer here (an upstream)."""
+        decode = getattr(self._engine, "decode", None)
+        return decode(ids) if decode is not None else None
+
     def count_tokens(self, text: str) -> int | None:
         """Tokens of ``text`` by the engine's tokenizer; ``None`` when the engine has none here (an upstream)."""
         count = getattr(self._engine, "count_tokens", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -280,8 +280,12 @@ class ChatCompletionRequest(PonderFields):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
+TokenIds = list[Annotated[int, Field(ge=0, strict=True)]]
+
+
 class CompletionRequest(PonderFields):
-    prompt: str | list[str]
+    # text, texts, one prompt's token ids, or several prompts' token ids (as OpenAI's API takes them)
+    prompt: str | list[str] | TokenIds | list[TokenIds]
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
@@ -290,11 +294,24 @@ class CompletionRequest(PonderFields):
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def _text_prompts(cls, value: Any) -> Any:
-        if isinstance(value, list) and (not value or not all(isinstance(p, str) for p in value)):
+    def _prompt_shape(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        if any(isinstance(p, dict) and "role" in p for p in value):
             raise ValueError(
-                "prompt must be a string or a non-empty list of strings (token-id prompts are not supported)"
+                "prompt is a list of chat messages; /v1/completions takes text or token ids: send the messages "
+                "to /v1/chat/completions as 'messages'"
             )
+        if not value or any(isinstance(p, list) and not p for p in value):
+            raise ValueError("prompt must not be empty")
+        kinds = {str if isinstance(p, str) else list if isinstance(p, list) else int for p in value}
+        if len(kinds) > 1 or any(isinstance(p, bool | float) for p in value):
+            raise ValueError(
+                "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists"
+            )
+        ids = [i for p in value if not isinstance(p, str) for i in (p if isinstance(p, list) else [p])]
+        if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in ids):
+            raise ValueError("token ids must be non-negative integers")
         return value
 
     @field_validator("suffix")
@@ -308,13 +325,14 @@ class CompletionRequest(PonderFields):
     def _best_of_is_n(self) -> CompletionRequest:
         if self.best_of is not None and self.best_of != self.n:
             raise ValueError("best_of other than n is not supported; use strategy 'best_of_n'")
-        if self.echo and self.logprobs is not None:
-            raise ValueError("echo together with logprobs is not supported")
         return self
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: its text or its token ids."""
+        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
+            return [self.prompt]  # type: ignore[list-item]
+        return list(self.prompt)  # type: ignore[arg-type]
 
 
 # ---- responses ----

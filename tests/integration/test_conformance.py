@@ -174,3 +174,67 @@ async def test_logprobs_content_covers_the_answer_and_the_thinking_tokens_come_a
     assert [t["token"] for p in parts for t in p["reasoning_content"] or []] == tokens["reasoning_content"]
     assert hidden["choices"][0]["logprobs"]["reasoning_content"] is None
     assert [t["token"] for t in hidden["choices"][0]["logprobs"]["content"]] == tokens["content"]
+
+
+# ---- /v1/completions as lm-eval's local-completions drives it ----
+
+
+async def test_echo_with_logprobs_returns_the_prompts_logprobs_then_the_completions():
+    app, engine = fake_app(FakeEngine(lambda p, s, i: " four"))
+    body = completion(prompt="two plus two", echo=True, logprobs=1, max_tokens=1, temperature=0)
+    async with client(app) as c:
+        whole = (await c.post("/v1/completions", json=body)).json()["choices"][0]
+        streamed = sse_events((await c.post("/v1/completions", json={**body, "stream": True})).text)
+    assert engine.calls[0][1].prompt_logprobs == 1
+    assert whole["text"] == "two plus two four"
+    lps = whole["logprobs"]
+    assert lps["tokens"] == ["two", " plus", " two", " four"]
+    assert lps["token_logprobs"][0] is None and all(isinstance(x, float) for x in lps["token_logprobs"][1:])
+    assert lps["top_logprobs"][0] is None and all(len(t) == 1 for t in lps["top_logprobs"][1:])
+    assert lps["text_offset"] == [0, 3, 8, 12]
+    # lm-eval's loglikelihood: the context's tokens by count, the continuation's logprobs after them
+    chunks = [e["choices"][0] for e in streamed if e != "[DONE]" and e["choices"]]
+    assert "".join(ch["text"] for ch in chunks) == whole["text"]
+    streamed_tokens = [t for ch in chunks if ch.get("logprobs") for t in ch["logprobs"]["tokens"]]
+    assert streamed_tokens == lps["tokens"]
+    offsets = [o for ch in chunks if ch.get("logprobs") for o in ch["logprobs"]["text_offset"]]
+    assert offsets == lps["text_offset"]
+
+
+@pytest.mark.parametrize(("prompt", "echoes"), [([5, 6, 7], [" t5 t6 t7"]), ([[5, 6], [7]], [" t5 t6", " t7"])])
+async def test_token_id_prompts_as_openai_takes_them(prompt, echoes):
+    app, engine = fake_app()
+    async with client(app) as c:
+        data = (await c.post("/v1/completions", json=completion(prompt=prompt, echo=True, max_tokens=3))).json()
+        searched = await c.post("/v1/completions", json=completion(prompt=prompt, strategy="self_consistency"))
+    assert [call[0].token_ids for call in engine.calls[: len(echoes)]] == [
+        tuple(p) for p in (prompt if isinstance(prompt[0], list) else [prompt])
+    ]
+    assert [ch["text"][: len(e)] for ch, e in zip(data["choices"], echoes, strict=True)] == echoes
+    assert data["usage"]["prompt_tokens"] == sum(len(e.split()) for e in echoes)
+    assert searched.status_code == 200  # a search reads the prompt decoded to text
+
+
+@pytest.mark.parametrize(
+    ("prompt", "says"),
+    [
+        ([{"role": "user", "content": "hi"}], "list of chat messages; /v1/completions takes text or token ids"),
+        ([1, -2], "non-negative"),
+        ([[1], []], "must not be empty"),
+        ([1, "a"], "a list of token ids or a list of token-id lists"),
+    ],
+)
+async def test_bad_prompts_are_400s_that_say_what_is_wrong(prompt, says):
+    app, engine = fake_app()
+    async with client(app) as c:
+        resp = await c.post("/v1/completions", json=completion(prompt=prompt))
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "prompt"
+    assert says in resp.json()["error"]["message"] and not engine.calls
+
+
+async def test_a_token_id_prompt_longer_than_the_context_is_refused_before_the_engine():
+    app, engine = fake_app()
+    async with client(app) as c:
+        resp = await c.post("/v1/completions", json=completion(prompt=list(range(600))))
+    assert resp.status_code == 400 and "maximum context length" in resp.json()["error"]["message"]
+    assert not engine.calls

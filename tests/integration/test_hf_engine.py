@@ -282,6 +282,21 @@ async def test_a_deadline_ends_generation_with_what_was_generated(engine):
     assert await wait_idle(engine) < 1.0
 
 
+async def test_prompt_logprobs_and_token_id_prompts(engine):
+    """echo with logprobs (lm-eval's loglikelihood): every prompt token's logprob, the first none; token ids in."""
+    ids = engine.tokenizer("hello world", add_special_tokens=False)["input_ids"]
+    params = SamplingParams(max_tokens=2, temperature=0, logprobs=1, prompt_logprobs=2)
+    [sample] = await engine.generate(Prompt.tokens(ids), params)
+    assert sample.prompt_tokens == len(ids) == len(sample.prompt_logprobs)
+    assert sample.prompt_logprobs[0].logprob is None
+    assert all(t.logprob is not None and t.logprob <= 0 and len(t.top) == 2 for t in sample.prompt_logprobs[1:])
+    # the prompt's logprobs are those score() gives the same tokens
+    scored = await engine.score(Prompt.tokens(ids[:1]), engine.decode(ids[1:]))
+    assert [t.logprob for t in sample.prompt_logprobs[1:]] == pytest.approx(scored, abs=1e-4)
+    with pytest.raises(InvalidRequestError, match="vocabulary"):
+        await engine.generate(Prompt.tokens([len(engine.tokenizer) + 5]), params)
+
+
 async def test_breaking_out_of_a_stream_stops_the_worker(engine):
     seen = 0
     async for delta in engine.stream(RAW, SamplingParams(temperature=0, max_tokens=1000), n=2):

@@ -183,6 +183,22 @@ async def test_a_deadline_ends_generation_with_what_was_generated(engine):
     assert await wait_idle(engine) == 0
 
 
+async def test_prompt_logprobs_and_token_id_prompts(engine):
+    """echo with logprobs (lm-eval's loglikelihood): every prompt token's logprob, the first none; token ids in."""
+    ids = engine.tokenizer.encode("What is 12 + 30?", add_special_tokens=False)
+    params = SamplingParams(max_tokens=2, temperature=0.0, logprobs=1, prompt_logprobs=1)
+    [sample] = await engine.generate(Prompt.tokens(ids), params)
+    assert sample.prompt_tokens == len(ids) and len(sample.prompt_logprobs) == len(ids)
+    assert sample.prompt_logprobs[0].logprob is None
+    assert all(t.logprob is not None and t.logprob <= 0 and len(t.top) == 1 for t in sample.prompt_logprobs[1:])
+    assert "".join(t.token for t in sample.prompt_logprobs) == engine.decode(ids)
+    firsts = [d.prompt_logprobs async for d in engine.stream(Prompt.tokens(ids), params) if d.prompt_logprobs]
+    assert [[t.logprob for t in f] for f in firsts] == [[t.logprob for t in sample.prompt_logprobs]]
+    with pytest.raises(InvalidRequestError, match="vocabulary"):
+        await engine.generate(Prompt.tokens([len(engine.tokenizer) + 5]), params)
+    assert await wait_idle(engine) == 0
+
+
 async def test_stream_matches_generate(engine):
     params = SamplingParams(max_tokens=24, temperature=1.0, seed=7, logprobs=1)
     expected = await engine.generate(CHAT, params, n=2)

@@ -391,6 +391,21 @@ async def test_greedy_n_asks_the_upstream_for_one_sample_and_copies_it():
     assert [b["n"] for b in upstream.bodies("/v1/chat/completions") if not is_probe(b)] == [1]
 
 
+async def test_token_id_prompts_go_upstream_as_ids_and_prompt_logprobs_are_refused():
+    def completions(path, body):
+        if path == "/v1/completions":
+            choice = {"index": 0, "text": " x", "finish_reason": "length", "token_ids": [9]}
+            return ok({"choices": [choice], "usage": usage(3, 1)})
+        return None
+
+    engine, upstream = await started(completions)
+    [sample] = await engine.generate(Prompt.tokens([1, 2, 3]), SamplingParams(max_tokens=1))
+    assert sample.text == " x" and upstream.bodies("/v1/completions")[-1]["prompt"] == [1, 2, 3]
+    with pytest.raises(InvalidRequestError, match="echo with logprobs") as info:
+        await engine.generate(Prompt.raw("hi"), SamplingParams(max_tokens=1, logprobs=1, prompt_logprobs=1))
+    assert info.value.param == "echo"
+
+
 async def test_stream_n2_interleaved_with_usage_chunk():
     events = sse(
         {**chunk(0, "", delta={"role": "assistant"}), "prompt_token_ids": [1, 2, 3, 4]},
