@@ -147,6 +147,12 @@ def test_the_page_chats_and_draws_the_search_in_headless_chromium(served, tmp_pa
             assert page.locator("#candidates tr").count() >= 1
             assert int(page.text_content("#stat-samples")) >= 1
             page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
+            page.select_option("#strategy", "")  # plain decoding: the tokens stream as they come, no search drawn
+            page.fill("#prompt", "And 4+4?")
+            page.click("#send")
+            page.wait_for_function("document.querySelectorAll('.msg.assistant').length === 2")
+            page.wait_for_function("document.querySelector('#stat-strategy').textContent === 'none'")
+            assert page.locator("#tree circle").count() == 1  # the question alone
             assert errors == []
         finally:
             browser.close()

@@ -35,7 +35,6 @@ function requestBody() {
     messages: turns.map(({ role, content }) => ({ role, content })),
     stream: true,
     stream_options: { include_usage: true },
-    return_trace: true,
     max_tokens: Number($("max_tokens").value) || undefined,
     temperature: $("temperature").value === "" ? undefined : Number($("temperature").value),
   };
@@ -47,6 +46,10 @@ function requestBody() {
   if ($("max_tokens_budget").value) budget.max_tokens = Number($("max_tokens_budget").value);
   if ($("max_seconds").value) budget.max_seconds = Number($("max_seconds").value);
   if (Object.keys(budget).length) body.budget = budget;
+  // A search sends its structured events (return_trace); plain decoding streams its tokens as they come.
+  const searched = (body.strategy && body.strategy !== "none") ||
+    (body.reasoning_effort && !["none", "minimal"].includes(body.reasoning_effort));
+  if (searched) body.return_trace = true;
   const options = $("options").value.trim();
   if (options && options !== "{}") body.strategy_options = JSON.parse(options);
   return body;
@@ -258,6 +261,7 @@ $("composer").addEventListener("submit", (e) => {
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
 });
+$("strategy").addEventListener("change", () => { $("options").value = "{}"; }); // options belong to a strategy
 $("clear").addEventListener("click", () => { turns.length = 0; $("messages").textContent = ""; resetSearch(); });
 
 resetSearch();
