@@ -275,7 +275,7 @@ def check_extensions(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"ponder serve: --default-verifier {args.default_verifier!r} is neither a --verifier name nor a built-in"
         )
-    check_tool_parser(getattr(args, "tool_call_parser", None))
+    check_tool_parser(getattr(args, "tool_call_parser", None), getattr(args, "engine", "auto"))
     if args.default_strategy and args.default_strategy not in registry.names():
         valid = ", ".join(registry.names())
         raise SystemExit(f"ponder serve: --default-strategy {args.default_strategy!r} is unknown; valid: {valid}")
@@ -331,10 +331,15 @@ def check_model_sidecar(path: str | None) -> None:
         raise SystemExit(f"ponder serve: --model-sidecar: {exc}") from None
 
 
-def check_tool_parser(name: str | None) -> None:
-    """Refuse an unknown ``--tool-call-parser`` before the engine starts."""
+def check_tool_parser(name: str | None, engine: str = "auto") -> None:
+    """Refuse an unknown ``--tool-call-parser``, or one without the model's tokenizer, before the engine starts."""
     if name is None:
         return
+    if engine == "openai":
+        raise SystemExit(
+            "ponder serve: --tool-call-parser needs the model's tokenizer, which --engine openai does not load; "
+            "forced tool calls (tool_choice 'required' or a named function) work without it"
+        )
     from ponder.engines.vllm_tools import tool_parser_names
 
     known = tool_parser_names()

@@ -23,6 +23,7 @@ def _args(**extra):
         (["--strategy-plugin", "no_such_module:Thing"], "--strategy-plugin 'no_such_module:Thing'"),
         (["--strategy-plugin", "tests.unit.plugins.echo_strategy"], "must look like 'package.module:Class'"),
         (["--default-strategy", "magic"], "--default-strategy 'magic' is unknown; valid: beam_search"),
+        (["--tool-call-parser", "no_such_parser"], "--tool-call-parser 'no_such_parser' is unknown; valid:"),
     ],
 )
 def test_bad_flags_exit_with_one_clear_line(argv, message):
@@ -93,3 +94,9 @@ def test_a_bad_model_sidecar_is_refused_before_start(tmp_path, content, message)
     argv = ["serve", "--engine", "openai", "--upstream", "http://127.0.0.1:9/v1", "--model-sidecar", str(path)]
     with pytest.raises(SystemExit, match=message):
         main(argv)
+
+
+def test_a_tool_call_parser_needs_an_in_process_engine():
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--engine", "openai", "--upstream", "http://127.0.0.1:9/v1", "--tool-call-parser", "hermes"])
+    assert "--tool-call-parser needs the model's tokenizer" in str(exit_.value)
