@@ -556,8 +556,7 @@ class OpenAIEngine:
             body["frequency_penalty"] = params.frequency_penalty
         if self.returns_token_ids:
             body["return_token_ids"] = True
-        if params.structured is not None:
-            body["response_format"] = _response_format(params.structured)
+        _shape(body, prompt, params)
         top_k = params.logprobs
         if top_k is None and not self.returns_token_ids and self.capabilities.logprobs and (stream or n > 1):
             top_k = 0  # only to count each choice's tokens exactly; dropped from the result
@@ -585,9 +584,6 @@ class OpenAIEngine:
                 body["continue_final_message"] = True
                 body["add_generation_prompt"] = False
             body["messages"] = messages
-            if prompt.tools:
-                # Shown to the model by the upstream's chat template; the calls are parsed here, not there.
-                body["tools"], body["tool_choice"] = list(prompt.tools), "none"
             if top_k is not None:
                 body["logprobs"] = True
                 body["top_logprobs"] = top_k
@@ -802,6 +798,15 @@ async def _sse_json(resp: httpx.Response) -> AsyncIterator[dict | None]:
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield dispatch()
+
+
+def _shape(body: dict[str, Any], prompt: Prompt, params: SamplingParams) -> None:
+    """The answer's shape in the upstream request: the constraint as ``response_format``; the tools shown to the
+    model by the upstream's chat template (``tool_choice: none``: the calls are read here, not there)."""
+    if params.structured is not None:
+        body["response_format"] = _response_format(params.structured)
+    if prompt.tools and prompt.text is None:
+        body["tools"], body["tool_choice"] = list(prompt.tools), "none"
 
 
 def _response_format(structured: StructuredOutput) -> dict[str, Any]:

@@ -115,6 +115,15 @@ def _prefix_cache_logger(counters: dict[str, int]) -> type:
     return PrefixCacheCounter
 
 
+def _compact_json_config() -> Any:
+    """Constrained JSON without whitespace between tokens: free whitespace lets a model (a small one above all) pad
+    its answer or tool call with blank runs until max_tokens cuts it. vLLM sets this per engine only, and for a named
+    backend only (xgrammar: what "auto" picks for JSON schemas)."""
+    from vllm.config import StructuredOutputsConfig
+
+    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+
+
 class VLLMEngine:
     """One model served by an in-process vLLM ``AsyncLLM``; every method is safe to call concurrently.
 
@@ -203,12 +212,7 @@ class VLLMEngine:
         }
         if block_size is not None:
             kwargs["block_size"] = block_size
-        from vllm.config import StructuredOutputsConfig
-
-        # Constrained JSON without whitespace between tokens: free whitespace lets a model (a small one above all)
-        # pad its answer or tool call with blank runs until max_tokens cuts it. vLLM sets this per engine only, and
-        # for a named backend only (xgrammar: what "auto" picks for JSON schemas).
-        kwargs["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+        kwargs["structured_outputs_config"] = _compact_json_config()
         if on_cpu:
             # A prompt prefilled in chunks samples a token that is thrown away, and vLLM then rewinds the
             # request's generator offset; CPU generators have none, so a request with a `seed` killed the
