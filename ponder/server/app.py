@@ -21,7 +21,7 @@ from ponder.server.errors import install_error_handlers
 from ponder.server.metrics import InstrumentedEngine, Metrics
 from ponder.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from ponder.server.playground import router as playground_router
-from ponder.server.routes import router
+from ponder.server.routes import document_streams, router
 from ponder.server.serving import Admission
 from ponder.server.serving_chat import ChatService
 from ponder.server.serving_completion import CompletionService
@@ -74,6 +74,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     app = FastAPI(title="Ponder", version=_version("ponder") or "0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(router)
+    document_streams(app)
     if settings.playground:
         app.include_router(playground_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)

@@ -485,6 +485,10 @@ class ModelCard(BaseModel):
     max_model_len: int | None = None
 
 
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+
+
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic.json_schema import models_json_schema
 
 from ponder.core.errors import OverloadedError
 from ponder.core.protocols import Engine
 from ponder.server.headers import ponder_header
 from ponder.server.metrics import CONTENT_TYPE_LATEST
 from ponder.server.middleware import ClientDisconnected, DisconnectAwareStreamingResponse, until_disconnect
-from ponder.server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, PonderFields
-from ponder.server.protocol_responses import ResponsesRequest
+from ponder.server.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    PonderFields,
+)
+from ponder.server.protocol_responses import ResponseObject, ResponsesRequest
 from ponder.server.serving import CLIENT_CLOSED, Admission
 from ponder.server.serving_chat import ChatService
 from ponder.server.serving_completion import CompletionService
@@ -22,6 +34,53 @@ if TYPE_CHECKING:
     from ponder.verifiers.registry import VerifierSet
 
 router = APIRouter()
+# What the API answers, in /openapi.json (schemathesis checks every response against it): OpenAI's error shape for
+# every refusal, and with stream: true, server-sent events instead of the JSON body.
+ERRORS: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": what}
+    for status, what in (
+        (400, "An invalid parameter (named in param), or a prompt longer than the context"),
+        (401, "A missing or wrong API key (with --api-key)"),
+        (404, "An unknown model"),
+        (413, "A body over --max-body-bytes"),
+        (503, "Past --max-concurrency (with Retry-After)"),
+    )
+}
+# The Responses API's events are typed by their `event:` line; their payloads are described in its own module.
+RESPONSES_STREAM = {
+    "description": "JSON, or with stream: true the Responses API's server-sent events",
+    "content": {"text/event-stream": {"schema": {"type": "object", "required": ["data"], "properties": {
+        "data": {"type": "string"}, "event": {"type": "string"}}}}},
+}  # fmt: skip
+
+
+def sse(*chunks: str) -> dict[int | str, dict]:
+    """The responses of a route that streams ``chunks`` (component names) as server-sent events with stream: true:
+    each event's data is a chunk, an error, or ``[DONE]`` (OpenAPI 3.1: the schema describes one event)."""
+    payload = {"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in (*chunks, "ErrorResponse")]}
+    data = {"anyOf": [{"const": "[DONE]"}, {"contentMediaType": "application/json", "contentSchema": payload}]}
+    event = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string", **data}}}
+    return {**ERRORS, 200: {"description": "JSON, or with stream: true server-sent events", "content": {
+        "text/event-stream": {"schema": event}}}}  # fmt: skip
+
+
+STREAM_CHUNKS = (ChatCompletionChunk, CompletionResponse, ErrorResponse)
+
+
+def document_streams(app: FastAPI) -> None:
+    """Put the stream chunks' schemas beside the routes' own in ``/openapi.json`` (the events refer to them)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            models = [(model, "serialization") for model in STREAM_CHUNKS]
+            _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+            for name, definition in defs.get("$defs", {}).items():
+                schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(name, definition)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _serve(request: Request, service: ChatService | CompletionService, body: PonderFields) -> Response:
@@ -54,23 +113,23 @@ async def _serve(request: Request, service: ChatService | CompletionService, bod
     )
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=sse("ChatCompletionChunk"))
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     return await _serve(request, request.app.state.chat, body)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", response_model=CompletionResponse, responses=sse("CompletionResponse"))
 async def completions(body: CompletionRequest, request: Request):
     return await _serve(request, request.app.state.completions, body)
 
 
-@router.post("/v1/responses")
+@router.post("/v1/responses", response_model=ResponseObject, responses={**ERRORS, 200: RESPONSES_STREAM})
 async def responses(body: ResponsesRequest, request: Request):
     """The Responses API, stateless: reasoning state travels in the items' ``encrypted_content``."""
     return await _serve(request, request.app.state.responses, body)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses={401: ERRORS[401]})
 async def models(request: Request) -> ModelList:
     engine: Engine = request.app.state.engine
     cards = [
@@ -80,7 +139,7 @@ async def models(request: Request) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "Not serving"}})
 async def health(request: Request) -> Response:
     if getattr(request.app.state, "engine", None) is None:
         return JSONResponse({"status": "unavailable"}, status_code=503)
