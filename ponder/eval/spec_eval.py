@@ -44,6 +44,7 @@ CONFIGS = (
     Config("spec (filter), greedy", "filter", "none", 1),
     Config("spec (filter), best_of_n", "filter", "best_of_n", 8),
     Config("spec (in context + filter), greedy", "context", "none", 1),
+    Config("spec (in context + filter), best_of_n", "context", "best_of_n", 8),
 )
 
 
