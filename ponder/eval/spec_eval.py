@@ -87,7 +87,12 @@ def spec_variant(spec_path: str, context: str, folder: Path) -> str:
 
 
 async def run_config(
-    config: Config, rows: Sequence[dict[str, Any]], spec_path: str | None, engine: str, max_tokens: int
+    config: Config,
+    rows: Sequence[dict[str, Any]],
+    spec_path: str | None,
+    engine: str,
+    max_tokens: int,
+    verifier: str = "calculator",
 ) -> list[dict[str, Any]]:
     """Every prompt through a server app built for ``config``; one response record per prompt."""
     from ponder.core.sidecar import default_model
@@ -105,6 +110,7 @@ async def run_config(
             body: dict[str, Any] = {"strategy": config.strategy}
             if config.strategy != "none":
                 body["budget"] = {"max_samples": config.samples}
+                body["verifier"] = verifier
             resp = await client.chat.completions.create(
                 model="policy",
                 messages=[{"role": "user", "content": row["prompt"]}],
@@ -174,7 +180,7 @@ async def measure(args: argparse.Namespace) -> tuple[list[tuple[Config, dict[str
             path = None
             if config.spec is not None:
                 path = spec_variant(args.spec, "none" if config.spec == "filter" else "system", Path(folder))
-            records = await run_config(config, rows, path, args.engine, args.max_tokens)
+            records = await run_config(config, rows, path, args.engine, args.max_tokens, args.verifier)
             summary = summarize(spec, rows, records)
             results.append((config, summary))
             print(config.label, json.dumps(summary), flush=True)
@@ -193,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prompts", default="docs/specs/example_prompts.jsonl")
     parser.add_argument("--engine", default="hf", help="hf or vllm (in process)")
     parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--verifier", default="calculator", help="the verifier best_of_n ranks with")
     parser.add_argument("--configs", nargs="*", default=[], help="labels of the configurations to run (default all)")
     parser.add_argument("--records", default=None, help="append every response here (JSONL)")
     parser.add_argument("--out", default=None, help="write the table here (markdown)")

@@ -40,7 +40,7 @@ def test_the_spec_refuses_filters_and_reports(spec_server):
         max_tokens=96,
         temperature=0.8,
         seed=0,
-        extra_body={"strategy": "best_of_n", "budget": {"max_samples": 4}},
+        extra_body={"strategy": "best_of_n", "verifier": "calculator", "budget": {"max_samples": 4}},
     )
     choice, report = resp.choices[0], resp.model_extra["ponder"]["content_filter"]
     if choice.finish_reason == "content_filter":
