@@ -96,7 +96,7 @@ def _flip(token: str, at: int) -> str:
     [
         (lambda t: _flip(t, len(t) // 2), "failed authentication"),  # tampered ciphertext
         (lambda t: _flip(t, 3), "does not hold"),  # a header byte: the key id no longer matches
-        (lambda t: t[: len(t) - 10], "failed authentication"),  # truncated
+        (lambda t: t[: len(t) - 12], "failed authentication"),  # truncated by whole base64 quads: still decodable
         (lambda t: t[:20], "truncated"),
         (lambda t: "not base64 at all!", "malformed"),
     ],
