@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 
+from ponder.bench.overhead import serve_in_process
 from ponder.server.app import attach, create_app
 from ponder.server.settings import ServerSettings
 from ponder.testing import FakeEngine
@@ -44,19 +43,7 @@ def sse_events(body: str) -> list:
     return events
 
 
-@contextlib.asynccontextmanager
-async def live(app):
-    """The app served by a real uvicorn server on a free port; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+live = serve_in_process  # the app on a real uvicorn server in this loop; yields its base URL
 
 
 async def wait_until(predicate, timeout: float = 3.0) -> bool:

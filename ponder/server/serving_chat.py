@@ -218,13 +218,12 @@ class ChatService(ServingBase):
         token_splits = [ThinkingLogprobs(tally.thinking) for _ in range(ctx.n)]
         for i in range(ctx.n):
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
-        thought, tokens = [""] * ctx.n, [0] * ctx.n  # each choice's reasoning and tokens, for its signature
+        thought = [""] * ctx.n  # each choice's reasoning, for its signature (its tokens: tally.tokens)
         async for delta in deltas:
             tally.prompt_tokens = delta.prompt_tokens or tally.prompt_tokens
             tally.add(delta.index, delta)
             reasoning, content = self._delta_parts(delta, splitters[delta.index])
             thought[delta.index] += reasoning
-            tokens[delta.index] += delta.num_tokens
             if not req.include_reasoning:
                 reasoning = ""
             logprobs = self._delta_logprobs(req, ctx, delta, token_splits[delta.index])
@@ -234,7 +233,7 @@ class ChatService(ServingBase):
                 yield chunk([ChatChunkChoice(index=delta.index, delta=message, logprobs=logprobs)])
             if delta.finish_reason:
                 k = delta.index
-                signed = self.signed(ctx, answer_state(ctx.plan, thought[k] or None, tokens[k]))
+                signed = self.signed(ctx, answer_state(ctx.plan, thought[k] or None, tally.tokens.get(k, 0)))
                 finish = ChatChunkChoice(
                     index=delta.index,
                     delta=DeltaMessage(**signed),
