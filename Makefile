@@ -38,12 +38,13 @@ lint: install
 # OMP_WAIT_POLICY=PASSIVE keeps torch's two threads from spinning when other work shares the cores.
 POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
-# The ORM learns from the policy's own samples, drawn through the vLLM engine and cached in build/samples/ under a
-# hash of the policy's weights (800 train problems x 8, ~1 min), and is measured on 200 validation problems x 16
-# samples (~1 min): Bradley-Terry via TRL's RewardTrainer plus 4 corrupted gold traces per problem, 864 steps,
-# 8 min on 1 thread. The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with
-# every number least significant digit first, 9000 steps, 47 min on 2 threads; then measured on the same 200 x 16
-# validation samples as the ORM.
+# The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with every number least
+# significant digit first, 9000 steps, 47 min on 2 threads; then measured on 200 validation problems x 16 policy
+# samples, drawn through the vLLM engine and cached in build/samples/ (~1 min). The ORM learns from the policy's own
+# samples (800 train problems x 8, ~1 min to draw) and is measured on the same 200 x 16 validation samples:
+# Bradley-Terry via TRL's RewardTrainer plus 4 corrupted gold traces per problem, 864 steps, 8 min on 1 thread.
+# (Starting it from the PRM's language model with --number-order reversed was tried and measured worse:
+# docs/results/verifiers.md.)
 ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --hard-negatives 4 --epochs 3 --seed 0 --threads 1
 PRM_FLAGS := --train-size 96000 --epochs 3 --eval-size 200 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
@@ -54,10 +55,10 @@ models: install
 	$(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 --engine vllm \
 		--out ponder/models/policy/eval_vllm.json
 	$(PY) -m ponder.training.model_card ponder/models/policy
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir ponder/models/orm --overwrite $(ORM_FLAGS)
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train genprm --output-dir ponder/models/prm --overwrite $(PRM_FLAGS)
 	$(PY) -m ponder.training.genprm_card ponder/models/prm --count 200 --k 16 --temperature 0.8 \
 		--cache build/samples/validation-200x16.jsonl
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir ponder/models/orm --overwrite $(ORM_FLAGS)
 
 bench-overhead: install
 	$(VENV)/bin/ponder bench overhead --out docs/results/overhead.md

@@ -118,7 +118,7 @@ class RMArgs(VerifierArgs):
         default="as_written",
         metadata=arg(
             "How the ORM sees every number, in training and serving alike (recorded in its ponder.json): as_written, "
-            "or reversed (least significant digit first; pair it with --init-model of a model trained that way, "
+            "or reversed (least significant digit first; pair it with --base-model of a model trained that way, "
             "such as the generative PRM).",
             choices=NUMBER_ORDERS,
         ),

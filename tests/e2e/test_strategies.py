@@ -81,7 +81,7 @@ def test_strategy_streams_progress_then_the_answer(client, name):
 def test_reasoning_effort_picks_a_strategy_and_budget(client):
     resp = client.chat.completions.create(model="policy", messages=QUESTION, max_tokens=96, reasoning_effort="low")
     ponder = resp.model_extra["ponder"]
-    assert ponder["effort"] == "low" and ponder["strategy"] == "best_of_n" and ponder["verifier"] == "calculator"
+    assert ponder["effort"] == "low" and ponder["strategy"] == "best_of_n" and ponder["verifier"] == "prm"
     assert ponder["budget"]["max_samples"] == 4
     assert ponder["spent"]["samples"] <= 4
 
@@ -102,11 +102,11 @@ def test_unknown_strategy_and_verifier_are_400s_naming_the_valid_ones(client):
     assert err.value.body["param"] == "strategy_options"
 
 
-def test_the_bundled_verifiers_are_listed_and_the_policy_picks_the_calculator(ponder_server):
+def test_the_bundled_verifiers_are_listed_and_the_policy_picks_the_prm(ponder_server):
     import httpx
 
     listing = httpx.get(f"{ponder_server('bundled')}/v1/verifiers", timeout=30).json()
     loaded = {v["name"]: v for v in listing["data"]}
     assert {"prm", "orm", "math_rule", "calculator", "llm_judge"} <= set(loaded)
     assert loaded["prm"]["is_step"] and loaded["calculator"]["is_step"] and not loaded["orm"]["is_step"]
-    assert listing["default"] == "calculator"  # models/policy/ponder.json recommends it (docs/results/strategies.md)
+    assert listing["default"] == "prm"  # models/policy/ponder.json recommends it (docs/results/strategies.md)

@@ -55,7 +55,7 @@ def test_train_sft_from_scratch_writes_a_loadable_chat_model(tmp_path: Path):
         "step_separator": "\n",
         "answer_format": "final_number",
         "think_tags": ["<think>", "</think>"],
-        "default_verifier": "calculator",
+        "default_verifier": "prm",
     }
     config = json.loads((out / "training_config.json").read_text())
     assert config["steps"] == 3 and config["data"]["train"]["count"] == 16
