@@ -46,8 +46,9 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_its_schema
         argv = [ST, "run", str(spec), "--url", url, "--checks", "not_a_server_error,response_schema_conformance"]
         argv += ["--max-examples", str(MAX_EXAMPLES), "--seed", "0", "--workers", "1", "--no-color"]
         argv += ["--generation-database", "none", "--request-timeout", "30", "--report-dir", str(tmp_path)]
+        output = asyncio.subprocess.PIPE  # and its caches go to the test's folder, not the checkout
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *argv, stdout=output, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path
         )
         output, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     report = output.decode(errors="replace")
