@@ -43,7 +43,9 @@ def test_a_time_budget_cuts_best_of_n_to_its_best_answer_so_far(client):
         extra_body={"strategy": "best_of_n", "budget": {"max_seconds": 0.3, "max_samples": 16}, "return_trace": True},
     )
     ponder = resp.model_extra["ponder"]
-    assert ponder["exhausted"] == "max_seconds" and ponder["spent"]["seconds"] < 1.0
+    # uncut, the 16 samples take over 2 s here; what follows the cut (scoring, closing an upstream's stream) is
+    # usually a few ms but reached 0.8 s once on a busy CI machine
+    assert ponder["exhausted"] == "max_seconds" and ponder["spent"]["seconds"] < 1.5
     finishes = [c["finish_reason"] for c in ponder["trace"]["candidates"]]
     # the cut ones are candidates too; over a loaded upstream some of the 16 may not have written a token yet
     assert 1 <= len(finishes) <= 16 and "length" in finishes
