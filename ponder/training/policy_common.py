@@ -52,11 +52,12 @@ def check_policy_args(cfg: Any) -> None:
     check_model_dir(cfg.policy)
 
 
-def load_policy(cfg: Any) -> tuple[Any, Any]:
-    """The tokenizer and the causal LM of ``--policy`` (4-bit under ``--qlora``), a pad token guaranteed."""
+def load_chat_lm(folder: str | Path, cfg: Any) -> tuple[Any, Any]:
+    """The tokenizer (which must have a chat template) and the causal LM of ``folder``, loaded as ``cfg`` says
+    (4-bit under ``--qlora``); refused with a clear message when either does not load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = check_model_dir(cfg.policy)
+    folder = check_model_dir(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, **load_kwargs(cfg))
@@ -64,6 +65,12 @@ def load_policy(cfg: Any) -> tuple[Any, Any]:
         raise TrainingInputError(f"{folder} does not load as a causal LM with its tokenizer: {exc}") from None
     if not tokenizer.chat_template:
         raise TrainingInputError(f"{folder}: the tokenizer has no chat template")
+    return tokenizer, model
+
+
+def load_policy(cfg: Any) -> tuple[Any, Any]:
+    """The tokenizer and the causal LM of ``--policy`` (4-bit under ``--qlora``), a pad token guaranteed."""
+    tokenizer, model = load_chat_lm(cfg.policy, cfg)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model

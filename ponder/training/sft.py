@@ -24,7 +24,8 @@ from ponder.training.common import (
     write_json,
 )
 from ponder.training.config_args import training_arguments
-from ponder.training.lora import check_lora, device_args, load_kwargs, merged, peft_config
+from ponder.training.lora import check_lora, device_args, merged, peft_config
+from ponder.training.policy_common import load_chat_lm
 from ponder.training.sft_config import SFTArgs
 
 log = logging.getLogger("ponder.train.sft")
@@ -98,17 +99,7 @@ def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dic
 def load_model(cfg: SFTArgs) -> tuple[Any, Any]:
     """The tokenizer and model to train: ``--init-model`` or a new random Llama on the char tokenizer."""
     if cfg.init_model:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        folder = check_model_dir(cfg.init_model)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, **load_kwargs(cfg))
-        except (OSError, ValueError) as exc:
-            raise TrainingInputError(f"{folder} does not load as a causal LM with its tokenizer: {exc}") from None
-        if not tokenizer.chat_template:
-            raise TrainingInputError(f"{folder}: the tokenizer has no chat template")
-        return tokenizer, model
+        return load_chat_lm(cfg.init_model, cfg)
     from ponder.training.tokenizer import build_tokenizer, new_llama
 
     tokenizer = build_tokenizer()
