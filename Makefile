@@ -32,14 +32,22 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(PY) -m ruff format --check .
 
-# Retrain the bundled models from scratch, reproducibly (not part of `make test`). The policy takes about
-# 25 minutes on 2 CPU cores shared with other work: data and tokenisation ~1 min, training ~21 min (3000 steps),
-# measuring ~2 min (transformers, then vLLM as a cross-check that vLLM loads it).
-# OMP_WAIT_POLICY=PASSIVE keeps torch's two threads from spinning when other work shares the cores.
+# Retrain the bundled models from scratch, reproducibly (not part of `make test`), in order: policy, PRM, ORM.
+# OMP_WAIT_POLICY=PASSIVE keeps torch's threads from spinning when other work shares the cores.
+#
+# The policy is made in two SFT stages. The base learns the traces on reasoning-gym's wording: 96,000 problems, 3000
+# steps, ~21 min on 2 CPU cores. The second stage continues it on how people ask (docs/results/policy.md): half the
+# problems rephrased ("What is 12+7?", "3*41?", bare expressions), system prompts, extra two-term sums mixing one- and
+# two-digit numbers, and off-topic prompts answered with a short refusal; 1800 steps, ~16 min on 1 thread. Then it is
+# measured on the template (transformers, then vLLM as a cross-check that vLLM loads it) and on held-out phrasings.
 POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
+MIX_FLAGS := --natural-fraction 0.5 --system-fraction 0.1 --two-term-fraction 0.15
+POLICY_MIX_FLAGS := --train-size 48000 --levels 1 2 3 4 5 $(MIX_FLAGS) --off-topic-fraction 0.05 --batch-size 32 \
+	--learning-rate 5e-4 --no-group-by-length --seed 1 --threads 2
 # The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with every number least
-# significant digit first, 9000 steps, 47 min on 2 threads; then measured on 200 validation problems x 16 policy
+# significant digit first, 9000 steps, 47 min on 2 threads; then continued on the same phrasings as the policy (it
+# reads the question as asked), 1150 steps, ~10 min on 1 thread; then measured on 200 validation problems x 16 policy
 # samples, drawn through the vLLM engine and cached in build/samples/ (~1 min). The ORM learns from the policy's own
 # samples (800 train problems x 8, ~1 min to draw) and is measured on the same 200 x 16 validation samples:
 # Bradley-Terry via TRL's RewardTrainer plus 4 corrupted gold traces per problem, 864 steps, 8 min on 1 thread.
@@ -48,14 +56,22 @@ POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-la
 ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --hard-negatives 4 --epochs 3 --seed 0 --threads 1
 PRM_FLAGS := --train-size 96000 --epochs 3 --eval-size 200 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
+PRM_MIX_FLAGS := --train-size 32000 --eval-size 200 --levels 1 2 3 4 5 $(MIX_FLAGS) --batch-size 32 \
+	--learning-rate 5e-4 --no-group-by-length --seed 1 --threads 2
 models: install
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --output-dir ponder/models/policy --overwrite $(POLICY_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --output-dir build/models/policy-base --overwrite $(POLICY_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --init-model build/models/policy-base \
+		--output-dir ponder/models/policy --overwrite $(POLICY_MIX_FLAGS)
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 \
 		--out ponder/models/policy/eval.json
 	$(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 --engine vllm \
 		--out ponder/models/policy/eval_vllm.json
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m ponder.training.phrasing_eval ponder/models/policy --count 200 \
+		--out ponder/models/policy/eval_phrasings.json
 	$(PY) -m ponder.training.model_card ponder/models/policy
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train genprm --output-dir ponder/models/prm --overwrite $(PRM_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train genprm --output-dir build/models/prm-base --overwrite $(PRM_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train genprm --init-model build/models/prm-base \
+		--output-dir ponder/models/prm --overwrite $(PRM_MIX_FLAGS)
 	$(PY) -m ponder.training.genprm_card ponder/models/prm --count 200 --k 16 --temperature 0.8 \
 		--cache build/samples/validation-200x16.jsonl
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir ponder/models/orm --overwrite $(ORM_FLAGS)

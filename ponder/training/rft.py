@@ -6,12 +6,16 @@ import asyncio
 import dataclasses
 import json
 import logging
+import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ponder.core.sidecar import SIDECAR
+from ponder.tasks import Problem, generate_problems
+from ponder.tasks.phrasings import TRAIN_QUESTIONS, rephrase
+from ponder.training.chat_mix import BUNDLED_MIX, mixed_chats
 from ponder.training.common import TrainingInputError, training_run, write_json
 from ponder.training.policy_common import (
     check_policy_args,
@@ -25,9 +29,16 @@ from ponder.training.rft_config import RFTArgs
 
 log = logging.getLogger("ponder.train.rft")
 
+# Replayed problems are drawn from here on in the train range, clear of the rounds' prompts (counted from 0).
+REPLAY_OFFSET = 50_000_000
+
 
 def _check(cfg: RFTArgs) -> None:
     check_policy_args(cfg)
+    if not 0.0 <= cfg.natural_fraction <= 1.0:
+        raise TrainingInputError(f"--natural-fraction must be within [0, 1], got {cfg.natural_fraction}")
+    if cfg.replay < 0:
+        raise TrainingInputError(f"--replay must not be negative, got {cfg.replay}")
     check_positive(cfg, "problems", "rounds", "samples", "max_new_tokens", "search_temperature")
     if cfg.server and cfg.rounds != 1:
         raise TrainingInputError(
@@ -68,7 +79,19 @@ def round_prompts(cfg: RFTArgs, round_index: int) -> list[dict[str, Any]]:
     """The prompts of a round: the user's file every round, or new generated problems each round."""
     if cfg.dataset:
         return user_prompts(cfg.dataset)
-    return generated_prompts("train", cfg.problems, cfg.levels, cfg.tasks, offset=round_index * cfg.problems)
+    rows = generated_prompts("train", cfg.problems, cfg.levels, cfg.tasks, offset=round_index * cfg.problems)
+    for row in rows:
+        rng = random.Random(f"rft:{row['seed']}")
+        if rng.random() < cfg.natural_fraction:
+            asked = rephrase(Problem.from_record(row), rng, TRAIN_QUESTIONS)
+            row["prompt"] = asked.prompt_messages()
+    return rows
+
+
+def replay_chats(cfg: RFTArgs, round_index: int, count: int) -> list[dict[str, Any]]:
+    """``count`` gold-trace chats (plus the mix's extras) from train problems clear of the searched ones."""
+    problems = generate_problems("train", count, cfg.levels, cfg.tasks, offset=REPLAY_OFFSET + round_index * count)
+    return [{"messages": chat} for chat in mixed_chats(problems, "train", BUNDLED_MIX)]
 
 
 # ------------------------------------------------------------------------------------------------ search
@@ -187,6 +210,9 @@ def _round(cfg: RFTArgs, out: Path, index: int, policy: str) -> tuple[str, dict[
         "kept": len(kept),
         "kept_rate": round(len(kept) / len(rows), 4),
     }
+    if kept and cfg.replay:
+        kept += replay_chats(cfg, index, round(cfg.replay * len(kept)))
+        figures["replayed"] = len(kept) - figures["kept"]
     log.info("round %d: %d of %d answers kept (%.1f%%)", index + 1, len(kept), len(rows), 100 * figures["kept_rate"])
     if not kept:
         raise TrainingInputError(

@@ -23,6 +23,21 @@ class RFTInputs(GeneratedPrompts):
         ),
     )
     problems: int = field(default=512, metadata=arg("Prompts searched per round (generated: train seed range)."))
+    natural_fraction: float = field(
+        default=0.0,
+        metadata=arg(
+            "Generated prompts: fraction asked as people ask ('What is 12+7?') instead of reasoning-gym's wording, "
+            "with the training phrasings of ponder/tasks/phrasings.py."
+        ),
+    )
+    replay: float = field(
+        default=0.0,
+        metadata=arg(
+            "Gold-trace chats added to each round's SFT data, as a multiple of the answers kept, drawn with the "
+            "bundled policy's training mix (phrasings, system prompts, mixed-digit sums, refusals): keeps what "
+            "the search does not exercise from being forgotten. 0: none."
+        ),
+    )
     rounds: int = field(default=2, metadata=arg("Rounds of search, filter, SFT; each searches with the last model."))
     strategy: str = field(
         default="best_of_n",

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ponder.core.sidecar import SIDECAR
-from ponder.tasks import SPLITS, check_levels, check_tasks, generate_problems, sft_messages
+from ponder.tasks import SPLITS, check_levels, check_tasks, generate_problems
+from ponder.training.chat_mix import ChatMix, mixed_chats
 from ponder.training.common import (
     TrainingInputError,
     check_messages,
@@ -62,9 +63,20 @@ def check_args(cfg: SFTArgs) -> None:
     try:
         check_levels(cfg.levels)
         check_tasks(cfg.tasks)
+        chat_mix(cfg).check()
     except ValueError as exc:
         raise TrainingInputError(str(exc)) from None
     check_lora(cfg)
+
+
+def chat_mix(cfg: SFTArgs) -> ChatMix:
+    """How the generated chats are worded and what extras they hold."""
+    return ChatMix(
+        natural=cfg.natural_fraction,
+        system=cfg.system_fraction,
+        two_term=cfg.two_term_fraction,
+        off_topic=cfg.off_topic_fraction,
+    )
 
 
 def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dict[str, Any]]:
@@ -93,7 +105,9 @@ def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dic
             "seeds": [SPLITS["validation"].start, SPLITS["validation"].start + len(val)],
         },
     }
-    return [sft_messages(p) for p in train], [sft_messages(p) for p in val], info
+    mix = chat_mix(cfg)
+    info["mix"] = dataclasses.asdict(mix)
+    return mixed_chats(train, "train", mix), mixed_chats(val, "validation", mix), info
 
 
 def load_model(cfg: SFTArgs) -> tuple[Any, Any]:

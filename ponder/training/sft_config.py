@@ -38,6 +38,30 @@ class SFTInputs:
     eval_size: int = field(
         default=200, metadata=arg("Validation problems (validation seed range) for the final eval loss; 0: none.")
     )
+    natural_fraction: float = field(
+        default=0.0,
+        metadata=arg(
+            "Generated data: fraction of problems asked as people ask ('What is 12+7?', '3*41?', 'Compute 25 * 4.', "
+            "bare expressions) instead of reasoning-gym's wording (ponder/tasks/phrasings.py)."
+        ),
+    )
+    system_fraction: float = field(
+        default=0.0, metadata=arg("Generated data: fraction of chats that open with a system prompt.")
+    )
+    two_term_fraction: float = field(
+        default=0.0,
+        metadata=arg(
+            "Generated data: extra two-term sums and differences mixing one- and two-digit numbers ('12 + 7'), as "
+            "a fraction of --train-size (reasoning-gym never mixes digit counts within a problem)."
+        ),
+    )
+    off_topic_fraction: float = field(
+        default=0.0,
+        metadata=arg(
+            "Generated data: extra prompts that are not arithmetic ('Hello, who are you?'), as a fraction of "
+            "--train-size, answered with a short refusal after an empty think block."
+        ),
+    )
     init_model: str | None = field(
         default=None,
         metadata=arg("Start from this model folder (with its tokenizer) instead of a new random Llama.", metavar="DIR"),

@@ -157,6 +157,9 @@ def test_refuses_a_non_empty_output_folder_and_bad_numbers(tmp_path: Path, capsy
     assert "pass --overwrite" in _refused(["--output-dir", str(tmp_path)], capsys)
     assert "multiple of 64" in _refused(["--output-dir", str(tmp_path / "o"), "--hidden-size", "96"], capsys)
     assert "--max-steps" in _refused(["--output-dir", str(tmp_path / "o"), "--max-steps", "0"], capsys)
+    out = str(tmp_path / "o")
+    assert "--off-topic-fraction" in _refused(["--output-dir", out, "--off-topic-fraction", "1.5"], capsys)
+    assert "--natural-fraction" in _refused(["--output-dir", out, "--natural-fraction", "-0.5"], capsys)
 
 
 def test_help_lists_every_config_field(capsys):

@@ -152,3 +152,32 @@ def test_qlora_runs_leave_the_cpu_run_every_other_run_keeps_it(tmp_path: Path):
     assert device_args(LoraArgs(lora_r=8)) == {}
     args = training_arguments(PolicyArgs(output_dir=str(tmp_path)), tmp_path, logging_steps=3, use_cpu=True)
     assert args.use_cpu and args.logging_steps == 3  # an extra overrides the flags and the CPU defaults alike
+
+
+def test_rft_prompts_are_phrased_as_asked_and_replay_brings_the_bundled_mix():
+    from ponder.training.chat_mix import refusal_turn
+    from ponder.training.rft import replay_chats, round_prompts
+    from ponder.training.rft_config import RFTArgs
+
+    cfg = RFTArgs(output_dir="unused", problems=200, natural_fraction=0.5)
+    rows = round_prompts(cfg, 0)
+    asked = [r["prompt"][-1]["content"] for r in rows]
+    natural = sum(not q.startswith(("State the final", "Solve the following")) for q in asked)
+    assert 70 < natural < 130
+    assert rows == round_prompts(cfg, 0) and all(r["question"].startswith(("State", "Solve")) for r in rows)
+    replay = replay_chats(cfg, 0, 400)
+    assert len(replay) == 400 + 60 + 20  # the problems, then the mix's two-term sums and refusals
+    assert sum(r["messages"][-1]["content"] == refusal_turn() for r in replay) == 20
+    seeds = {r["seed"] for r in rows}
+    assert not seeds & {p.seed for p in generate_problems("train", 400, offset=50_000_000)}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"), [({"natural_fraction": 1.5}, "--natural-fraction"), ({"replay": -1.0}, "--replay")]
+)
+def test_rft_refuses_bad_mix_numbers(flags, message):
+    from ponder.training.rft import train_rft
+    from ponder.training.rft_config import RFTArgs
+
+    with pytest.raises(TrainingInputError, match=message):
+        train_rft(RFTArgs(output_dir="unused", **flags))

@@ -1,0 +1,181 @@
+"""How people ask: natural phrasings of a problem, off-topic prompts, and the policy's refusal for them.
+
+The templates are split in two: ``TRAIN`` shapes the training data, ``HELD_OUT`` is only ever used to measure, so a
+measured gain on phrasings is a gain on wordings the model never saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+
+from ponder.tasks.problems import Problem
+
+REFUSAL = "Sorry, I can only do arithmetic: sums, differences and products of whole numbers, like 12 + 7 or 3 * 41."
+
+_OP_WORDS = {"+": "plus", "-": "minus", "*": "times"}
+
+TRAIN_QUESTIONS = (
+    "{e}",
+    "{e}?",
+    "{e} =",
+    "{e}=?",
+    "{e} = ?",
+    "What is {e}?",
+    "What's {e}?",
+    "what is {e}",
+    "whats {e}",
+    "WHAT IS {e}?",
+    "Compute {e}.",
+    "Calculate {e}.",
+    "Calculate {e}",
+    "Evaluate {e}.",
+    "Work out {e}.",
+    "How much is {e}?",
+    "Can you compute {e}?",
+    "Could you work out {e} for me?",
+    "Please calculate {e}.",
+    "Quick question: what is {e}?",
+    "Solve: {e}",
+    "Solve {e}",
+    "Find {e}.",
+    "{e}, please.",
+    "What does {e} equal?",
+    "Tell me what {e} is.",
+    "Hey, what's {e}?",
+    "I need the answer to {e}.",
+    "Result of {e}?",
+    "Give me the value of {e}.",
+    "Answer this: {e}",
+    "Do the math: {e}",
+    "What is the result of {e}?",
+    "{e}\nWhat is the answer?",
+)
+
+HELD_OUT_QUESTIONS = (
+    "What do you get for {e}?",
+    "Figure out {e}.",
+    "{e} equals what?",
+    "Please tell me {e}.",
+    "Help me with {e}",
+    "So what is {e}",
+    "Can you tell me the answer to {e}?",
+    "Determine {e}.",
+    "what's {e}??",
+    "Hi! {e}?",
+)
+
+_NOUNS = ("the sea", "autumn", "a cat", "my garden", "coffee", "the moon", "friendship", "an old house", "rain", "dogs")
+_COUNTRIES = ("France", "Japan", "Brazil", "Kenya", "Canada", "Norway", "India", "Peru")
+_CONCEPTS = ("love", "gravity", "democracy", "photosynthesis", "a black hole", "machine learning", "jazz", "inflation")
+_TASKS = ("bake bread", "learn Spanish", "fix a flat tyre", "sleep better", "write a CV", "start running")
+_LANGS = ("Spanish", "French", "German", "Italian")
+_WORDS = ("cat", "house", "thank you", "good morning", "apple", "book")
+_PLURALS = ("cats", "apples", "books", "friends", "ideas", "songs")
+
+TRAIN_OFF_TOPIC = (
+    "Hello",
+    "Hi",
+    "Hi there!",
+    "Hello, who are you?",
+    "Who are you?",
+    "What is your name?",
+    "How are you?",
+    "Tell me a joke.",
+    "Thanks!",
+    "Good morning",
+    "What time is it?",
+    "Why is the sky blue?",
+    "Write a poem about {noun}.",
+    "What is the capital of {country}?",
+    "What is {concept}?",
+    "Explain {concept} to me.",
+    "Translate '{word}' into {lang}.",
+    "How do I {task}?",
+    "Can you help me {task}?",
+    "I have {n} {plural}.",
+    "Tell me {n} facts about {plural}.",
+    "What happened in {year}?",
+    "Is {noun} good for you?",
+    "Recommend {n} {plural}.",
+    "Summarize this: I like {noun} and {plural}.",
+    "what is {concept}",
+    "{concept}?",
+)
+
+HELD_OUT_OFF_TOPIC = (
+    "Describe {noun} in one sentence.",
+    "Where is {country}?",
+    "What should I cook tonight?",
+    "Can you write code to {task}?",
+    "Who won the {year} World Cup?",
+    "Good night!",
+    "Give me advice about {concept}.",
+    "Are you a robot?",
+    "Name {n} {plural} you like.",
+    "Why do people {task}?",
+)
+
+TRAIN_SYSTEM = (
+    "You are a helpful assistant.",
+    "You are a math tutor.",
+    "Answer concisely.",
+    "You are Ponder, an assistant that does arithmetic.",
+    "Be brief and exact.",
+)
+HELD_OUT_SYSTEM = ("You are a careful calculator.", "Reply with the answer.")
+
+
+def expression_text(expression: str, rng: random.Random) -> str:
+    """``expression`` as a person might type it: spaced or not, ``x`` or words for the operators."""
+    tokens = expression.split()
+    style = rng.random()
+    if style < 0.15:
+        return " ".join(_OP_WORDS.get(t, t) for t in tokens)
+    if style < 0.25 and "*" in tokens:
+        tokens = ["x" if t == "*" else t for t in tokens]
+    return ("" if rng.random() < 0.4 else " ").join(tokens)
+
+
+def rephrase(problem: Problem, rng: random.Random, templates: Sequence[str] = TRAIN_QUESTIONS) -> Problem:
+    """``problem`` asked in one of ``templates`` instead of reasoning-gym's wording (answer and grading unchanged)."""
+    question = rng.choice(templates).format(e=expression_text(problem.expression, rng))
+    return dataclasses.replace(problem, question=question)
+
+
+def off_topic_prompt(rng: random.Random, templates: Sequence[str] = TRAIN_OFF_TOPIC) -> str:
+    """A prompt that is not an arithmetic question (some with numbers in it: digits alone do not make a sum)."""
+    text = rng.choice(templates).format(
+        noun=rng.choice(_NOUNS),
+        country=rng.choice(_COUNTRIES),
+        concept=rng.choice(_CONCEPTS),
+        task=rng.choice(_TASKS),
+        lang=rng.choice(_LANGS),
+        word=rng.choice(_WORDS),
+        plural=rng.choice(_PLURALS),
+        n=rng.randint(2, 12),
+        year=rng.randint(1900, 2024),
+    )
+    return text.lower() if rng.random() < 0.15 else text
+
+
+def two_term_problem(split: str, seed: int) -> Problem:
+    """A sum or difference of two numbers of one or two digits each, drawn independently (``12 + 7``).
+
+    reasoning-gym draws one digit count per chain, so it never mixes them; people do.
+    """
+    rng = random.Random(seed)
+    a, b = (rng.randint(*((0, 9) if rng.random() < 0.5 else (10, 99))) for _ in range(2))
+    op = rng.choice("+-")
+    expression = f"{a} {op} {b}"
+    answer = a + b if op == "+" else a - b
+    return Problem(
+        split=split,
+        seed=seed,
+        level=1 if max(a, b) < 10 else 2,
+        task="chain_sum",
+        question=f"State the final answer to the following arithmetic problem: {expression} =",
+        answer=str(answer),
+        expression=expression,
+    )

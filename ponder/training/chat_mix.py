@@ -1,0 +1,77 @@
+"""The training chats' mix: reasoning-gym's wording, natural phrasings, system prompts, mixed-digit sums, refusals."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ponder.tasks import Problem, render_trace, split_range
+from ponder.tasks.phrasings import (
+    REFUSAL,
+    TRAIN_OFF_TOPIC,
+    TRAIN_QUESTIONS,
+    TRAIN_SYSTEM,
+    off_topic_prompt,
+    rephrase,
+    two_term_problem,
+)
+from ponder.tasks.traces import THINK_CLOSE, THINK_OPEN
+
+# Extra problems take seeds from the last tenth of a split's range; generated problems count up from its start.
+_EXTRA_OFFSET_TENTHS = 9
+
+
+@dataclass(frozen=True)
+class ChatMix:
+    """Fractions of the generated chats; every fraction is of the number of problems asked for."""
+
+    natural: float = 0.0  # problems asked in a natural phrasing instead of reasoning-gym's template
+    system: float = 0.0  # chats that open with a system prompt
+    two_term: float = 0.0  # extra two-term sums with one- and two-digit numbers mixed
+    off_topic: float = 0.0  # extra prompts that are not arithmetic, answered with the refusal
+
+    def check(self) -> None:
+        """ValueError naming the first fraction outside [0, 1]."""
+        for name in ("natural", "system", "two_term", "off_topic"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')}-fraction must be within [0, 1], got {value}")
+
+
+# The mix the bundled policy's second SFT stage is trained on (the Makefile's flags), replayed by RFT rounds.
+BUNDLED_MIX = ChatMix(natural=0.5, system=0.1, two_term=0.15, off_topic=0.05)
+
+
+def refusal_turn() -> str:
+    """The assistant turn for what is not arithmetic: an empty think block, then the refusal."""
+    return THINK_OPEN + THINK_CLOSE + REFUSAL
+
+
+def extra_seeds(split: str, count: int) -> range:
+    """Seeds of the extra problems of a split, clear of the seeds its generated problems count up from."""
+    seeds = split_range(split)
+    start = seeds.start + len(seeds) * _EXTRA_OFFSET_TENTHS // 10
+    return range(start, start + count)
+
+
+def _chat(user: str, answer: str, rng: random.Random, mix: ChatMix) -> list[dict[str, str]]:
+    system = [{"role": "system", "content": rng.choice(TRAIN_SYSTEM)}] if rng.random() < mix.system else []
+    return [*system, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def mixed_chats(problems: list[Problem], split: str, mix: ChatMix) -> list[list[dict[str, str]]]:
+    """Training chats for ``problems`` plus the extras ``mix`` asks for; the same arguments give the same chats."""
+    chats = []
+    for p in problems:
+        rng = random.Random(f"{split}:{p.seed}:chat")
+        asked = rephrase(p, rng, TRAIN_QUESTIONS) if rng.random() < mix.natural else p
+        chats.append(_chat(asked.question, render_trace(p), rng, mix))
+    for seed in extra_seeds(split, round(mix.two_term * len(problems))):
+        rng = random.Random(f"{split}:{seed}:two_term")
+        p = two_term_problem(split, seed)
+        asked = rephrase(p, rng, TRAIN_QUESTIONS) if rng.random() < mix.natural else p
+        chats.append(_chat(asked.question, render_trace(p), rng, mix))
+    for i in range(round(mix.off_topic * len(problems))):
+        rng = random.Random(f"{split}:{i}:off_topic")
+        chats.append(_chat(off_topic_prompt(rng, TRAIN_OFF_TOPIC), refusal_turn(), rng, mix))
+    return chats

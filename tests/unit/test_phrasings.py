@@ -1,0 +1,109 @@
+"""Natural phrasings, off-topic prompts, mixed-digit sums and the training mix built from them."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from ponder.tasks import generate_problems, grade_output, parse_output, render_trace
+from ponder.tasks.phrasings import (
+    HELD_OUT_OFF_TOPIC,
+    HELD_OUT_QUESTIONS,
+    HELD_OUT_SYSTEM,
+    REFUSAL,
+    TRAIN_OFF_TOPIC,
+    TRAIN_QUESTIONS,
+    TRAIN_SYSTEM,
+    expression_text,
+    off_topic_prompt,
+    rephrase,
+    two_term_problem,
+)
+from ponder.training.chat_mix import ChatMix, extra_seeds, mixed_chats, refusal_turn
+from ponder.training.phrasing_eval import is_refusal, well_formed
+
+_NUMBER = re.compile(r"\d+")
+
+
+def test_held_out_wordings_never_reach_training():
+    assert not set(HELD_OUT_QUESTIONS) & set(TRAIN_QUESTIONS)
+    assert not set(HELD_OUT_OFF_TOPIC) & set(TRAIN_OFF_TOPIC)
+    assert not set(HELD_OUT_SYSTEM) & set(TRAIN_SYSTEM)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_rephrasing_keeps_the_numbers_in_order_and_the_answer(seed):
+    problem = generate_problems("test", 30)[seed]
+    asked = rephrase(problem, random.Random(seed))
+    assert asked.answer == problem.answer and asked.expression == problem.expression
+    assert asked.question != problem.question
+    assert _NUMBER.findall(asked.question) == _NUMBER.findall(problem.expression)
+    assert grade_output(asked, render_trace(problem))  # graded as before: the gold trace still scores
+
+
+def test_expression_styles_cover_compact_spaced_words_and_x():
+    seen = {expression_text("25 * 4", random.Random(i)) for i in range(200)}
+    assert {"25*4", "25 * 4", "25 times 4", "25x4"} <= seen
+
+
+def test_two_term_problems_mix_digit_counts_and_are_graded_right():
+    problems = [two_term_problem("test", s) for s in extra_seeds("test", 400)]
+    widths = {tuple(len(t) for t in p.expression.split()[::2]) for p in problems}
+    assert {(1, 2), (2, 1), (1, 1), (2, 2)} <= widths
+    for p in problems:
+        a, op, b = p.expression.split()
+        assert int(p.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        assert grade_output(p, render_trace(p))
+
+
+def test_off_topic_prompts_hold_no_arithmetic_expression():
+    for i in range(300):
+        text = off_topic_prompt(random.Random(i))
+        assert not re.search(r"\d\s*[-+*x]\s*\d", text), text
+
+
+def test_extra_seeds_stay_inside_their_split_and_clear_of_generated_ones():
+    seeds = extra_seeds("train", 1000)
+    assert min(seeds) >= 1_000_000 and max(seeds) < 100_000_000
+    assert not set(extra_seeds("validation", 10)) & set(seeds)
+
+
+def test_mix_is_deterministic_and_holds_the_asked_fractions():
+    problems = generate_problems("train", 400)
+    mix = ChatMix(natural=0.5, system=0.2, two_term=0.25, off_topic=0.1)
+    chats = mixed_chats(problems, "train", mix)
+    assert chats == mixed_chats(problems, "train", mix)
+    assert len(chats) == 400 + 100 + 40
+    refusals = [c for c in chats if c[-1]["content"] == refusal_turn()]
+    assert len(refusals) == 40
+    users = [c[-2]["content"] for c in chats[:400]]
+    natural = sum(not u.startswith(("State the final", "Solve the following")) for u in users)
+    assert 150 < natural < 250
+    systems = sum(c[0]["role"] == "system" for c in chats)
+    assert 70 < systems < 150
+    assert all(c[-1]["content"] == render_trace(p) for c, p in zip(chats, problems, strict=False))
+
+
+def test_no_mix_gives_reasoning_gym_chats_only():
+    problems = generate_problems("train", 50)
+    chats = mixed_chats(problems, "train", ChatMix())
+    assert chats == [
+        [{"role": "user", "content": p.question}, {"role": "assistant", "content": render_trace(p)}] for p in problems
+    ]
+
+
+def test_fractions_outside_zero_one_are_refused():
+    with pytest.raises(ValueError, match="--off-topic-fraction"):
+        ChatMix(off_topic=1.5).check()
+    with pytest.raises(ValueError, match="--natural-fraction"):
+        ChatMix(natural=-0.1).check()
+
+
+def test_refusal_turn_is_a_closed_empty_think_block_then_the_refusal():
+    turn = refusal_turn()
+    assert well_formed(turn) and is_refusal(turn)
+    parsed = parse_output(turn)
+    assert parsed.steps == [] and parsed.answer == REFUSAL
+    assert not well_formed("1+2=3\n</think>3") and not is_refusal("<think>1+2=3\n</think>3")
