@@ -93,6 +93,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=PATH[:KIND]",
         help="In process: load this verifier besides the bundled ones, as ponder serve --verifier (repeatable).",
     )
+    t.add_argument(
+        "--router",
+        default=None,
+        metavar="FILE",
+        help="In process: the learned router reasoning_effort auto follows, as ponder serve --router "
+        "(default: the bundled one; 'none': compute_optimal's fixed thresholds).",
+    )
     t.add_argument("--device", default="auto", help="hf engine: cpu, cuda, or auto.")
     t.add_argument("--engine-seed", type=int, default=0, help="In process: the engine-wide seed.")
     t.add_argument("--timeout", type=float, default=600.0, help="Seconds per request (default: %(default)s).")
@@ -195,7 +202,13 @@ def target_from_args(args: argparse.Namespace):
         block_size=args.block_size,
     )
     limits = Limits(max_concurrency=max(Limits().max_concurrency, args.concurrency))
-    settings = ServerSettings(engine=engine, limits=limits, api_key=None, verifiers=tuple(args.load_verifier))
+    settings = ServerSettings(
+        engine=engine,
+        limits=limits,
+        api_key=None,
+        verifiers=tuple(args.load_verifier),
+        router=getattr(args, "router", None),
+    )
     return Target(settings=settings, model_name=args.model_name, timeout=args.timeout, max_retries=args.max_retries)
 
 

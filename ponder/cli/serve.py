@@ -189,6 +189,13 @@ def add_state_flags(p: argparse.ArgumentParser) -> None:
         help="JSON or YAML table from effort levels to strategy, verifier, samples and tokens "
         "(default: the bundled ponder/server/effort_policy.json).",
     )
+    p.add_argument(
+        "--router",
+        default=None,
+        metavar="FILE",
+        help="The learned router compute_optimal (reasoning_effort auto) follows, from `ponder train router`; "
+        "'none': its fixed thresholds (default: the bundled ponder/server/router.json).",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -231,6 +238,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             reasoning=args.signature_reasoning,
         ),
         effort_policy=args.effort_policy,
+        router=getattr(args, "router", None),
         spec=getattr(args, "spec", None),
     )
 
@@ -311,10 +319,22 @@ def check_state_flags(args: argparse.Namespace, verifiers: set[str]) -> None:
         policy.check(registry.names(), verifiers)
     except EffortPolicyError as exc:
         raise SystemExit(f"ponder serve: --effort-policy {path or 'bundled policy'}: {exc}") from None
+    check_router_flag(getattr(args, "router", None))
     if getattr(args, "signature_ttl", 1) <= 0:
         raise SystemExit("ponder serve: --signature-ttl must be a positive number of seconds")
     if getattr(args, "signature_max_bytes", 4096) < 1024:
         raise SystemExit("ponder serve: --signature-max-bytes must be at least 1024")
+
+
+def check_router_flag(path: str | None) -> None:
+    """Refuse a ``--router`` file that is missing, malformed, of another version, or naming unknown strategies."""
+    from ponder.server.router_policy import load_server_router
+    from ponder.strategies.router import RouterFileError
+
+    try:
+        load_server_router(path)
+    except RouterFileError as exc:
+        raise SystemExit(f"ponder serve: --router {exc}") from None
 
 
 def check_model_sidecar(path: str | None) -> None:

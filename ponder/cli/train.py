@@ -1,5 +1,5 @@
-"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``, ``genprm``, the policy optimisers); its flags
-are its config.
+"""``ponder train``: one subcommand per trainer (``sft``, ``rm``, ``prm``, ``genprm``, the policy optimisers, the
+router); its flags are its config.
 
 As TRL's CLI does, ``ponder`` registers ``train`` alone and builds the trainers' parsers (transformers'
 ``HfArgumentParser``) only when ``train`` runs, so that the other subcommands start without importing transformers.
@@ -73,6 +73,11 @@ TRAINERS: dict[str, tuple[str, str, str]] = {
         "ponder.training.rft_config:RFTArgs",
         "ponder.training.rft:train_rft",
         "Rejection-sampling fine-tuning (expert iteration): Ponder's search, keep accepted answers, SFT, repeat.",
+    ),
+    "router": (
+        "ponder.training.router_config:RouterArgs",
+        "ponder.training.router:train_router",
+        "The learned compute-optimal router (reasoning_effort auto) from ponder eval logs: ponder serve --router.",
     ),
 }
 CHOICES = "{" + ",".join(TRAINERS) + "}"

@@ -94,10 +94,9 @@ def _extra(obj: Any, key: str) -> Any:
     return extra.get(key)
 
 
-async def ask(client: Any, model: str, problem: Problem, run: RunSpec) -> dict[str, Any]:
-    """One problem through one run's request settings: the graded row (an API error is recorded, not raised)."""
-    kwargs, extra = run.request_kwargs()
-    row: dict[str, Any] = {
+def _blank_row(problem: Problem, run: RunSpec, kwargs: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A problem's row before its answer: what was asked, and every answer field empty."""
+    return {
         "run": run.name,
         "split": problem.split,
         "seed": problem.seed,
@@ -116,9 +115,19 @@ async def ask(client: Any, model: str, problem: Problem, run: RunSpec) -> dict[s
         "completion_tokens": None,
         "reasoning_tokens": None,
         "spent": None,
+        # what a learned router trains on: the run's strategy, verifier and budget, and compute_optimal's probe
+        "request": _routing_request(kwargs, extra),
+        "probe": None,
+        "routed_to": None,
         "latency_s": None,
         "error": None,
     }
+
+
+async def ask(client: Any, model: str, problem: Problem, run: RunSpec) -> dict[str, Any]:
+    """One problem through one run's request settings: the graded row (an API error is recorded, not raised)."""
+    kwargs, extra = run.request_kwargs()
+    row = _blank_row(problem, run, kwargs, extra)
     started = time.perf_counter()
     try:
         resp = await client.chat.completions.create(
@@ -151,8 +160,17 @@ async def ask(client: Any, model: str, problem: Problem, run: RunSpec) -> dict[s
         completion_tokens=usage.completion_tokens if usage else None,
         reasoning_tokens=getattr(details, "reasoning_tokens", None) if details else None,
         spent=ponder.get("spent"),
+        probe=ponder.get("probe") or None,
+        routed_to=ponder.get("routed_to"),
     )
     return row
+
+
+def _routing_request(kwargs: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The request fields that say which arm a row measured."""
+    fields = {**kwargs, **extra}
+    keys = ("strategy", "strategy_options", "verifier", "budget", "reasoning_effort", "temperature", "max_tokens")
+    return {k: fields[k] for k in keys if k in fields}
 
 
 async def run_one(

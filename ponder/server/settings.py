@@ -50,4 +50,5 @@ class ServerSettings:
     playground: bool = True  # serve /playground
     signatures: SignatureSettings = field(default_factory=SignatureSettings)
     effort_policy: str | None = None  # --effort-policy FILE; None: the bundled ponder/server/effort_policy.json
+    router: str | None = None  # --router FILE (or "none"); None: the bundled ponder/server/router.json
     spec: str | None = None  # --spec FILE: a model spec the model reads and every answer is filtered by

@@ -20,9 +20,11 @@ from ponder.server.convert import Thinking
 from ponder.server.effort import resolve_effort
 from ponder.server.effort_policy import load_policy
 from ponder.server.protocol import PonderFields
+from ponder.server.router_policy import load_server_router
 from ponder.server.settings import ServerSettings
 from ponder.strategies import registry
 from ponder.strategies.base import Strategy, StrategyRequest, StrategyResult
+from ponder.strategies.compute_optimal import ComputeOptimal
 from ponder.strategies.steps import StepFormat
 from ponder.strategies.thinking import BudgetForcingEngine, ThinkingBudget, budget_forcing, token_counter
 from ponder.strategies.trace import Candidate, Trace
@@ -102,6 +104,7 @@ class StrategyPlanner:
         self.verifiers = verifiers
         self.filtered = filtered
         self.policy = load_policy(settings.effort_policy)
+        self.router = load_server_router(settings.router)
 
     def plan(self, req: PonderFields) -> StrategyPlan:
         effort = resolve_effort(
@@ -126,6 +129,8 @@ class StrategyPlanner:
             raise InvalidRequestError(
                 f"Invalid strategy_options for '{name}': {problems}", param="strategy_options"
             ) from exc
+        if isinstance(strategy, ComputeOptimal):
+            strategy.use_router(self.router)
         verifier = self.verifier(req.verifier or effort.verifier)
         budget, ceiling, clamped = self.budget(req, effort.max_samples, effort.max_tokens)
         plan = StrategyPlan(

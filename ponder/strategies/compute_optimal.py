@@ -17,6 +17,7 @@ from ponder.strategies import registry
 from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct, rank_key
 from ponder.strategies.meter import Meter
 from ponder.strategies.registry import register
+from ponder.strategies.router import PROBE_ARM, RouterPolicy, probe_features, prompt_question, question_features
 from ponder.strategies.sampling import draw
 from ponder.strategies.scoring import score_candidates
 from ponder.strategies.trace import Candidate
@@ -37,6 +38,9 @@ class Route(BaseModel):
     strategy_options: dict[str, Any] = Field(default_factory=dict, description="That strategy's strategy_options.")
     budget_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="Share of the samples (and tokens) left after the probe that the route gets."
+    )
+    samples: int | None = Field(
+        None, ge=1, description="At most this many samples after the probe (a learned router's arm); else the share."
     )
 
     @model_validator(mode="after")
@@ -91,6 +95,8 @@ class Probe:
     mean_score: float | None
     confidence: float
     level: int
+    features: dict[str, float] = field(default_factory=dict)  # what a learned router reads (and eval logs record)
+    solve_rate: float | None = None  # the router's predicted solve rate, when a router set the level
 
 
 @dataclass
@@ -113,6 +119,9 @@ class ComputeOptimalResult(StrategyResult):
     routed_samples: int = 0
     routed: dict[str, Any] = field(default_factory=dict)
     route: Routed | None = None  # set once the request is routed; its figures become ``routed``
+    probe: dict[str, float] = field(default_factory=dict)  # the probe's features (empty when no probe was drawn)
+    router: bool = False  # a learned router chose the level and the route
+    solve_rate: float | None = None  # the router's predicted solve rate
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -123,6 +132,9 @@ class ComputeOptimalResult(StrategyResult):
             "probe_samples": self.probe_samples,
             "routed_samples": self.routed_samples,
             "routed": self.routed,
+            "probe": {k: round(v, 4) for k, v in self.probe.items()},
+            "router": self.router,
+            "solve_rate": None if self.solve_rate is None else round(self.solve_rate, 4),
         }
 
 
@@ -139,6 +151,12 @@ class ComputeOptimal(Strategy):
     runs on the same metered engine, verifier and trace, so all spending is counted once. Easy prompts stop
     at the probe's majority; hard ones get beam search with a PRM, else reranking or voting with the full
     budget. The probe's samples stay candidates: the final answer is chosen from them and the routed ones.
+
+    With a learned router (``ponder serve --router``, :mod:`ponder.strategies.router`), used when the request's
+    verifier is the one it was trained with and the request sets none of ``routes``, ``level_thresholds``,
+    ``probe_samples``, ``verifier_weight``: the router's probe, its predicted solve rate from the probe's and the
+    question's features for the level, and the level's arm (strategy, options, samples) for the route, with the
+    default alternatives behind it should the arm not fit this engine.
     """
 
     keeps_constraints = True  # its probe samples whole answers; under a constraint it routes only where that holds
@@ -178,6 +196,16 @@ class ComputeOptimal(Strategy):
             "budget_fraction}; every level must be given. Default: 1 probe majority; 2 best_of_n weighted "
             "(else self_consistency) with 1/4 of the rest; 3 the same with 1/2; 4-5 beam_search (PRM and "
             "prefix continuation), else best_of_n, else self_consistency, with all of it.",
+        )
+        probe_answer: Literal["majority", "best_score"] = Field(
+            "majority",
+            description="What a route to the probe returns: its most-voted answer, or (with a verifier) its "
+            "best-scored one (best-of-n over the probe).",
+        )
+        router: bool = Field(
+            True,
+            description="Follow the server's learned router (ponder serve --router) where it applies; false: the "
+            "fixed thresholds and routes.",
         )
 
         @field_validator("level_thresholds")
@@ -219,6 +247,14 @@ class ComputeOptimal(Strategy):
         super().__init__(options)
         self._explicit = self.options.routes is not None
         self._routes = self.options.routes if self._explicit else DEFAULT_ROUTES
+        self._router: RouterPolicy | None = None
+        self._router_routes: dict[int, list[Route]] = {}
+
+    def use_router(self, router: RouterPolicy | None) -> None:
+        """Route by a learned router, unless this request asked for its own rule or for none."""
+        own = self.options.model_fields_set & {"routes", "level_thresholds", "probe_samples", "verifier_weight"}
+        self._router = router if router is not None and self.options.router and not own else None
+        self._router_routes = {} if self._router is None else router_routes(self._router)
 
     def check(self, engine: Engine, verifier: Verifier | None) -> None:
         """Refuse up front a table with a level that no alternative can serve with this engine and verifier."""
@@ -230,18 +266,22 @@ class ComputeOptimal(Strategy):
         meter, result = search.engine.meter, search.result
         total = meter.limit("max_samples") or DEFAULT_TOTAL
         known = self.options.difficulty
+        router = self._routing(search.verifier)
         if known is not None and self._route(known, search.engine, search.verifier)[1] is not None:
             probe = Probe([], {}, 0.0, None, 0.0, known)
             search.trace.emit("probe", f"difficulty {known}/5 known from the conversation: no probe", known=known)
         else:
-            probe = await self._probe(search, total)
+            probe = await self._probe(search, total, router)
         constrained = search.request.params.structured is not None
         route, routed = self._route(probe.level, search.engine, search.verifier, constrained)
-        share = 0 if routed is None else _share(route.budget_fraction, total - meter.spent.samples)
+        share = 0 if routed is None else _share(route, total - meter.spent.samples)
         name = route.strategy if share else PROBE
         result.difficulty, result.agreement, result.mean_score = probe.level, probe.agreement, probe.mean_score
         result.probe_samples, result.routed_to, result.routed_samples = len(probe.candidates), name, share
+        result.probe, result.router, result.solve_rate = probe.features, router is not None, probe.solve_rate
         scored = "" if probe.mean_score is None else f", mean score {probe.mean_score:.2f}"
+        if probe.solve_rate is not None:
+            scored += f", predicted solve rate {probe.solve_rate:.2f}"
         plan = f"{name}, {share} samples" if share else "probe majority, no more samples"
         if routed is not None and not share:
             plan += " (the probe used the whole budget)"
@@ -257,6 +297,9 @@ class ComputeOptimal(Strategy):
             strategy_options=route.strategy_options if name != PROBE else {},
         )
         if name == PROBE or routed is None:
+            how = router.probe_answer if router is not None else self.options.probe_answer
+            if how == "best_score" and search.verifier is not None:
+                return best_distinct(probe.candidates, search.request.n)
             return majority(probe.candidates, search.request.n)
         sub = routed.begin(
             search.request, search.engine, search.verifier, _sub_budget(meter, route, share), search.trace
@@ -267,16 +310,34 @@ class ComputeOptimal(Strategy):
         pool = [*search.trace.candidates, *(c for c in found if id(c) not in known)]
         return routed.fallback(pool, search.request.n, sub.result)
 
-    async def _probe(self, search: Search[ComputeOptimalResult], total: int) -> Probe:
-        """A few samples, scored when a verifier is loaded: their agreement and mean score give the difficulty."""
+    async def _probe(
+        self, search: Search[ComputeOptimalResult], total: int, router: RouterPolicy | None = None
+    ) -> Probe:
+        """A few samples, scored when a verifier is loaded: their agreement and mean score (or, with a router, its
+        prediction from the probe's and the question's features) give the difficulty."""
         o, verifier = self.options, search.verifier
-        probe = await draw(search, search.request.params, min(o.probe_samples, total), o.answer_extraction)
-        await score_candidates(verifier, search.request, probe, o.aggregation)
+        k = router.probe_samples if router is not None else o.probe_samples
+        extraction = router.answer_extraction if router is not None else o.answer_extraction
+        aggregation = router.aggregation if router is not None else o.aggregation
+        probe = await draw(search, search.request.params, min(k, total), extraction)
+        await score_candidates(verifier, search.request, probe, aggregation)
         answers = _answers(probe)
         votes = tally(answers)
         agreement = (next(iter(votes.values())) / len(probe)) if votes and probe else 0.0
-        mean = sum(probability([c.score for c in probe])) / len(probe) if verifier is not None and probe else None
-        confidence = agreement if mean is None else (1 - o.verifier_weight) * agreement + o.verifier_weight * mean
+        scores = probability([c.score for c in probe]) if verifier is not None and probe else None
+        mean = sum(scores) / len(probe) if scores is not None else None
+        prompt = search.request.prompt
+        features = {
+            **probe_features(answers, scores, [c.num_tokens for c in probe]),
+            **question_features(prompt_question(prompt.messages, prompt.text)),
+        }
+        solve_rate = None
+        if router is not None:
+            solve_rate, level = router.level(features)
+            confidence = solve_rate
+        else:
+            confidence = agreement if mean is None else (1 - o.verifier_weight) * agreement + o.verifier_weight * mean
+            level = difficulty(confidence, o.level_thresholds)
         search.trace.emit(
             "probe",
             f"probe: {len(probe)} samples, answers {_tally_line(votes)}",
@@ -284,7 +345,7 @@ class ComputeOptimal(Strategy):
             answers=answers,
             scores=[c.score for c in probe],
         )
-        return Probe(probe, votes, agreement, mean, confidence, difficulty(confidence, o.level_thresholds))
+        return Probe(probe, votes, agreement, mean, confidence, level, features, solve_rate)
 
     def fallback(self, candidates: Sequence[Candidate], n: int, result: ComputeOptimalResult) -> list[Candidate]:
         """Cut short: choose as the routed strategy would, from everything found; before routing, the majority."""
@@ -305,7 +366,8 @@ class ComputeOptimal(Strategy):
     ) -> tuple[Route, Strategy | None]:
         """The level's first alternative this engine and verifier can serve, built; ``None`` for the probe route."""
         skipped = []
-        for route in self._routes[level]:
+        table = self._router_routes if self._routing(verifier) is not None else self._routes
+        for route in table[level]:
             if route.strategy == PROBE:
                 return route, None
             try:
@@ -324,6 +386,33 @@ class ComputeOptimal(Strategy):
             f"No route for difficulty {level} fits this engine and verifier: {'; '.join(skipped)}.",
             param="strategy_options",
         )
+
+    def _routing(self, verifier: Verifier | None) -> RouterPolicy | None:
+        """The router, when one is in use and its features read this verifier's scores."""
+        router = self._router
+        name = None if verifier is None else getattr(verifier, "name", None)
+        return router if router is not None and router.verifier == name else None
+
+
+def router_routes(router: RouterPolicy) -> dict[int, list[Route]]:
+    """Each level's arm as a route, the default alternatives behind it (for an engine the arm does not fit)."""
+    table = {}
+    for level in LEVELS:
+        arm = router.arm(level)
+        if arm.strategy == PROBE_ARM:
+            table[level] = [Route(strategy=PROBE)]
+        else:
+            samples = router.samples_after_probe(arm)
+            first = Route(strategy=arm.strategy, strategy_options=arm.strategy_options, samples=samples)
+            table[level] = [first, *DEFAULT_ROUTES[level]]
+    return table
+
+
+def check_router(router: RouterPolicy) -> None:
+    """Refuse a router whose arms name an unknown strategy or options it does not take (``ValueError``)."""
+    for arm in router.arms:
+        if arm.strategy != PROBE_ARM:
+            _build(Route(strategy=arm.strategy, strategy_options=arm.strategy_options), f"arm {arm.name!r}")
 
 
 def _build(route: Route, where: str) -> Strategy:
@@ -377,9 +466,13 @@ def _sub_budget(meter: Meter, route: Route, share: int) -> Budget:
     )
 
 
-def _share(fraction: float, left: int) -> int:
-    """Samples a route gets: its fraction of what is left, at least one while anything is left."""
-    return 0 if left <= 0 else max(1, math.floor(fraction * left))
+def _share(route: Route, left: int) -> int:
+    """Samples a route gets: its own count or its fraction of what is left, at least one while anything is left."""
+    if left <= 0:
+        return 0
+    if route.samples is not None:
+        return min(route.samples, left)
+    return max(1, math.floor(route.budget_fraction * left))
 
 
 def _answers(candidates: Sequence[Candidate]) -> list[str | None]:
