@@ -42,9 +42,9 @@ lint: install
 # measured on the template (transformers, then vLLM as a cross-check that vLLM loads it) and on held-out phrasings.
 POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
-MIX_FLAGS := --natural-fraction 0.5 --system-fraction 0.1 --two-term-fraction 0.15
-POLICY_MIX_FLAGS := --train-size 48000 --levels 1 2 3 4 5 $(MIX_FLAGS) --off-topic-fraction 0.05 --batch-size 32 \
-	--learning-rate 5e-4 --no-group-by-length --seed 1 --threads 2
+POLICY_MIX_FLAGS := --train-size 48000 --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.1 \
+	--two-term-fraction 0.8 --off-topic-fraction 0.1 --batch-size 32 --learning-rate 5e-4 --no-group-by-length --seed 1 \
+	--threads 2
 # The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with every number least
 # significant digit first, 9000 steps, 47 min on 2 threads; then continued on the same phrasings as the policy (it
 # reads the question as asked), 1150 steps, ~10 min on 1 thread; then measured on 200 validation problems x 16 policy
@@ -56,7 +56,8 @@ POLICY_MIX_FLAGS := --train-size 48000 --levels 1 2 3 4 5 $(MIX_FLAGS) --off-top
 ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --hard-negatives 4 --epochs 3 --seed 0 --threads 1
 PRM_FLAGS := --train-size 96000 --epochs 3 --eval-size 200 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
-PRM_MIX_FLAGS := --train-size 32000 --eval-size 200 --levels 1 2 3 4 5 $(MIX_FLAGS) --batch-size 32 \
+PRM_MIX_FLAGS := --train-size 32000 --eval-size 200 --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.1 \
+	--two-term-fraction 0.3 --batch-size 32 \
 	--learning-rate 5e-4 --no-group-by-length --seed 1 --threads 2
 models: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --output-dir build/models/policy-base --overwrite $(POLICY_FLAGS)

@@ -102,6 +102,21 @@ TRAIN_OFF_TOPIC = (
     "Summarize this: I like {noun} and {plural}.",
     "what is {concept}",
     "{concept}?",
+    # Numbers without an operation between them are not a sum either.
+    "I was born in {year}.",
+    "What was {year} like?",
+    "Is {n} a lucky number?",
+    "Count to {n}.",
+    "My flight leaves at {n} pm.",
+    "Top {n} films of {year}?",
+    "Summarize chapter {n} for me.",
+    "Call me at 555 {big}.",
+    "Room {big} is where?",
+    "Who was president in {year}?",
+    "I am {age} years old.",
+    "{n} {plural}",
+    "Remind me at {n}:{minutes}.",
+    "What is {year} in Roman numerals?",
 )
 
 HELD_OUT_OFF_TOPIC = (
@@ -156,26 +171,41 @@ def off_topic_prompt(rng: random.Random, templates: Sequence[str] = TRAIN_OFF_TO
         plural=rng.choice(_PLURALS),
         n=rng.randint(2, 12),
         year=rng.randint(1900, 2024),
+        big=rng.randint(100, 9999),
+        age=rng.randint(5, 90),
+        minutes=f"{rng.randint(0, 59):02d}",
     )
     return text.lower() if rng.random() < 0.15 else text
 
 
 def two_term_problem(split: str, seed: int) -> Problem:
-    """A sum or difference of two numbers of one or two digits each, drawn independently (``12 + 7``).
+    """Two numbers of one or two digits each, drawn independently, added or subtracted (``12 + 7``, ``7 - 12``); or
+    a one-digit number times a two-digit one, in either order (``3 * 41``).
 
-    reasoning-gym draws one digit count per chain, so it never mixes them; people do.
+    reasoning-gym draws one digit count per chain and always puts the longer factor first; people do neither.
     """
     rng = random.Random(seed)
     a, b = (rng.randint(*((0, 9) if rng.random() < 0.5 else (10, 99))) for _ in range(2))
-    op = rng.choice("+-")
+    op = rng.choices("+-*", weights=(0.45, 0.35, 0.2))[0]
+    if op == "*":
+        a, b = rng.randint(2, 9), rng.randint(10, 99)
+        a, b = (a, b) if rng.random() < 0.5 else (b, a)
+        return Problem(
+            split=split,
+            seed=seed,
+            level=2,
+            task="products",
+            question=f"Solve the following multiplication: {a} * {b}. Give only the result as your final answer.",
+            answer=str(a * b),
+            expression=f"{a} * {b}",
+        )
     expression = f"{a} {op} {b}"
-    answer = a + b if op == "+" else a - b
     return Problem(
         split=split,
         seed=seed,
         level=1 if max(a, b) < 10 else 2,
         task="chain_sum",
         question=f"State the final answer to the following arithmetic problem: {expression} =",
-        answer=str(answer),
+        answer=str(a + b if op == "+" else a - b),
         expression=expression,
     )

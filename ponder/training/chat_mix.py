@@ -39,7 +39,7 @@ class ChatMix:
 
 
 # The mix the bundled policy's second SFT stage is trained on (the Makefile's flags), replayed by RFT rounds.
-BUNDLED_MIX = ChatMix(natural=0.5, system=0.1, two_term=0.15, off_topic=0.05)
+BUNDLED_MIX = ChatMix(natural=0.5, system=0.1, two_term=0.8, off_topic=0.1)
 
 
 def refusal_turn() -> str:

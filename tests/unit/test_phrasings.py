@@ -50,11 +50,16 @@ def test_expression_styles_cover_compact_spaced_words_and_x():
 
 def test_two_term_problems_mix_digit_counts_and_are_graded_right():
     problems = [two_term_problem("test", s) for s in extra_seeds("test", 400)]
-    widths = {tuple(len(t) for t in p.expression.split()[::2]) for p in problems}
+    sums = [p for p in problems if "*" not in p.expression]
+    widths = {tuple(len(t) for t in p.expression.split()[::2]) for p in sums}
     assert {(1, 2), (2, 1), (1, 1), (2, 2)} <= widths
+    products = [p.expression for p in problems if "*" in p.expression]
+    assert 40 < len(products) < 120
+    assert {len(e.split()[0]) for e in products} == {1, 2}  # the short factor first, too
     for p in problems:
         a, op, b = p.expression.split()
-        assert int(p.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+        value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+        assert int(p.answer) == value
         assert grade_output(p, render_trace(p))
 
 

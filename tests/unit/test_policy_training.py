@@ -166,8 +166,8 @@ def test_rft_prompts_are_phrased_as_asked_and_replay_brings_the_bundled_mix():
     assert 70 < natural < 130
     assert rows == round_prompts(cfg, 0) and all(r["question"].startswith(("State", "Solve")) for r in rows)
     replay = replay_chats(cfg, 0, 400)
-    assert len(replay) == 400 + 60 + 20  # the problems, then the mix's two-term sums and refusals
-    assert sum(r["messages"][-1]["content"] == refusal_turn() for r in replay) == 20
+    assert len(replay) == 400 + 320 + 40  # the problems, then the mix's two-term problems and refusals
+    assert sum(r["messages"][-1]["content"] == refusal_turn() for r in replay) == 40
     seeds = {r["seed"] for r in rows}
     assert not seeds & {p.seed for p in generate_problems("train", 400, offset=50_000_000)}
 
