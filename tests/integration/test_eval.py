@@ -26,6 +26,7 @@ def evaluated(tmp_path_factory) -> tuple[Path, int]:
         "--run", "greedy:temperature=0",
         "--run", "sampled:temperature=0.8,seed=3",
         "--run", "unknown:strategy=no_such_strategy,budget.max_samples=4",
+        "--run", "probe:strategy=compute_optimal,budget.max_samples=2,strategy_options.probe_samples=2",
         "--concurrency", "2", "--warmup", "0", "--no-progress", "--out", str(out),
     ]  # fmt: skip
     return out, main(argv)
@@ -39,6 +40,7 @@ def test_writes_every_output(evaluated):
         "accuracy_vs_tokens.png",
         "accuracy_vs_tokens_by_level.png",
         "greedy.jsonl",
+        "probe.jsonl",
         "sampled.jsonl",
         "summary.json",
         "summary.md",
@@ -74,6 +76,17 @@ def test_rows_are_graded_by_reasoning_gym(evaluated):
     assert greedy[0]["correct"], "the policy solves this level-1 problem greedily (97.5% of level 1 in eval.json)"
 
 
+def test_rows_record_the_request_and_the_probe_a_router_trains_on(evaluated):
+    out, _ = evaluated
+    greedy = read_rows(out / "greedy.jsonl")[0]
+    assert greedy["request"] == {"temperature": 0, "max_tokens": 48} and greedy["probe"] is None
+    for row in read_rows(out / "probe.jsonl"):
+        assert row["request"]["strategy"] == "compute_optimal" and row["request"]["budget"] == {"max_samples": 2}
+        assert row["routed_to"] == "probe"  # the probe spent the whole budget
+        assert row["probe"]["q_numbers"] >= 2 and 0 < row["probe"]["agreement"] <= 1
+        assert row["probe"]["tokens_mean"] * 2 == row["completion_tokens"]
+
+
 def test_an_http_error_is_recorded_per_problem(evaluated):
     out, _ = evaluated
     rows = read_rows(out / "unknown.jsonl")
@@ -97,7 +110,7 @@ def test_summaries_agree_with_the_rows(evaluated):
     assert summary["command"].startswith("ponder eval --engine hf --levels 1,2 --count 1")
     assert summary["target"] == "in process (hf engine)"
     runs = {r["name"]: r for r in summary["runs"]}
-    assert list(runs) == ["greedy", "sampled", "unknown"]
+    assert list(runs) == ["greedy", "sampled", "unknown", "probe"]
     for name in ("greedy", "sampled"):
         rows = read_rows(out / f"{name}.jsonl")
         overall = runs[name]["overall"]
