@@ -90,6 +90,7 @@ def test_wheel_holds_the_ponder_package_alone(wheel: Path):
     for model in ("policy", "orm", "prm"):
         for part in ("config.json", "model.safetensors", "ponder.json", "tokenizer.json", "chat_template.jinja"):
             assert f"ponder/models/{model}/{part}" in names
+    assert "ponder/server/router.json" in names and "ponder/server/effort_policy.json" in names  # serve's defaults
 
 
 def test_installed_wheel_imports_from_its_own_site_packages(venv: Path, tmp_path: Path):

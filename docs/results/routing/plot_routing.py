@@ -1,8 +1,8 @@
 """The routing figures of docs/results/routing.md: per difficulty level, accuracy against mean generated tokens of the
 best-of-n and DVTS series (the PRM) and of ``reasoning_effort: auto`` with each router, on the same test problems.
 
-    .venv/bin/python docs/results/routing/plot_routing.py --baseline out/strategies-prm \
-        --auto "auto (router)=out/routing-test/auto.jsonl" --out docs/results/routing
+    .venv/bin/python docs/results/routing/plot_routing.py --baseline docs/results/strategies/summary.json \
+        --auto "auto (router)=out/routing-test" --out docs/results/routing
 
 Prints the markdown tables of the doc and writes accuracy_by_level.png.
 """
@@ -15,24 +15,23 @@ from collections import defaultdict
 from pathlib import Path
 
 LEVELS = (1, 2, 3, 4, 5)
-SERIES = {"best_of_n (PRM)": "bon-prm", "DVTS (PRM)": "dvts-prm", "auto, fixed thresholds": "compute-optimal-prm"}
+SERIES = {"best_of_n (PRM)": "bon-prm", "DVTS (PRM)": "dvts-prm", "auto, fixed thresholds": "compute-optimal"}
 BUDGETS = (1, 4, 16, 64)
+MARKERS = (("*", "crimson"), ("D", "purple"), ("s", "black"), ("v", "olive"))
 
 
 def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def figures(rows: list[dict]) -> dict[int | str, tuple[float, float, int]]:
-    """Per level and over all ("all"): accuracy, mean completion tokens, problems."""
-    groups: dict[int | str, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[r["level"]].append(r)
-        groups["all"].append(r)
-    return {
-        k: (sum(r["correct"] for r in v) / len(v), sum(r["completion_tokens"] or 0 for r in v) / len(v), len(v))
-        for k, v in groups.items()
-    }
+def figures(run: dict) -> dict[int | str, tuple[float, float, int]]:
+    """A ponder eval summary run, per level and over all ("all"): accuracy, mean completion tokens, problems."""
+    groups = {**{int(k): v for k, v in run["by_level"].items()}, "all": run["overall"]}
+    return {k: (v["accuracy"], v["mean_completion_tokens"], v["n"]) for k, v in groups.items()}
+
+
+def runs_of(summary: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads(summary.read_text())["runs"]}
 
 
 def routed(rows: list[dict]) -> dict[int, dict[str, int]]:
@@ -45,19 +44,19 @@ def routed(rows: list[dict]) -> dict[int, dict[str, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--baseline", type=Path, required=True, help="ponder eval folder with the strategies-prm runs")
-    p.add_argument("--auto", action="append", default=[], metavar="LABEL=FILE", help="auto's JSONL (repeatable)")
+    p.add_argument("--baseline", type=Path, required=True, help="ponder eval summary.json with the bon-prm runs")
+    p.add_argument("--auto", action="append", default=[], metavar="LABEL=DIR", help="auto's eval folder (repeatable)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    baseline = runs_of(args.baseline)
     series = {
-        label: [(b, figures(read(args.baseline / f"{run}.max_samples={b}.jsonl"))) for b in BUDGETS]
-        for label, run in SERIES.items()
+        label: [(b, figures(baseline[f"{run}.max_samples={b}"])) for b in BUDGETS] for label, run in SERIES.items()
     }
     autos = {}
     for item in args.auto:
-        label, path = item.split("=", 1)
-        rows = read(Path(path))
-        autos[label] = (figures(rows), routed(rows))
+        label, folder = item.split("=", 1)
+        rows = read(Path(folder) / "auto.jsonl") if (Path(folder) / "auto.jsonl").is_file() else []
+        autos[label] = (figures(runs_of(Path(folder) / "summary.json")["auto"]), routed(rows))
     table(series, autos)
     plot(series, autos, args.out / "accuracy_by_level.png")
 
@@ -90,8 +89,8 @@ def plot(series: dict, autos: dict, path: Path) -> None:
             ax.plot(xs, ys, marker="o", label=label)
             for (b, _), x, y in zip(pts, xs, ys, strict=True):
                 ax.annotate(str(b), (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
-        for marker, (label, (f, _)) in zip("*Dsv", autos.items(), strict=False):
-            ax.scatter([f[key][1]], [100 * f[key][0]], marker=marker, s=140, zorder=5, label=label)
+        for (marker, color), (label, (f, _)) in zip(MARKERS, autos.items(), strict=False):
+            ax.scatter([f[key][1]], [100 * f[key][0]], marker=marker, color=color, s=140, zorder=5, label=label)
         ref = dict(series["best_of_n (PRM)"])[64][key]
         ax.axvline(0.25 * ref[1], color="grey", linestyle=":", linewidth=1, label="25% of best-of-64's tokens")
         ax.axhline(100 * ref[0], color="grey", linestyle="--", linewidth=1, label="best-of-64's accuracy")
@@ -101,9 +100,7 @@ def plot(series: dict, autos: dict, path: Path) -> None:
         ax.set_ylabel("accuracy %")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(
-        "reasoning_effort auto with the learned router vs best-of-n and DVTS (PRM), 200 held-out test problems"
-    )
+    fig.suptitle("reasoning_effort auto (learned router) vs best-of-n and DVTS with the PRM, 200 held-out problems")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
