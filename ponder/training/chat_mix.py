@@ -47,10 +47,10 @@ def refusal_turn() -> str:
     return THINK_OPEN + THINK_CLOSE + REFUSAL
 
 
-def extra_seeds(split: str, count: int) -> range:
+def extra_seeds(split: str, count: int, offset: int = 0) -> range:
     """Seeds of the extra problems of a split, clear of the seeds its generated problems count up from."""
     seeds = split_range(split)
-    start = seeds.start + len(seeds) * _EXTRA_OFFSET_TENTHS // 10
+    start = seeds.start + len(seeds) * _EXTRA_OFFSET_TENTHS // 10 + offset
     return range(start, start + count)
 
 
@@ -59,19 +59,23 @@ def _chat(user: str, answer: str, rng: random.Random, mix: ChatMix) -> list[dict
     return [*system, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
-def mixed_chats(problems: list[Problem], split: str, mix: ChatMix) -> list[list[dict[str, str]]]:
-    """Training chats for ``problems`` plus the extras ``mix`` asks for; the same arguments give the same chats."""
+def mixed_chats(problems: list[Problem], split: str, mix: ChatMix, offset: int = 0) -> list[list[dict[str, str]]]:
+    """Training chats for ``problems`` plus the extras ``mix`` asks for; the same arguments give the same chats.
+
+    ``offset`` skips that many extras' seeds, as the problems' own offset skips theirs: a later training stage
+    draws what earlier ones did not see.
+    """
     chats = []
     for p in problems:
         rng = random.Random(f"{split}:{p.seed}:chat")
         asked = rephrase(p, rng, TRAIN_QUESTIONS) if rng.random() < mix.natural else p
         chats.append(_chat(asked.question, render_trace(p), rng, mix))
-    for seed in extra_seeds(split, round(mix.two_term * len(problems))):
+    for seed in extra_seeds(split, round(mix.two_term * len(problems)), offset):
         rng = random.Random(f"{split}:{seed}:two_term")
         p = two_term_problem(split, seed)
         asked = rephrase(p, rng, TRAIN_QUESTIONS) if rng.random() < mix.natural else p
         chats.append(_chat(asked.question, render_trace(p), rng, mix))
-    for i in range(round(mix.off_topic * len(problems))):
+    for i in range(offset, offset + round(mix.off_topic * len(problems))):
         rng = random.Random(f"{split}:{i}:off_topic")
         chats.append(_chat(off_topic_prompt(rng, TRAIN_OFF_TOPIC), refusal_turn(), rng, mix))
     return chats

@@ -48,6 +48,11 @@ _RECIPE_FLAGS = (
     "group_by_length",
     "seed",
     "threads",
+    "init_model",
+    "natural_fraction",
+    "system_fraction",
+    "two_term_fraction",
+    "off_topic_fraction",
 )
 
 
@@ -58,21 +63,28 @@ def _last_logged_loss(folder: Path) -> float | None:
     return next((r["loss"] for r in reversed(logged) if "loss" in r), None)
 
 
-def _format_section(folder: Path) -> list[str | None]:
+def _format_section(folder: Path, args: dict[str, Any]) -> list[str | None]:
     """Title, summary and the Format section (None marks a line left out)."""
     sidecar = (folder / "ponder.json").read_text() if (folder / "ponder.json").is_file() else None
+    how = (
+        f"continued by `ponder train sft` from `{args['init_model']}` (itself trained from scratch the same way)"
+        if args.get("init_model")
+        else "trained from scratch by `ponder train sft`"
+    )
     return [
         f"# {folder.name}: the bundled tiny arithmetic thinker",
         "",
-        "A character-level Llama trained from scratch by `ponder train sft` (TRL `SFTTrainer`, loss on the "
-        "assistant turn only) to solve reasoning-gym arithmetic in steps: it writes `<think>`, one equation per "
+        f"A character-level Llama {how} (TRL `SFTTrainer`, loss on the "
+        "assistant turn only) to solve arithmetic in steps: it writes `<think>`, one equation per "
         "line, `</think>`, then only the final number. It is deliberately small and makes mistakes, so that "
         "test-time compute (sampling, voting, verifier-guided search) visibly helps it. Ponder serves it by default.",
         "",
         "## Format",
         "",
-        "- Prompt: the reasoning-gym question as the only user turn; the chat template renders "
-        "`<|user|>QUESTION<|end|><|assistant|>`.",
+        "- Prompt: the question as the user turn (reasoning-gym's wording, or as people ask: `What is 12+7?`, "
+        "`3*41?`, a bare expression; a system turn is fine); the chat template renders "
+        "`<|user|>QUESTION<|end|><|assistant|>`. What is not arithmetic gets an empty think block and a short "
+        "refusal.",
         "- Output: `<think>467+914=1381\\n1381-123=1258\\n</think>1258<|end|>`. Chains are written as running sums; "
         "products as one partial product per non-zero digit of the second factor, then their sum.",
         f"- `ponder.json` tells the server the step separator and answer format: `{json.dumps(json.loads(sidecar))}`"
@@ -104,6 +116,16 @@ def _data_section(train: dict[str, Any]) -> list[str]:
     ]
     if "train" not in data:
         return [*parts, f"Trained on {data['rows']:,} chats from `{data['source']}`.", ""]
+    mix = data.get("mix") or {}
+    if any(mix.values()):
+        parts += [
+            "The chats are mixed as people ask (`ponder/training/chat_mix.py`, `ponder/tasks/phrasings.py`): "
+            f"{mix['natural']:.0%} of the problems in a natural wording instead of reasoning-gym's, "
+            f"{mix['system']:.0%} of the chats with a system turn, extra two-term problems mixing one- and two-digit "
+            f"numbers ({mix['two_term']:.0%} of the problem count) and off-topic prompts answered with the refusal "
+            f"({mix['off_topic']:.0%}). The wordings used to measure below are never trained on.",
+            "",
+        ]
     return [
         *parts,
         f"Trained on {data['train']['count']:,} train problems (seeds {data['train']['seeds'][0]:,} to "
@@ -207,10 +229,37 @@ def _vllm_lines(vllm_eval: dict[str, Any]) -> list[str]:
 _LIMITATIONS = (
     "## Limitations",
     "",
-    "Only the arithmetic above, in this exact wording; anything else is out of distribution. Accuracy falls "
-    "with the number of steps and digits by design.",
+    "Only sums, differences and products of whole numbers, in the shapes above; it refuses other questions, and a "
+    "question it has never seen the like of may get a wrong sum or a wrong refusal. Accuracy falls with the number "
+    "of steps and digits by design.",
     "",
 )
+
+
+def _phrasings_section(phrasings: dict[str, Any]) -> list[str]:
+    """How it copes with how people ask (``eval_phrasings.json`` of ``python -m ponder.training.phrasing_eval``)."""
+    from ponder.training.phrasing_eval import format_table as phrasing_table
+
+    return [
+        "## How people ask",
+        "",
+        f"Greedy, {phrasings['count']} problems per set ({phrasings['engine']} engine): the test problems in "
+        "reasoning-gym's wording, in the training wordings, in held-out wordings (with and without a held-out "
+        "system prompt), held-out two-term sums of numbers up to two digits, and held-out off-topic prompts "
+        "(refused = the exact refusal). Think block well formed = it opens first and closes once.",
+        "",
+        phrasing_table(phrasings),
+        "",
+        *[
+            f"- `{ex['question']}` -> `{ex['output']!r}` ({'right' if ex['correct'] else 'wrong'})"
+            for ex in phrasings["issue_examples"]
+        ],
+        "",
+        "```",
+        phrasings.get("command", "python -m ponder.training.phrasing_eval ..."),
+        "```",
+        "",
+    ]
 
 
 def render_card(
@@ -220,13 +269,15 @@ def render_card(
     config = json.loads((folder / "config.json").read_text())
     last_loss = _last_logged_loss(folder)
     parts = [
-        *_format_section(folder),
+        *_format_section(folder, train["args"]),
         *_data_section(train),
         *_training_section(train, config, last_loss),
         *_reproduce_section(folder, train["args"]),
     ]
     if evaluation:
         parts += _measured_section(evaluation, vllm_eval)
+    if (folder / "eval_phrasings.json").is_file():
+        parts += _phrasings_section(json.loads((folder / "eval_phrasings.json").read_text()))
     parts += _LIMITATIONS
     return "\n".join(p for p in parts if p is not None)
 

@@ -52,8 +52,8 @@ def check_args(cfg: SFTArgs) -> None:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise TrainingInputError(f"--{name.replace('_', '-')} must be positive")
-    if cfg.eval_size < 0 or cfg.threads < 0:
-        raise TrainingInputError("--eval-size and --threads must not be negative")
+    if cfg.eval_size < 0 or cfg.threads < 0 or cfg.data_offset < 0:
+        raise TrainingInputError("--eval-size, --threads and --data-offset must not be negative")
     if cfg.max_steps == 0 or cfg.max_steps < -1:
         raise TrainingInputError("--max-steps must be positive, or -1 to run the epochs")
     if cfg.epochs <= 0 or cfg.learning_rate <= 0:
@@ -88,7 +88,7 @@ def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dic
         info = {"source": str(cfg.dataset), "rows": len(rows), "eval_rows_held_out": n_eval}
         return rows[n_eval:], rows[:n_eval], info
     log.info("generating %d train and %d validation problems", cfg.train_size, cfg.eval_size)
-    train = generate_problems("train", cfg.train_size, cfg.levels, cfg.tasks)
+    train = generate_problems("train", cfg.train_size, cfg.levels, cfg.tasks, offset=cfg.data_offset)
     val = generate_problems("validation", cfg.eval_size, sorted(set(cfg.levels)), cfg.tasks) if cfg.eval_size else []
     info = {
         "source": "reasoning-gym (generated)",
@@ -97,7 +97,7 @@ def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dic
         "train": {
             "split": "train",
             "count": len(train),
-            "seeds": [SPLITS["train"].start, SPLITS["train"].start + len(train)],
+            "seeds": [SPLITS["train"].start + cfg.data_offset, SPLITS["train"].start + cfg.data_offset + len(train)],
         },
         "validation": {
             "split": "validation",
@@ -107,7 +107,7 @@ def training_rows(cfg: SFTArgs) -> tuple[list[list[dict]], list[list[dict]], dic
     }
     mix = chat_mix(cfg)
     info["mix"] = dataclasses.asdict(mix)
-    return mixed_chats(train, "train", mix), mixed_chats(val, "validation", mix), info
+    return mixed_chats(train, "train", mix, cfg.data_offset), mixed_chats(val, "validation", mix), info
 
 
 def load_model(cfg: SFTArgs) -> tuple[Any, Any]:

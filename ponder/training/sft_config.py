@@ -38,6 +38,13 @@ class SFTInputs:
     eval_size: int = field(
         default=200, metadata=arg("Validation problems (validation seed range) for the final eval loss; 0: none.")
     )
+    data_offset: int = field(
+        default=0,
+        metadata=arg(
+            "Generated data: skip this many train seeds (and as many of the extras'), so that a later stage "
+            "trains on problems an earlier one (with the same --train-size or less) never saw."
+        ),
+    )
     natural_fraction: float = field(
         default=0.0,
         metadata=arg(

@@ -112,3 +112,19 @@ def test_refusal_turn_is_a_closed_empty_think_block_then_the_refusal():
     parsed = parse_output(turn)
     assert parsed.steps == [] and parsed.answer == REFUSAL
     assert not well_formed("1+2=3\n</think>3") and not is_refusal("<think>1+2=3\n</think>3")
+
+
+def test_a_later_stage_with_a_data_offset_sees_none_of_the_earlier_stages_extras():
+    from ponder.training.sft import training_rows
+    from ponder.training.sft_config import SFTArgs
+
+    flags = {"output_dir": "unused", "eval_size": 0, "two_term_fraction": 0.8, "off_topic_fraction": 0.5}
+    first = training_rows(SFTArgs(train_size=40, **flags))
+    later = training_rows(SFTArgs(train_size=40, data_offset=40, **flags))
+    assert later[2]["train"]["seeds"] == [40, 80]
+    extras = {c[-2]["content"] for c in first[0][40:]}  # two-term problems and off-topic prompts
+    assert len({c[-2]["content"] for c in later[0][40:]} & extras) < 5  # only chance repeats of a small space
+    with pytest.raises(Exception, match="--data-offset"):
+        from ponder.training.sft import check_args
+
+        check_args(SFTArgs(data_offset=-1, **flags))
