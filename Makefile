@@ -7,7 +7,7 @@ PORT ?= 8000
 # Small KV blocks: the bundled models see short prompts, and prefix-cache hits come in whole blocks.
 SERVE_ARGS ?= --block-size 32
 
-.PHONY: install serve test lint models bench-overhead clean
+.PHONY: install serve test lint models router router-test bench-overhead clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -81,6 +81,20 @@ models: install
 	$(PY) -m ponder.training.genprm_card ponder/models/prm --count 200 --k 16 --temperature 0.8 \
 		--cache build/samples/validation-200x16.jsonl
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir ponder/models/orm --overwrite $(ORM_FLAGS)
+
+# The learned router of reasoning_effort auto (docs/results/routing.md), trained on the bundled models' eval logs on
+# validation problems; run after `make models` (about 15 min on 2 quiet cores), then `make router-test` measures it.
+ROUTER_EVAL := --engine vllm --dtype float32 --max-model-len 512 --gpu-memory-utilization 0.1 --block-size 32 \
+	--count 40 --no-progress
+router: install
+	rm -rf out/routing-validation  # the trainer reads every run in the folder: no stale arms
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder eval $(ROUTER_EVAL) --split validation \
+		--runs-file docs/results/routing.yaml --only probe,bon,dvts,beam --out out/routing-validation
+	$(VENV)/bin/ponder train router --logs out/routing-validation --output ponder/server/router.json --overwrite
+
+router-test: install
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder eval $(ROUTER_EVAL) --runs-file docs/results/routing.yaml --only auto \
+		--out out/routing-test
 
 bench-overhead: install
 	$(VENV)/bin/ponder bench overhead --out docs/results/overhead.md

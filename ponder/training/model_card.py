@@ -49,6 +49,7 @@ _RECIPE_FLAGS = (
     "seed",
     "threads",
     "init_model",
+    "data_offset",
     "natural_fraction",
     "system_fraction",
     "two_term_fraction",
@@ -67,7 +68,8 @@ def _format_section(folder: Path, args: dict[str, Any]) -> list[str | None]:
     """Title, summary and the Format section (None marks a line left out)."""
     sidecar = (folder / "ponder.json").read_text() if (folder / "ponder.json").is_file() else None
     how = (
-        f"continued by `ponder train sft` from `{args['init_model']}` (itself trained from scratch the same way)"
+        f"continued by `ponder train sft` from `{args['init_model']}` (an earlier stage: `make models` runs every "
+        "stage, from scratch)"
         if args.get("init_model")
         else "trained from scratch by `ponder train sft`"
     )
