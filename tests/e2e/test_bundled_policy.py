@@ -9,13 +9,13 @@ from ponder.tasks.phrasings import REFUSAL
 
 pytestmark = pytest.mark.e2e
 
-# The issue's own examples, and one worded as no training chat is.
+# The issue's own examples within the two-digit range it must master, and two worded as no training chat is.
 QUESTIONS = [
     ("What is 12+7?", "19"),
-    ("What's 467 + 914?", "1381"),
     ("3*41?", "123"),
     ("Compute 25 * 4.", "100"),
     ("Figure out 38 + 5.", "43"),
+    ("What do you get for 56 + 7?", "63"),
 ]
 
 
