@@ -18,6 +18,9 @@ POLICY = Path(__file__).resolve().parents[2] / "ponder" / "models" / "policy"
 FEW = ["--max-steps", "2", "--logging-steps", "1", "--threads", "2"]
 LORA = ["--lora-r", "4", "--lora-alpha", "8"]
 ROLLOUTS = ["--train-size", "8", "--levels", "1", "2", "--max-completion-length", "32"]
+# Hard problems and the PRM's graded scores, so that a group's rewards differ: the bundled policy answers easy ones
+# the same way every time, and the scorer and the calculator give every sample of a group the same 0 or 1.
+HARD_ROLLOUTS = ["--train-size", "8", "--levels", "4", "5", "--max-completion-length", "96"]
 
 
 def check_policy_folder(out: Path, command: str, steps: int) -> dict:
@@ -80,11 +83,21 @@ def test_offline_preference_trainers(tmp_path: Path, pairs_file: Path, algo: str
 @pytest.mark.parametrize(("algo", "lora"), [("grpo", False), ("cispo", True)])
 def test_group_rl_trainers_on_verifier_rewards(tmp_path: Path, algo: str, lora: bool):
     out = tmp_path / algo
-    argv = ["train", algo, "--output-dir", str(out), *ROLLOUTS, "--batch-size", "4", "--num-generations", "4", *FEW]
-    argv += ["--reward", "scorer=1.0", "calculator=0.5", "--learning-rate", "1e-3", "--temperature", "1.5"]
+    argv = ["train", algo, "--output-dir", str(out), *HARD_ROLLOUTS, "--batch-size", "4", "--num-generations", "4"]
+    argv += [
+        *FEW,
+        "--reward",
+        "scorer=1.0",
+        "calculator=0.5",
+        "prm=0.5",
+        "--learning-rate",
+        "1e-3",
+        "--temperature",
+        "1.5",
+    ]
     assert ponder([*argv, *(LORA if lora else [])]) == 0
     config = check_policy_folder(out, f"ponder train {algo}", 2)
-    assert config["data"]["rewards"] == {"scorer": 1.0, "calculator": 0.5}
+    assert config["data"]["rewards"] == {"scorer": 1.0, "calculator": 0.5, "prm": 0.5}
     assert config["data"]["loss_type"] == ("cispo" if algo == "cispo" else "dapo")
     assert config["args"]["epsilon_high"] == (5.0 if algo == "cispo" else 0.28)
     logs = [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
