@@ -90,7 +90,8 @@ router: install
 	rm -rf out/routing-validation  # the trainer reads every run in the folder: no stale arms
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder eval $(ROUTER_EVAL) --split validation \
 		--runs-file docs/results/routing.yaml --only probe,bon,dvts,beam --out out/routing-validation
-	$(VENV)/bin/ponder train router --logs out/routing-validation --output ponder/server/router.json --overwrite
+	$(VENV)/bin/ponder train router --logs out/routing-validation --objective within_tokens --token-ratio 0.25 \
+		--output ponder/server/router.json --overwrite
 
 router-test: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder eval $(ROUTER_EVAL) --runs-file docs/results/routing.yaml --only auto \

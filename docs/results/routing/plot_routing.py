@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 LEVELS = (1, 2, 3, 4, 5)
-SERIES = {"best_of_n (PRM)": "bon-prm", "DVTS (PRM)": "dvts-prm", "auto, fixed thresholds": "compute-optimal"}
+SERIES = {"best_of_n (PRM)": "bon-prm", "DVTS (PRM)": "dvts-prm"}
 BUDGETS = (1, 4, 16, 64)
 MARKERS = (("*", "crimson"), ("D", "purple"), ("s", "black"), ("v", "olive"))
 
