@@ -17,14 +17,21 @@ from ponder.strategies import registry
 from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct, rank_key
 from ponder.strategies.meter import Meter
 from ponder.strategies.registry import register
-from ponder.strategies.router import PROBE_ARM, RouterPolicy, probe_features, prompt_question, question_features
+from ponder.strategies.router import (
+    LEVELS,
+    PROBE_ARM,
+    RouterPolicy,
+    check_route_levels,
+    probe_features,
+    prompt_question,
+    question_features,
+)
 from ponder.strategies.sampling import draw
 from ponder.strategies.scoring import score_candidates
 from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import tally
 
 PROBE = "probe"  # the route that spends nothing more: the probe's majority answer is returned
-LEVELS = (1, 2, 3, 4, 5)
 DEFAULT_TOTAL = 16  # samples in all when neither the budget nor the server sets a limit
 DEFAULT_THRESHOLDS = (0.95, 0.75, 0.5, 0.25)
 
@@ -225,14 +232,7 @@ class ComputeOptimal(Strategy):
         @model_validator(mode="after")
         def _known(self) -> ComputeOptimal.Options:
             if self.routes is not None:
-                missing = [str(level) for level in LEVELS if level not in self.routes]
-                extra = [str(level) for level in self.routes if level not in LEVELS]
-                if missing or extra:
-                    raise ValueError(
-                        "routes must give exactly the levels 1-5"
-                        + (f"; missing: {', '.join(missing)}" if missing else "")
-                        + (f"; unknown: {', '.join(extra)}" if extra else "")
-                    )
+                check_route_levels(self.routes)
                 for level, alternatives in self.routes.items():
                     if not alternatives:
                         raise ValueError(f"routes level {level}: give at least one route")

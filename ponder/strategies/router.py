@@ -19,6 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 VERSION = 1
 LEVELS = (1, 2, 3, 4, 5)
+
+
+def check_route_levels(routes: Mapping[int, Any]) -> None:
+    """ValueError unless ``routes`` gives exactly the difficulty levels 1-5, naming the missing and unknown ones."""
+    missing = [str(level) for level in LEVELS if level not in routes]
+    extra = [str(level) for level in routes if level not in LEVELS]
+    if missing or extra:
+        raise ValueError(
+            "routes must give exactly the levels 1-5"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; unknown: {', '.join(extra)}" if extra else "")
+        )
+
+
 PROBE_ARM = "probe"  # the arm that stops at the probe's majority answer
 
 # name: what it measures (the policy file's features name these; the trainer documents them from here)
@@ -183,14 +197,7 @@ class RouterPolicy(BaseModel):
             raise ValueError(f"arms {', '.join(short)} include the probe but have no more samples than it")
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique: {', '.join(names)}")
-        missing = [str(level) for level in LEVELS if level not in self.routes]
-        extra = [str(level) for level in self.routes if level not in LEVELS]
-        if missing or extra:
-            raise ValueError(
-                "routes must give exactly the levels 1-5"
-                + (f"; missing: {', '.join(missing)}" if missing else "")
-                + (f"; unknown: {', '.join(extra)}" if extra else "")
-            )
+        check_route_levels(self.routes)
         for level, arm in self.routes.items():
             if arm not in names:
                 raise ValueError(f"routes.{level}: no arm named {arm!r}; arms: {', '.join(names)}")
