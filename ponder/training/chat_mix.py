@@ -54,6 +54,11 @@ def extra_seeds(split: str, count: int, offset: int = 0) -> range:
     return range(start, start + count)
 
 
+def asked(problem: Problem, rng: random.Random, natural: float) -> Problem:
+    """``problem`` as asked: in a training wording with probability ``natural``, else in reasoning-gym's."""
+    return rephrase(problem, rng, TRAIN_QUESTIONS) if rng.random() < natural else problem
+
+
 def _chat(user: str, answer: str, rng: random.Random, mix: ChatMix) -> list[dict[str, str]]:
     system = [{"role": "system", "content": rng.choice(TRAIN_SYSTEM)}] if rng.random() < mix.system else []
     return [*system, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
@@ -66,15 +71,11 @@ def mixed_chats(problems: list[Problem], split: str, mix: ChatMix, offset: int =
     draws what earlier ones did not see.
     """
     chats = []
-    for p in problems:
-        rng = random.Random(f"{split}:{p.seed}:chat")
-        asked = rephrase(p, rng, TRAIN_QUESTIONS) if rng.random() < mix.natural else p
-        chats.append(_chat(asked.question, render_trace(p), rng, mix))
+    seeded = [(p, random.Random(f"{split}:{p.seed}:chat")) for p in problems]
     for seed in extra_seeds(split, round(mix.two_term * len(problems)), offset):
-        rng = random.Random(f"{split}:{seed}:two_term")
-        p = two_term_problem(split, seed)
-        asked = rephrase(p, rng, TRAIN_QUESTIONS) if rng.random() < mix.natural else p
-        chats.append(_chat(asked.question, render_trace(p), rng, mix))
+        seeded.append((two_term_problem(split, seed), random.Random(f"{split}:{seed}:two_term")))
+    for p, rng in seeded:
+        chats.append(_chat(asked(p, rng, mix.natural).question, render_trace(p), rng, mix))
     for i in range(offset, offset + round(mix.off_topic * len(problems))):
         rng = random.Random(f"{split}:{i}:off_topic")
         chats.append(_chat(off_topic_prompt(rng, TRAIN_OFF_TOPIC), refusal_turn(), rng, mix))

@@ -14,8 +14,7 @@ from typing import Any
 
 from ponder.core.sidecar import SIDECAR
 from ponder.tasks import Problem, generate_problems
-from ponder.tasks.phrasings import TRAIN_QUESTIONS, rephrase
-from ponder.training.chat_mix import BUNDLED_MIX, mixed_chats
+from ponder.training.chat_mix import BUNDLED_MIX, ChatMix, asked, mixed_chats
 from ponder.training.common import TrainingInputError, training_run, write_json
 from ponder.training.policy_common import (
     check_policy_args,
@@ -35,8 +34,10 @@ REPLAY_OFFSET = 50_000_000
 
 def _check(cfg: RFTArgs) -> None:
     check_policy_args(cfg)
-    if not 0.0 <= cfg.natural_fraction <= 1.0:
-        raise TrainingInputError(f"--natural-fraction must be within [0, 1], got {cfg.natural_fraction}")
+    try:
+        ChatMix(natural=cfg.natural_fraction).check()
+    except ValueError as exc:
+        raise TrainingInputError(str(exc)) from None
     if cfg.replay < 0:
         raise TrainingInputError(f"--replay must not be negative, got {cfg.replay}")
     check_positive(cfg, "problems", "rounds", "samples", "max_new_tokens", "search_temperature")
@@ -81,10 +82,8 @@ def round_prompts(cfg: RFTArgs, round_index: int) -> list[dict[str, Any]]:
         return user_prompts(cfg.dataset)
     rows = generated_prompts("train", cfg.problems, cfg.levels, cfg.tasks, offset=round_index * cfg.problems)
     for row in rows:
-        rng = random.Random(f"rft:{row['seed']}")
-        if rng.random() < cfg.natural_fraction:
-            asked = rephrase(Problem.from_record(row), rng, TRAIN_QUESTIONS)
-            row["prompt"] = asked.prompt_messages()
+        problem = asked(Problem.from_record(row), random.Random(f"rft:{row['seed']}"), cfg.natural_fraction)
+        row["prompt"] = problem.prompt_messages()
     return rows
 
 
