@@ -63,11 +63,12 @@ def arithmetic_sets(count: int) -> dict[str, tuple[list[Problem], str | None]]:
     """Name -> (problems as asked, system prompt or None)."""
     test = generate_problems("test", count)
     sums = _sums(count)
+    held_out = _asked(test, HELD_OUT_QUESTIONS, "held_out")
     return {
         "template": (test, None),
         "trained_phrasings": (_asked(test, TRAIN_QUESTIONS, "trained"), None),
-        "held_out_phrasings": (_asked(test, HELD_OUT_QUESTIONS, "held_out"), None),
-        "held_out_phrasings_with_system": (_asked(test, HELD_OUT_QUESTIONS, "held_out"), HELD_OUT_SYSTEM[0]),
+        "held_out_phrasings": (held_out, None),
+        "held_out_phrasings_with_system": (held_out, HELD_OUT_SYSTEM[0]),
         "two_term_sums_template": (sums, None),
         "two_term_sums_held_out_phrasings": (_asked(sums, HELD_OUT_QUESTIONS, "sums"), None),
     }
