@@ -115,7 +115,8 @@ def test_refusal_turn_is_a_closed_empty_think_block_then_the_refusal():
 
 
 def test_a_later_stage_with_a_data_offset_sees_none_of_the_earlier_stages_extras():
-    from ponder.training.sft import training_rows
+    from ponder.training.common import TrainingInputError
+    from ponder.training.sft import check_args, training_rows
     from ponder.training.sft_config import SFTArgs
 
     flags = {"output_dir": "unused", "eval_size": 0, "two_term_fraction": 0.8, "off_topic_fraction": 0.5}
@@ -124,7 +125,5 @@ def test_a_later_stage_with_a_data_offset_sees_none_of_the_earlier_stages_extras
     assert later[2]["train"]["seeds"] == [40, 80]
     extras = {c[-2]["content"] for c in first[0][40:]}  # two-term problems and off-topic prompts
     assert len({c[-2]["content"] for c in later[0][40:]} & extras) < 5  # only chance repeats of a small space
-    with pytest.raises(Exception, match="--data-offset"):
-        from ponder.training.sft import check_args
-
+    with pytest.raises(TrainingInputError, match="--data-offset"):
         check_args(SFTArgs(data_offset=-1, **flags))
