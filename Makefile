@@ -52,11 +52,13 @@ POLICY_ANNEAL_FLAGS := --train-size 24000 --data-offset 48000 $(PEOPLE_MIX) --le
 # significant digit first, 9000 steps, 47 min on 2 threads; then continued on the same phrasings as the policy (it
 # reads the question as asked), 1150 steps, ~10 min on 1 thread; then measured on 200 validation problems x 16 policy
 # samples, drawn through the vLLM engine and cached in build/samples/ (~1 min). The ORM learns from the policy's own
-# samples (800 train problems x 8, ~1 min to draw) and is measured on the same 200 x 16 validation samples:
-# Bradley-Terry via TRL's RewardTrainer plus 4 corrupted gold traces per problem, 864 steps, 8 min on 1 thread.
-# (Starting it from the PRM's language model with --number-order reversed was tried and measured worse:
-# docs/results/verifiers.md.)
-ORM_FLAGS := --loss bt --max-pairs-per-prompt 16 --hard-negatives 4 --epochs 3 --seed 0 --threads 1
+# samples (800 train problems x 8, ~1 min to draw) plus 4 corrupted gold traces per problem, outcome labels only: a
+# frozen copy of the PRM's language model reads each answer, and a 5-number head over its reading of every token,
+# pooled by a soft minimum, is fit by Bradley-Terry on (right, wrong) pairs (--head token-min; ~1 min on 1 thread).
+# It is measured on the same 200 x 16 validation samples. (The sequence-classification ORMs tried before it, from the
+# policy or from the PRM's LM, stayed at or under 59% pairwise: docs/results/verifiers.md.)
+ORM_FLAGS := --head token-min --base-model ponder/models/prm --number-order reversed --loss bt \
+	--max-pairs-per-prompt 16 --hard-negatives 4 --learning-rate 1e-2 --batch-size 64 --epochs 4 --seed 0 --threads 1
 PRM_FLAGS := --train-size 96000 --epochs 3 --eval-size 200 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
 PRM_MIX_FLAGS := --train-size 32000 --eval-size 200 --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.1 \

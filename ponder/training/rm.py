@@ -215,6 +215,15 @@ def check_args(cfg: RMArgs) -> None:
         raise TrainingInputError(f"--hard-negatives must be 0 or more, got {cfg.hard_negatives}")
     if cfg.hard_negatives and cfg.dataset:
         raise TrainingInputError("--hard-negatives corrupts gold traces of policy-sample problems; not with --dataset")
+    if cfg.head == "token-min":
+        if cfg.loss != "bt" or cfg.lora_r or cfg.qlora:
+            raise TrainingInputError(
+                "--head token-min trains a pooling head with --loss bt on a frozen body: no --loss pl, no LoRA"
+            )
+        if not cfg.base_model:
+            raise TrainingInputError("--head token-min reads answers with a causal LM: give it as --base-model")
+        if not cfg.pool_temperature > 0:
+            raise TrainingInputError(f"--pool-temperature must be positive, got {cfg.pool_temperature}")
 
 
 def train_rm(cfg: RMArgs) -> Path:
@@ -222,6 +231,10 @@ def train_rm(cfg: RMArgs) -> Path:
     check_args(cfg)
     if cfg.dataset:  # read and check it before touching the output folder
         pairs_from_table(cfg.dataset) if cfg.loss == "bt" else lists_from_table(cfg.dataset)
+    if cfg.head == "token-min":
+        from ponder.training.rm_pooled import train_pooled_rm
+
+        return train_pooled_rm(cfg, partial(_training_data, cfg))
     return train_verifier(cfg, "orm", partial(_training_data, cfg), partial(_build_trainer, cfg))
 
 

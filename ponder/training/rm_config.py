@@ -94,6 +94,22 @@ class RMArgs(VerifierArgs):
             metavar="FILE",
         ),
     )
+    head: str = field(
+        default="sequence",
+        metadata=arg(
+            "sequence: a one-logit head on the last token, body and head trained (TRL's RewardTrainer for --loss bt). "
+            "token-min: the body stays frozen; --base-model must be a causal LM (such as the generative PRM), whose "
+            "reading of every answer token (its log-probability, its first choice's, its entropy, the step's so far) "
+            "goes through a learned linear head, pooled by a soft minimum (--pool-temperature), trained with "
+            "Bradley-Terry on the same pairs (--loss bt only; --learning-rate, --epochs and --batch-size apply to "
+            "the head).",
+            choices=("sequence", "token-min"),
+        ),
+    )
+    pool_temperature: float = field(
+        default=0.3,
+        metadata=arg("--head token-min: temperature of the soft minimum over tokens (smaller: closer to the min)."),
+    )
     loss: str = field(
         default="bt",
         metadata=arg("bt: Bradley-Terry on pairs; pl: Plackett-Luce over each prompt's list.", choices=("bt", "pl")),

@@ -28,9 +28,9 @@ def _batches(n: int, size: int) -> list[range]:
 
 def orm_scores(folder: str | Path, records: Sequence[dict[str, Any]]) -> list[float]:
     """An outcome model's score for every record's (messages, completion), exactly as serving computes it."""
-    from ponder.verifiers.orm import OutcomeRewardModel
+    from ponder.verifiers.orm_pooled import open_orm
 
-    verifier = OutcomeRewardModel(folder, device="cpu")
+    verifier = open_orm(folder, device="cpu")
     items = [(r["messages"], r["completion"]) for r in records]
     return [x for batch in _batches(len(items), 256) for x in verifier.score_batch([items[i] for i in batch])]
 
@@ -259,6 +259,8 @@ def _architecture(config: dict[str, Any], default: str) -> str:
 
 def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, list[str]]:
     """Title, summary and model/input lines of an ORM card."""
+    if args.get("head") == "token-min":
+        return _pooled_orm_intro(args, config)
     user = bool(args.get("dataset"))
     what = (
         f"An outcome reward model {_for_whom(args)}, trained by `ponder train rm --loss {args['loss']}` "
@@ -277,6 +279,26 @@ def _orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, 
         "- Input: `ponder.verifiers.formats.orm_text(tokenizer, messages, completion)` = the chat template up to the "
         "assistant turn, then the whole completion (`<think>...\\n</think>answer`), tokenized without special "
         "tokens. Score: the raw logit at the last token.",
+    ]
+    return "outcome reward model", what, fmt
+
+
+def _pooled_orm_intro(args: dict[str, Any], config: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """Title, summary and model/input lines of a token-pooled ORM's card (``--head token-min``)."""
+    what = (
+        f"An outcome reward model {_for_whom(args)}, trained by `ponder train rm --head token-min` on outcome labels "
+        "only (Bradley-Terry on (correct, wrong) pairs of the same prompt). A frozen causal LM reads the question and "
+        "the whole answer; a learned linear head scores every answer token from the LM's reading of it, and the "
+        "answer's score is the soft minimum of those: one wrong digit anywhere can sink it. Higher is better."
+    )
+    fmt = [
+        f"- `{_architecture(config, 'LlamaForCausalLM')}` (`AutoModelForCausalLM`), the frozen LM of "
+        f"`{_base_model(args)}`, read with every number {args.get('number_order', 'as_written').replace('_', ' ')}; "
+        "the head (5 numbers) is in `ponder.json`.",
+        "- Per answer token t, from the LM's prediction of it: its log-probability, the log-probability of the LM's "
+        "own first choice, the prediction's entropy, and the log-probability of the step so far "
+        "(`ponder.verifiers.orm_pooled.FEATURES`). Score: `-tau * logsumexp(-(w . f_t + b) / tau)` over the answer's "
+        f"tokens, tau = {args.get('pool_temperature')}.",
     ]
     return "outcome reward model", what, fmt
 

@@ -252,9 +252,9 @@ def load_verifier(
 
         return PolicyVerifier.from_file(spec.source, name=spec.name)
     if kind == "orm":
-        from ponder.verifiers.orm import OutcomeRewardModel
+        from ponder.verifiers.orm_pooled import open_orm
 
-        return OutcomeRewardModel(spec.source, name=spec.name, device=spec.options.get("device"))
+        return open_orm(spec.source, name=spec.name, device=spec.options.get("device"))
     if kind == "prm-generative":
         from ponder.verifiers.generative_prm import GenerativePRM
 

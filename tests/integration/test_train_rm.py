@@ -117,3 +117,64 @@ def test_pairs_that_all_exceed_max_length_are_refused_clearly(tmp_path: Path, ca
     argv = ["train", "rm", "--output-dir", str(tmp_path / "o"), "--dataset", str(data), "--max-length", "5"]
     assert ponder([*argv, *FEW_STEPS]) == 2
     assert "every training pair is longer than --max-length 5 tokens" in capsys.readouterr().err
+
+
+def _gold_and_corrupted(split: str, count: int) -> list[dict]:
+    """(problem, gold trace, the same with its first step's result off by 3 in the last digit and a wrong answer)."""
+    rows = []
+    for p in generate_problems(split, count, [2, 3]):
+        gold = render_trace(p)
+        first, rest = gold.split("\n", 1)
+        bad = f"{first[:-1]}{(int(first[-1]) + 3) % 10}\n{rest.rsplit('</think>', 1)[0]}</think>{int(p.answer) + 7}"
+        rows.append({"prompt": p.prompt_messages(), "chosen": gold, "rejected": bad})
+    return rows
+
+
+def test_token_min_head_learns_from_outcome_pairs_over_the_bundled_prms_lm(tmp_path: Path):
+    """From a zero head (every answer alike), Bradley-Terry on 40 pairs teaches it to rank held-out gold traces
+    above corrupted ones; the folder serves through the registry like any ORM."""
+    from ponder.training.verifier_metrics import orm_scores
+    from ponder.verifiers.orm_pooled import FEATURES, TOKEN_MIN, TokenPooledORM
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _gold_and_corrupted("train", 40)))
+    out = tmp_path / "pooled"
+    argv = ["train", "rm", "--output-dir", str(out), "--dataset", str(data), "--head", "token-min"]
+    argv += ["--base-model", str(POLICY.parent / "prm"), "--number-order", "reversed", "--learning-rate", "0.05"]
+    assert ponder([*argv, "--epochs", "10", "--batch-size", "8", "--logging-steps", "10", "--threads", "2"]) == 0
+    sidecar = json.loads((out / "ponder.json").read_text())
+    assert sidecar["kind"] == "orm" and sidecar["format"] == TOKEN_MIN and sidecar["number_order"] == "reversed"
+    assert sidecar["head"]["features"] == list(FEATURES) and any(w != 0 for w in sidecar["head"]["weight"])
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["steps"] == 50 and config["trained_parameters"] == len(FEATURES) + 1
+    assert "--head token-min" in (out / "README.md").read_text()
+    held_out = _gold_and_corrupted("test", 8)
+    records = [{"messages": r["prompt"], "completion": r[side]} for r in held_out for side in ("chosen", "rejected")]
+    scores = orm_scores(out, records)
+    assert sum(good > bad for good, bad in zip(scores[::2], scores[1::2], strict=True)) >= 7
+    assert isinstance(TokenPooledORM(out, device="cpu"), TokenPooledORM)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--loss", "pl"], "no --loss pl, no LoRA"),
+        (["--lora-r", "4"], "no --loss pl, no LoRA"),
+        (["--pool-temperature", "0"], "--pool-temperature must be positive"),
+    ],
+)
+def test_token_min_refuses_what_it_cannot_do(tmp_path: Path, capsys, extra: list[str], message: str):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(_gold_and_corrupted("train", 1)[0]) + "\n")
+    argv = ["train", "rm", "--output-dir", str(tmp_path / "o"), "--dataset", str(data), "--head", "token-min"]
+    assert ponder([*argv, "--base-model", str(POLICY.parent / "prm"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_token_min_needs_a_causal_lm_to_read_with(tmp_path: Path, capsys):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(_gold_and_corrupted("train", 1)[0]) + "\n")
+    argv = ["train", "rm", "--output-dir", str(tmp_path / "o"), "--dataset", str(data), "--head", "token-min"]
+    assert ponder(argv) == 2
+    assert "give it as --base-model" in capsys.readouterr().err
