@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -76,19 +77,38 @@ class GenerativePRM(BatchedStepVerifier):
 
     def features(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
         """Input ids and, per step, the half-open token range [start, end) of the step and its separator."""
+        return self.features_of([(problem, steps)])[0]
+
+    def features_of(
+        self, items: Sequence[tuple[Problem, Sequence[str]]]
+    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """:meth:`features` of many items: each question rendered once, every text tokenized in one call."""
         view = self._view
-        messages = [{**m, "content": view(m["content"])} for m in problem_messages(problem)]
-        prompt = render_prompt(self.tokenizer, messages) + self.think_tags[0]
-        bounds, cursor, text = [], len(prompt), prompt
-        for step in steps:
-            piece = view(step) + self.separator
-            bounds.append((cursor, cursor + len(piece)))
-            cursor += len(piece)
-            text += piece
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        starts = [s for s, _ in enc["offset_mapping"]]
-        spans = [(bisect_left(starts, lo), bisect_left(starts, hi)) for lo, hi in bounds]
-        return list(enc["input_ids"]), spans
+        prompts: dict[str, str] = {}
+        texts, all_bounds = [], []
+        for problem, steps in items:
+            messages = problem_messages(problem)
+            key = json.dumps(messages, sort_keys=True)
+            if key not in prompts:
+                viewed = [{**m, "content": view(m["content"])} for m in messages]
+                prompts[key] = render_prompt(self.tokenizer, viewed) + self.think_tags[0]
+            text = prompts[key]
+            bounds, cursor = [], len(text)
+            for step in steps:
+                piece = view(step) + self.separator
+                bounds.append((cursor, cursor + len(piece)))
+                cursor += len(piece)
+                text += piece
+            texts.append(text)
+            all_bounds.append(bounds)
+        if not texts:
+            return []
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        out = []
+        for ids, offsets, bounds in zip(enc["input_ids"], enc["offset_mapping"], all_bounds, strict=True):
+            starts = [a for a, _ in offsets]
+            out.append((list(ids), [(bisect_left(starts, lo), bisect_left(starts, hi)) for lo, hi in bounds]))
+        return out
 
     def score_batch(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
         """Step scores of (problem, steps) items, synchronously (what the batcher runs).
@@ -97,7 +117,7 @@ class GenerativePRM(BatchedStepVerifier):
         request go through the model as one pass over what they all start with (the question, and often the first
         steps) that every candidate then continues from its cache.
         """
-        feats = [self.features(problem, steps) for problem, steps in items]
+        feats = self.features_of(items)
         out: list[list[float]] = [[] for _ in items]
         first_of: dict[tuple[int, ...], int] = {}
         copies: list[tuple[int, int]] = []
