@@ -209,10 +209,11 @@ def _round(cfg: RFTArgs, out: Path, index: int, policy: str) -> tuple[str, dict[
         "kept": len(kept),
         "kept_rate": round(len(kept) / len(rows), 4),
     }
+    log.info("round %d: %d of %d answers kept (%.1f%%)", index + 1, len(kept), len(rows), 100 * figures["kept_rate"])
     if kept and cfg.replay:
         kept += replay_chats(cfg, index, round(cfg.replay * len(kept)))
         figures["replayed"] = len(kept) - figures["kept"]
-    log.info("round %d: %d of %d answers kept (%.1f%%)", index + 1, len(kept), len(rows), 100 * figures["kept_rate"])
+        log.info("round %d: %d gold-trace chats replayed beside them", index + 1, figures["replayed"])
     if not kept:
         raise TrainingInputError(
             f"round {index + 1}: the search found no answer that --accept {cfg.accept} keeps; raise --samples or "
