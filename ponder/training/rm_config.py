@@ -79,10 +79,11 @@ class VerifierArgs(LoraArgs, OptimArgs, VerifierInputs):
 
 @dataclass
 class RMArgs(VerifierArgs):
-    """Train an outcome reward model (a sequence classifier with one logit, higher is better) on policy samples.
+    """Train an outcome reward model (one score per answer, higher is better) on policy samples or your pairs.
 
     Bradley-Terry (``--loss bt``, TRL's RewardTrainer) on (correct, wrong) pairs of the same prompt, or a
-    Plackett-Luce listwise loss (``--loss pl``) over the ranked samples of each prompt.
+    Plackett-Luce listwise loss (``--loss pl``) over the ranked samples of each prompt, for a sequence classifier;
+    or, with ``--head token-min``, Bradley-Terry for a pooling head over a frozen causal LM's reading of each token.
     """
 
     dataset: str | None = field(
