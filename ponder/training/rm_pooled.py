@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ponder.training.base_model import ensure_chat_template
 from ponder.training.common import TrainingInputError, training_run, write_json
 from ponder.training.config_args import to_cli_flags
 from ponder.training.rm_config import RMArgs
 from ponder.training.verifier_common import arithmetic_sidecar, eval_records
 from ponder.training.verifier_run import Timer, measure_or_card, save_verifier
+from ponder.verifiers.hf import VerifierLoadError
 from ponder.verifiers.orm_pooled import FEATURES, TOKEN_MIN, PoolingHead, SurprisalReader, softmin
 
 log = logging.getLogger("ponder.train.rm")
@@ -34,7 +36,11 @@ def train_pooled_rm(cfg: RMArgs, training_data: Callable[[], tuple[dict[str, Any
         data, pairs = training_data()
         held_out = eval_records(cfg) if cfg.eval_problems and not cfg.dataset else []
         timer.mark("samples")
-        reader = SurprisalReader(cfg.base_model, number_order=cfg.number_order, device="cpu")
+        try:
+            reader = SurprisalReader(cfg.base_model, number_order=cfg.number_order, device="cpu")
+        except VerifierLoadError as exc:
+            raise TrainingInputError(f"--base-model: {exc}") from None
+        ensure_chat_template(reader.tokenizer)  # a base model's tokenizer may have none; the ORM is saved with it
         features, index = read_answers(reader, pairs)
         chosen, rejected = pair_indices(pairs, index, features, cfg.max_length)
         if not chosen:

@@ -2,8 +2,9 @@
 
 The base model is built here and is nothing like the bundled ones: a Qwen2 causal LM with a byte-level BPE
 tokenizer trained on a few sentences, no chat template and no pad token. It is trained as an ORM on preference
-pairs, as a PRM on a Math-Shepherd file (with LoRA) and on a PRM800K file, then served as verifiers of a real
-`ponder serve` process and used by best_of_n requests made through the official openai client.
+pairs (and as a token-pooled ORM on the same pairs), as a PRM on a Math-Shepherd file (with LoRA) and on a PRM800K
+file, then served as verifiers of a real `ponder serve` process and used by best_of_n requests made through the
+official openai client.
 """
 
 from __future__ import annotations
