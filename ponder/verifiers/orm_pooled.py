@@ -132,8 +132,10 @@ class SurprisalReader:
         with self._torch.inference_mode():
             for members in groups.values():
                 ids = [rows[i][0] for i in members]
-                if len(members) > 1 and min(len(r) for r in ids) > 1:
-                    self._read_shared(members, rows, out)
+                # each keeps a token of its own; answers cut from the left to fit may share nothing at all
+                shared = min(common_prefix_len(ids), min(len(r) for r in ids) - 1)
+                if len(members) > 1 and shared > 0:
+                    self._read_shared(members, rows, shared, out)
                 else:
                     alone.extend(members)
             for chunk in length_chunks([len(rows[i][0]) for i in alone], self.max_batch_tokens):
@@ -145,11 +147,10 @@ class SurprisalReader:
                     out[i] = self._features(logits[row, : n - 1], rows[i][0], rows[i][1])
         return out
 
-    def _read_shared(self, members: list[int], rows: list[tuple[list[int], int]], out: list[Any]) -> None:
-        """Read ``members`` (answers to one question) continuing one pass of their common prefix."""
+    def _read_shared(self, members: list[int], rows: list[tuple[list[int], int]], n: int, out: list[Any]) -> None:
+        """Read ``members`` (answers to one question) continuing one pass of their first ``n`` tokens."""
         torch = self._torch
         mine = [rows[i][0] for i in members]
-        n = min(common_prefix_len(mine), min(len(r) for r in mine) - 1)  # each keeps a token of its own
         head = self.model(input_ids=torch.tensor([mine[0][:n]], device=self.device), use_cache=True)
         for chunk in length_chunks([len(r) - n for r in mine], self.max_batch_tokens):
             tails = [mine[c][n:] for c in chunk]

@@ -97,6 +97,19 @@ def test_answers_read_together_equal_answers_read_alone(orm: TokenPooledORM) -> 
         assert features.flatten().tolist() == pytest.approx(alone.flatten().tolist(), abs=1e-4)
 
 
+def test_answers_longer_than_the_context_keep_their_end_and_share_nothing(orm: TokenPooledORM) -> None:
+    """Cut from the left to fit, two long answers to one question need not share a first token: each reads alone."""
+    reader = orm.reader
+    long = ["<think>" + "1+1=2\n" * 60 + "</think>2", "<think>" + "2+2=4\n" * 60 + "</think>4"]
+    (a, start_a), (b, _) = (reader.encode(QUESTION, text) for text in long)
+    assert len(a) == reader.max_len and start_a == 1 and a[0] != b[0]
+    together = reader.read([(QUESTION, text) for text in long])
+    for text, features in zip(long, together, strict=True):
+        (alone,) = reader.read([(QUESTION, text)])
+        assert features.shape == (reader.max_len - 1, len(FEATURES))
+        assert features.flatten().tolist() == pytest.approx(alone.flatten().tolist(), abs=1e-4)
+
+
 async def test_scores_pool_the_features_with_the_head(orm: TokenPooledORM) -> None:
     scores = await orm.score(QUESTION, [*ANSWERS, ANSWERS[0], ""])
     features = orm.reader.read([(QUESTION, a) for a in ANSWERS])
