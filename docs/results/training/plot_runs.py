@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PANELS = (
     ("RFT: SFT loss on kept + replayed answers", ("rft/rounds/1/model",), "loss"),
