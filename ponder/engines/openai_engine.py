@@ -341,7 +341,9 @@ class OpenAIEngine:
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            # Drop idle connections well before the upstream does (uvicorn, and so `vllm serve`, closes them after
+            # 5 s, httpx's own default): reusing one the server is closing at that moment fails the request.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0),
         )
         # Nothing is assumed before start(): every optional feature is off.
         self.capabilities = EngineCapabilities(
