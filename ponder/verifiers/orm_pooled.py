@@ -141,31 +141,44 @@ class SurprisalReader:
             for chunk in length_chunks([len(rows[i][0]) for i in alone], self.max_batch_tokens):
                 chunk = [alone[c] for c in chunk]
                 ids, mask = pad_batch([rows[i][0] for i in chunk], self.tokenizer.pad_token_id, self.device)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                # logits only from the first prediction any answer needs: a large vocabulary over a long
+                # question would otherwise cost gigabytes
+                first = min(rows[i][1] for i in chunk) - 1
+                logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=ids.shape[1] - first).logits
                 for row, i in enumerate(chunk):
-                    n = len(rows[i][0])
-                    out[i] = self._features(logits[row, : n - 1], rows[i][0], rows[i][1])
+                    ids_i, start = rows[i]
+                    out[i] = self._features(logits[row, start - 1 - first : len(ids_i) - 1 - first], ids_i, start)
         return out
 
     def _read_shared(self, members: list[int], rows: list[tuple[list[int], int]], n: int, out: list[Any]) -> None:
         """Read ``members`` (answers to one question) continuing one pass of their first ``n`` tokens."""
         torch = self._torch
         mine = [rows[i][0] for i in members]
-        head = self.model(input_ids=torch.tensor([mine[0][:n]], device=self.device), use_cache=True)
+        # the shared pass keeps the logits of positions first..n-1 only (at least one: 0 would mean all)
+        first = min(n - 1, min(rows[i][1] for i in members) - 1)
+        prefix = torch.tensor([mine[0][:n]], device=self.device)
+        head = self.model(input_ids=prefix, use_cache=True, logits_to_keep=n - first)
         for chunk in length_chunks([len(r) - n for r in mine], self.max_batch_tokens):
             tails = [mine[c][n:] for c in chunk]
             output, _ = continue_batch(self.model, head, n, tails, self.tokenizer.pad_token_id, self.device)
             for row, c in enumerate(chunk):
-                # predictions of tokens 1..n from the shared pass, then of the tail's own tokens after the first
-                logits = torch.cat([head.logits[0], output.logits[row, : len(tails[row]) - 1]])
-                out[members[c]] = self._features(logits, mine[c], rows[members[c]][1])
+                start = rows[members[c]][1]
+                # position p predicts token p + 1: positions start-1 .. n-1 come from the shared pass (row p - first),
+                # the rest from the tail's own pass (row p - n)
+                logits = torch.cat(
+                    [
+                        head.logits[0, max(start - 1, first) - first :],
+                        output.logits[row, max(start - 1 - n, 0) : len(tails[row]) - 1],
+                    ]
+                )
+                out[members[c]] = self._features(logits, mine[c], start)
 
     def _features(self, logits: Any, ids: list[int], start: int) -> Any:
-        """:data:`FEATURES` of tokens ``start..`` of ``ids``; ``logits[t - 1]`` is the prediction of token ``t``."""
+        """:data:`FEATURES` of tokens ``start..`` of ``ids``; ``logits[k]`` is the prediction of token ``start + k``."""
         torch = self._torch
         if start >= len(ids):
             return torch.zeros(0, len(FEATURES))
-        logprobs = logits[start - 1 :].float().log_softmax(-1)
+        logprobs = logits.float().log_softmax(-1)
         targets = torch.tensor(ids[start:], device=logprobs.device)
         taken = logprobs.gather(-1, targets[:, None])[:, 0]
         entropy = -(logprobs.exp() * logprobs).sum(-1)

@@ -89,7 +89,9 @@ def test_answers_read_together_equal_answers_read_alone(orm: TokenPooledORM) -> 
     """The shared pass over a question's common prefix changes nothing; nor does the padding of a batch."""
     reader = orm.reader
     other = [{"role": "user", "content": "What is 7*8?"}]
-    items = [(QUESTION, a) for a in ANSWERS] + [(other, "<think>7*8=56\n</think>56")]
+    # the second question's answers share their first step: the shared pass then runs into the answers
+    alike = ["<think>7*8=56\n</think>56", "<think>7*8=56\n56+0=56\n</think>56", "<think>7*8=54\n</think>54"]
+    items = [(QUESTION, a) for a in ANSWERS] + [(other, a) for a in alike]
     together = reader.read(items)
     for item, features in zip(items, together, strict=True):
         (alone,) = reader.read([item])
