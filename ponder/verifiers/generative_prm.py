@@ -152,18 +152,24 @@ class GenerativePRM(BatchedStepVerifier):
         rows = [feats[i][0] for i in members]
         # every member keeps at least one token of its own after the shared prefix
         n = min(common_prefix_len(rows), min(len(r) for r in rows) - 1)
-        head = self.model(input_ids=torch.tensor([rows[0][:n]], device=self.device), use_cache=True)
-        head_lp = head.logits[0].float().log_softmax(-1)  # row t predicts token t + 1
-        shared = head_lp[:-1].gather(-1, torch.tensor(rows[0][1:n], device=self.device)[:, None])[:, 0]
+        # logits from the first step's first prediction on (the question needs none: a large vocabulary over a long
+        # question would cost gigabytes); members share the question, so n reaches past it
+        first = min(feats[i][1][0][0] for i in members) - 1
+        prefix = torch.tensor([rows[0][:n]], device=self.device)
+        head = self.model(input_ids=prefix, use_cache=True, logits_to_keep=n - first)
+        head_lp = head.logits[0].float().log_softmax(-1)  # row r predicts token first + 1 + r
+        shared = head_lp[:-1].gather(-1, torch.tensor(rows[0][first + 1 : n], device=self.device)[:, None])[:, 0]
         for chunk in length_chunks([len(r) - n for r in rows], self.max_batch_tokens):
             tails = [rows[c][n:] for c in chunk]
             output, ids = continue_batch(self.model, head, n, tails, self.tokenizer.pad_token_id, self.device)
             logprobs = output.logits.float().log_softmax(-1)
             for row, c in enumerate(chunk):
                 rest = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
-                # the logprob of token t (t >= 1) sits at index t - 1, as in _score_alone
+                # the logprob of token t (t > first) sits at index t - 1 - first, as in _score_alone
                 taken = torch.cat([shared, head_lp[-1, ids[row, :1]], rest])
-                out[members[c]] = [math.exp(float(taken[a - 1 : b - 1].sum())) for a, b in feats[members[c]][1]]
+                out[members[c]] = [
+                    math.exp(float(taken[a - 1 - first : b - 1 - first].sum())) for a, b in feats[members[c]][1]
+                ]
 
     def _score_alone(self, todo: list[int], feats: list, out: list[list[float]]) -> None:
         """Score items one padded row each (a lone candidate, or one longer than the context, cut from the left)."""
@@ -176,11 +182,12 @@ class GenerativePRM(BatchedStepVerifier):
         for chunk in length_chunks([len(rows[i]) for i in todo], self.max_batch_tokens):
             chunk = [todo[c] for c in chunk]
             ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.device)
-            logprobs = self.model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            first = min(spans[i][0][0] for i in chunk) - 1  # no logits for the question, as in _score_shared
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=ids.shape[1] - first).logits
+            logprobs = logits.float().log_softmax(-1)  # row r predicts token first + 1 + r
             for row, i in enumerate(chunk):
-                # the logprob of token t is read at position t - 1
-                taken = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
-                out[i] = [math.exp(float(taken[a - 1 : b - 1].sum())) for a, b in spans[i]]
+                taken = logprobs[row, :-1].gather(-1, ids[row, first + 1 :, None])[:, 0]
+                out[i] = [math.exp(float(taken[a - 1 - first : b - 1 - first].sum())) for a, b in spans[i]]
 
     def __repr__(self) -> str:
         return f"GenerativePRM(name={self.name!r}, folder={self.source!r}, number_order={self.number_order!r})"
