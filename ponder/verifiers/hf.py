@@ -165,6 +165,28 @@ def model_max_len(model: Any, tokenizer: Any) -> int:
     return int(min(limit, tok_limit if tok_limit < 1 << 30 else limit))
 
 
+class BatchedOutcomeVerifier:
+    """What a model-backed outcome verifier serves through its :class:`MicroBatcher`: one score per answer.
+
+    A subclass sets ``_batcher``, running its batch scorer over ``(problem, answer)`` items.
+    """
+
+    step_level = False
+    kind = "orm"
+    _batcher: MicroBatcher
+
+    async def score(self, problem: Any, answers: Sequence[str], reference: str | None = None) -> list[float]:
+        """One score per answer (higher is better); ``reference`` is not used (the model judges on its own)."""
+        return await self._batcher.run([(problem, answer) for answer in answers])
+
+    @property
+    def batches_run(self) -> int:
+        return self._batcher.batches
+
+    async def aclose(self) -> None:
+        self._batcher.close()
+
+
 class BatchedStepVerifier:
     """What a model-backed step verifier serves through its :class:`MicroBatcher`: step scores, aggregated scores.
 

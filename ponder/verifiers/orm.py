@@ -10,6 +10,7 @@ from typing import Any
 from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, orm_text
 from ponder.verifiers.hf import (
+    BatchedOutcomeVerifier,
     MicroBatcher,
     VerifierLoadError,
     check_model_folder,
@@ -25,7 +26,7 @@ from ponder.verifiers.hf import (
 )
 
 
-class OutcomeRewardModel:
+class OutcomeRewardModel(BatchedOutcomeVerifier):
     """``AutoModelForSequenceClassification`` from a folder; input is :func:`ponder.verifiers.formats.orm_text`.
 
     One label: the score is the raw logit. Two labels (bad, good): the log-odds ``logit[1] - logit[0]``,
@@ -33,10 +34,6 @@ class OutcomeRewardModel:
     The text is seen in the sidecar's ``number_order`` (``reversed``: every number least significant digit first),
     as it was in training.
     """
-
-    step_level = False
-
-    kind = "orm"
 
     def __init__(
         self, folder: str | Path, *, name: str = "orm", device: str | None = None, max_batch_tokens: int = 16384
@@ -121,17 +118,6 @@ class OutcomeRewardModel:
         values = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
         for i, value in zip(which, values.tolist(), strict=True):
             scores[i] = float(value)
-
-    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
-        """One logit per answer; ``reference`` is not used (the model judges on its own)."""
-        return await self._batcher.run([(problem, answer) for answer in answers])
-
-    @property
-    def batches_run(self) -> int:
-        return self._batcher.batches
-
-    async def aclose(self) -> None:
-        self._batcher.close()
 
     def __repr__(self) -> str:
         return f"OutcomeRewardModel(name={self.name!r}, folder={self.source!r}, device={self.device!r})"

@@ -12,6 +12,7 @@ from typing import Any
 from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
+    BatchedOutcomeVerifier,
     MicroBatcher,
     VerifierLoadError,
     check_model_folder,
@@ -193,17 +194,13 @@ class SurprisalReader:
         ).cpu()
 
 
-class TokenPooledORM:
+class TokenPooledORM(BatchedOutcomeVerifier):
     """The ORM ``ponder train rm --head token-min`` writes: :class:`SurprisalReader` features, a :class:`PoolingHead`.
 
     Trained on outcome labels only (Bradley-Terry on right vs wrong answers of the same question), over a frozen
     causal LM that reads the question and the answer as text: the head learns which of the LM's surprises decide an
     answer's fate, and the soft minimum lets one wrong digit anywhere sink it.
     """
-
-    step_level = False
-
-    kind = "orm"
 
     def __init__(
         self, folder: str | Path, *, name: str = "orm", device: str | None = None, max_batch_tokens: int = 16384
@@ -242,17 +239,6 @@ class TokenPooledORM:
 
     def _pool(self, features: Any) -> float:
         return float(self.head.pool(features)) if len(features) else EMPTY_SCORE
-
-    async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
-        """One score per answer (higher is better); ``reference`` is not used (the model judges on its own)."""
-        return await self._batcher.run([(problem, answer) for answer in answers])
-
-    @property
-    def batches_run(self) -> int:
-        return self._batcher.batches
-
-    async def aclose(self) -> None:
-        self._batcher.close()
 
     def __repr__(self) -> str:
         return f"TokenPooledORM(name={self.name!r}, folder={self.source!r}, device={self.reader.device!r})"
