@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.training.base_model import ensure_chat_template
-from ponder.training.common import TrainingInputError, training_run, write_json
+from ponder.training.common import TrainingInputError, training_run
 from ponder.training.config_args import to_cli_flags
 from ponder.training.rm_config import RMArgs
 from ponder.training.verifier_common import arithmetic_sidecar, eval_records
@@ -75,10 +75,8 @@ def train_pooled_rm(cfg: RMArgs, training_data: Callable[[], tuple[dict[str, Any
             steps=steps,
             seconds=timer.seconds(),
             metrics={"train_loss": history[-1]["loss"], "train_pair_accuracy": history[-1]["pair_accuracy"]},
+            trained_parameters=len(FEATURES) + 1,  # the LM is frozen: only the head learns
         )
-        config = json.loads((out / "training_config.json").read_text())
-        config["trained_parameters"] = len(FEATURES) + 1  # the LM is frozen: only the head learns
-        write_json(out / "training_config.json", config)
         measure_or_card(cfg, "orm", out, held_out, timer, log)
         log.info("saved %s (%d head steps, %.1f min)", out, len(history), timer.seconds()["total"] / 60)
     return out

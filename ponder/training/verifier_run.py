@@ -109,8 +109,10 @@ def save_verifier(
     steps: int,
     seconds: dict[str, float],
     metrics: dict[str, Any],
+    trained_parameters: int | None = None,
 ) -> None:
-    """Weights, tokenizer (with its chat template), ``ponder.json`` and ``training_config.json``."""
+    """Weights, tokenizer (with its chat template), ``ponder.json`` and ``training_config.json``
+    (``trained_parameters``: recorded when fewer than the model's parameters learned, as with a frozen body)."""
     import torch
 
     model.save_pretrained(str(out))
@@ -125,6 +127,7 @@ def save_verifier(
             "args": dataclasses.asdict(cfg),
             "data": data,
             "parameters": sum(p.numel() for p in model.parameters()),
+            **({"trained_parameters": trained_parameters} if trained_parameters is not None else {}),
             "steps": steps,
             "seconds": seconds,
             "threads": torch.get_num_threads(),
