@@ -106,9 +106,11 @@ class SurprisalReader:
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
-        vocab = self.tokenizer.get_vocab().values()
-        # a token that holds a newline ends a step (the policy writes one step per line)
-        self._ends_step = {i for i in vocab if "\n" in self.tokenizer.decode([i])}
+        vocab = list(self.tokenizer.get_vocab().values())
+        # a token that holds a newline ends a step (the policy writes one step per line); one batched decode, as a
+        # real model's vocabulary has 100k+ entries
+        texts = self.tokenizer.batch_decode([[i] for i in vocab])
+        self._ends_step = {i for i, text in zip(vocab, texts, strict=True) if "\n" in text}
 
     def encode(self, problem: Problem, answer: str) -> tuple[list[int], int]:
         """Token ids of the pair, left-truncated to the context, and the index of the answer's first token."""
