@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from ponder.core.aggregate import aggregate
 from ponder.core.protocols import Problem
 from ponder.core.reasoning import THINK_CLOSE
+from ponder.core.streams import collect
 from ponder.core.types import (
     EngineCapabilities,
     Prompt,
@@ -17,7 +18,7 @@ from ponder.core.types import (
     SamplingParams,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs, collect, resolve_max_tokens
+from ponder.engines.base import check_logprobs, resolve_max_tokens
 from ponder.strategies.steps import StepFormat
 
 Responder = Callable[[Prompt, SamplingParams, int], str]

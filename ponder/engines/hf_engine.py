@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ponder.core.errors import EngineError, InvalidRequestError, PonderError, PromptTooLongError
+from ponder.core.streams import collect
 from ponder.core.types import (
     EngineCapabilities,
     FinishReason,
@@ -43,7 +44,6 @@ from ponder.engines import hf_grammar
 from ponder.engines.base import (
     check_logprobs,
     checked_ids,
-    collect,
     max_prompt_chars,
     render_chat,
     resolve_max_tokens,

@@ -52,6 +52,7 @@ from ponder.core.errors import (
     UpstreamError,
 )
 from ponder.core.reasoning import THINK_CLOSE, THINK_OPEN
+from ponder.core.streams import collect
 from ponder.core.types import (
     EngineCapabilities,
     FinishReason,
@@ -62,7 +63,7 @@ from ponder.core.types import (
     StructuredOutput,
     TokenLogprob,
 )
-from ponder.engines.base import check_logprobs, collect, copied_deltas, copies, greedy_fan_out
+from ponder.engines.base import check_logprobs, copied_deltas, copies, greedy_fan_out
 
 log = logging.getLogger("ponder.engines.openai")
 

@@ -12,7 +12,7 @@ from pydantic import Field
 from ponder.core.types import Budget
 from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct, rank_key
 from ponder.strategies.registry import register
-from ponder.strategies.sampling import draw
+from ponder.strategies.sampling import draw, draw_scored
 from ponder.strategies.scoring import score_candidates
 from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import tally
@@ -76,7 +76,7 @@ class BestOfNResult(StrategyResult):
 
 @register("best_of_n")
 class BestOfN(Strategy):
-    """Best-of-N reranking: draw N solutions in one batched engine call, score them in one verifier call.
+    """Best-of-N reranking: draw N solutions in one batched engine call, score each as soon as it finishes.
 
     ``best`` keeps the highest-scored solution (Cobbe et al. 2021, "Training Verifiers to Solve Math Word
     Problems"); ``weighted`` sums the scores of the solutions sharing an extracted answer and keeps the
@@ -109,6 +109,11 @@ class BestOfN(Strategy):
             "auto",
             description="weighted only: scores -> weights; auto applies a sigmoid when a score lies outside [0, 1].",
         )
+        score_early: bool = Field(
+            True,
+            description="Score each solution as soon as it finishes, while the others are still generated "
+            "(streamed from the engine); false: one verifier call once all are done.",
+        )
         batch_size: int | None = Field(
             None,
             ge=1,
@@ -125,10 +130,14 @@ class BestOfN(Strategy):
         pool: list[Candidate] = []
         while len(pool) < total:
             params = search.request.params
-            batch = await draw(search, params, min(chunk, total - len(pool)), o.answer_extraction, first=not pool)
+            size = min(chunk, total - len(pool))
+            if o.score_early:
+                batch = await draw_scored(search, params, size, o.answer_extraction, o.aggregation, first=not pool)
+            else:
+                batch = await draw(search, params, size, o.answer_extraction, first=not pool)
+                await score_candidates(search.verifier, search.request, batch, o.aggregation)
             if not batch:
                 break  # keep the chunks already scored
-            await score_candidates(search.verifier, search.request, batch, o.aggregation)
             pool += batch
             best = max(batch, key=rank_key)
             done = "" if chunk >= total else f" ({len(pool)} of {total})"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ponder.core.protocols import Engine, Problem, StepVerifier, Verifier, is_step_verifier
+from ponder.core.streams import collect
 from ponder.core.types import Budget, Prompt, Sample, SampleDelta, SamplingParams
 
 
@@ -185,9 +186,19 @@ class MeteredEngine:
         self.model_id = engine.model_id
         self.capabilities = engine.capabilities
 
-    async def generate(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
-        """Whole solutions; ``n`` may come back smaller when the sample budget is nearly spent."""
-        return await self._call(prompt, params, n, step=False)
+    async def generate(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        n: int = 1,
+        on_finish: Callable[[int, Sample], None] | None = None,
+    ) -> list[Sample]:
+        """Whole solutions; ``n`` may come back smaller when the sample budget is nearly spent.
+
+        With ``on_finish`` the samples are streamed from the engine and each is handed to it as soon as it
+        finishes (a sample the deadline cuts is not: it comes back in the list only).
+        """
+        return await self._call(prompt, params, n, step=False, on_finish=on_finish)
 
     async def extend(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
         """One more step from ``prompt.prefix``: generation stops at the separator (kept off the text)."""
@@ -201,11 +212,23 @@ class MeteredEngine:
             except CeilingBusy:
                 await self.meter.freed()
 
-    async def _call(self, prompt: Prompt, params: SamplingParams, n: int, *, step: bool) -> list[Sample]:
+    async def _call(
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        n: int,
+        *,
+        step: bool,
+        on_finish: Callable[[int, Sample], None] | None = None,
+    ) -> list[Sample]:
         params, n = await self._admit(params, n)
         held = self.meter.reserve(params, n, samples=n)
         try:
-            samples = self.meter.cut(await self._engine.generate(prompt, params, n))
+            if on_finish is None:
+                drawn = await self._engine.generate(prompt, params, n)
+            else:
+                drawn = await collect(self._engine.stream(prompt, params, n), params, n, on_finish)
+            samples = self.meter.cut(drawn)
         finally:
             self.meter.release(held, samples=n)
         finished = sum(not is_step_end(x, self.separator) for x in samples) if step else len(samples)

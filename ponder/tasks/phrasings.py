@@ -141,6 +141,51 @@ TRAIN_SYSTEM = (
 )
 HELD_OUT_SYSTEM = ("You are a careful calculator.", "Reply with the answer.")
 
+# The wide set: who the assistant is, then zero to two instructions, as deployments write them. Five prompts taught
+# the policy those five strings; held out, a new one cost it 6.5 points (docs/results/policy.md).
+_SYSTEM_PERSONAS = (
+    "You are a helpful assistant.",
+    "You are a math tutor.",
+    "You are Ponder, an assistant that does arithmetic.",
+    "You are an AI assistant.",
+    "You are a friendly chatbot.",
+    "You are a teacher helping a student.",
+    "You are an expert mathematician.",
+    "You are a precise assistant.",
+    "You are a large language model trained to help people.",
+    "You help students with homework.",
+    "You are a support agent.",
+    "You are a coding assistant.",
+    "You are a patient, kind helper.",
+    "You are an accountant.",
+    "You are Max, a virtual assistant.",
+    "",
+)
+_SYSTEM_INSTRUCTIONS = (
+    "Answer concisely.",
+    "Be brief and exact.",
+    "Think step by step.",
+    "Keep answers short.",
+    "Double-check your work.",
+    "Respond in English.",
+    "Be polite.",
+    "Give only the final number.",
+    "Explain your reasoning.",
+    "Today is Monday.",
+    "Current date: 2025-03-14.",
+    "Do not make things up.",
+    "Use plain text.",
+    "Be accurate.",
+    "Always be honest.",
+)
+
+
+def wide_system_prompt(rng: random.Random) -> str:
+    """A system prompt drawn from personas and instructions (none of them held out), never empty."""
+    parts = [rng.choice(_SYSTEM_PERSONAS), *rng.sample(_SYSTEM_INSTRUCTIONS, rng.randint(0, 2))]
+    text = " ".join(p for p in parts if p)
+    return text or rng.choice(TRAIN_SYSTEM)
+
 
 def expression_text(expression: str, rng: random.Random) -> str:
     """``expression`` as a person might type it: spaced or not, ``x`` or words for the operators."""

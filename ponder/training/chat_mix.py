@@ -14,6 +14,7 @@ from ponder.tasks.phrasings import (
     off_topic_prompt,
     rephrase,
     two_term_problem,
+    wide_system_prompt,
 )
 from ponder.tasks.traces import THINK_CLOSE, THINK_OPEN
 
@@ -29,6 +30,7 @@ class ChatMix:
     system: float = 0.0  # chats that open with a system prompt
     two_term: float = 0.0  # extra two-term sums with one- and two-digit numbers mixed
     off_topic: float = 0.0  # extra prompts that are not arithmetic, answered with the refusal
+    wide_system: bool = False  # system prompts composed from many personas and instructions, not the five fixed ones
 
     def check(self) -> None:
         """ValueError naming the first fraction outside [0, 1]."""
@@ -59,8 +61,12 @@ def asked(problem: Problem, rng: random.Random, natural: float) -> Problem:
     return rephrase(problem, rng, TRAIN_QUESTIONS) if rng.random() < natural else problem
 
 
+def _system_prompt(rng: random.Random, mix: ChatMix) -> str:
+    return wide_system_prompt(rng) if mix.wide_system else rng.choice(TRAIN_SYSTEM)
+
+
 def _chat(user: str, answer: str, rng: random.Random, mix: ChatMix) -> list[dict[str, str]]:
-    system = [{"role": "system", "content": rng.choice(TRAIN_SYSTEM)}] if rng.random() < mix.system else []
+    system = [{"role": "system", "content": _system_prompt(rng, mix)}] if rng.random() < mix.system else []
     return [*system, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 

@@ -76,6 +76,7 @@ def chat_mix(cfg: SFTArgs) -> ChatMix:
         system=cfg.system_fraction,
         two_term=cfg.two_term_fraction,
         off_topic=cfg.off_topic_fraction,
+        wide_system=cfg.wide_system_prompts,
     )
 
 

@@ -55,6 +55,13 @@ class SFTInputs:
     system_fraction: float = field(
         default=0.0, metadata=arg("Generated data: fraction of chats that open with a system prompt.")
     )
+    wide_system_prompts: bool = field(
+        default=False,
+        metadata=arg(
+            "Generated data: compose system prompts from many personas and instructions instead of drawing one "
+            "of five fixed ones."
+        ),
+    )
     two_term_fraction: float = field(
         default=0.0,
         metadata=arg(

@@ -20,6 +20,7 @@ from ponder.tasks.phrasings import (
     off_topic_prompt,
     rephrase,
     two_term_problem,
+    wide_system_prompt,
 )
 from ponder.training.chat_mix import ChatMix, extra_seeds, mixed_chats, refusal_turn
 from ponder.training.phrasing_eval import is_refusal, well_formed
@@ -31,6 +32,25 @@ def test_held_out_wordings_never_reach_training():
     assert not set(HELD_OUT_QUESTIONS) & set(TRAIN_QUESTIONS)
     assert not set(HELD_OUT_OFF_TOPIC) & set(TRAIN_OFF_TOPIC)
     assert not set(HELD_OUT_SYSTEM) & set(TRAIN_SYSTEM)
+
+
+def test_wide_system_prompts_are_many_and_never_held_out():
+    rng = random.Random(0)
+    drawn = [wide_system_prompt(rng) for _ in range(2000)]
+    assert len(set(drawn)) > 500 and all(drawn)
+    assert not set(drawn) & set(HELD_OUT_SYSTEM)
+    held_out_words = {"careful", "calculator", "reply"}
+    assert not any(held_out_words & set(re.findall(r"[a-z]+", p.lower())) for p in drawn)
+
+
+def test_the_wide_mix_opens_its_system_chats_with_composed_prompts():
+    problems = generate_problems("train", 200)
+    narrow = mixed_chats(problems, "train", ChatMix(system=0.5))
+    wide = mixed_chats(problems, "train", ChatMix(system=0.5, wide_system=True))
+    systems = [c[0]["content"] for c in wide if c[0]["role"] == "system"]
+    assert 60 < len(systems) < 140 and len(set(systems)) > 50
+    assert {c[0]["content"] for c in narrow if c[0]["role"] == "system"} <= set(TRAIN_SYSTEM)
+    assert [c[-2:] for c in wide] == [c[-2:] for c in narrow]  # the same questions and answers
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -1,6 +1,8 @@
-"""best_of_n: one batched draw and one batched score; argmax or score-sum per answer; chunks survive a budget cut."""
+"""best_of_n: one batched draw, scored as solutions finish; argmax or score-sum per answer; chunks survive a budget cut."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from pydantic import ValidationError
@@ -11,7 +13,7 @@ from ponder.strategies import registry
 from ponder.strategies.base import StrategyRequest
 from ponder.strategies.best_of_n import BestOfN, BestOfNResult, vote_weights
 from ponder.strategies.trace import Trace
-from ponder.testing import FakeEngine, RulePRM, TableVerifier, tag
+from ponder.testing import FakeEngine, RulePRM, TableVerifier, after_think, tag
 
 PROMPT = Prompt.chat([{"role": "user", "content": "What is 467+934?"}])
 
@@ -133,7 +135,8 @@ async def test_step_verifier_aggregation_decides_the_winner(aggregation, winner)
     verifier = RulePRM(float, name="steps", steps_only=True)
     result = await bon(aggregation=aggregation).run(request(), FakeEngine(responder), verifier, Budget(max_samples=4))
     assert result.choices[0].answer == winner
-    assert len(verifier.calls) == 1 and verifier.calls[0] == [solutions[n] for n in names]
+    # Scored as they finish: the three two-step solutions in one call, the four-step one when it ends.
+    assert verifier.calls == [[solutions[n] for n in names[:3]], [solutions["d"]]]
     assert result.choices[0].step_scores == [float(s) for s in solutions[winner]]
 
 
@@ -225,3 +228,82 @@ def test_bad_options_are_errors(options, field):
     with pytest.raises(ValidationError) as err:
         BestOfN.from_request(options)
     assert err.value.errors()[0]["loc"] == (field,)
+
+
+class EngineWatchingVerifier(TableVerifier):
+    """Records, per call, how many engine calls were still generating when it was asked to score."""
+
+    def __init__(self, engine: FakeEngine, table) -> None:
+        super().__init__(table, key=lambda a: after_think(a))
+        self.engine = engine
+        self.engine_active: list[int] = []
+
+    async def score(self, problem, answers, reference=None):
+        self.engine_active.append(self.engine.active)
+        return await super().score(problem, answers, reference)
+
+
+def lengths(texts):
+    """Responder: sample ``index`` thinks ``texts[index]`` and answers its index."""
+    return lambda prompt, params, index: f"<think>{texts[index]}\n</think>{index}"
+
+
+async def test_early_finishers_are_scored_while_the_rest_still_generate():
+    engine = FakeEngine(lengths(["a", "a b c d e f", "a b"]), token_delay=0.01)
+    verifier = EngineWatchingVerifier(engine, {"0": 0.1, "1": 0.9, "2": 0.5})
+    trace = Trace(keep=True)
+    result = await bon(n_samples=3).run(request(), engine, verifier, Budget(), trace)
+    assert [[after_think(a) for a in call] for call in verifier.calls] == [["0"], ["2"], ["1"]]
+    assert verifier.engine_active == [1, 1, 0]  # the last one is scored after the call returned
+    assert result.choices[0].answer == "1" and result.choices[0].score == 0.9
+    assert [c.answer for c in trace.candidates] == ["0", "1", "2"]  # on the trace in sample order
+    assert [c.id for c in trace.candidates] == [0, 1, 2]
+    assert result.spent.verifier_calls == 3 and result.spent.engine_calls == 1
+
+
+async def test_score_early_off_scores_once_after_the_call():
+    engine = FakeEngine(lengths(["a", "a b c d e f", "a b"]), token_delay=0.01)
+    verifier = EngineWatchingVerifier(engine, {"0": 0.1, "1": 0.9, "2": 0.5})
+    result = await bon(n_samples=3, score_early=False).run(request(), engine, verifier, Budget())
+    assert verifier.engine_active == [0] and len(verifier.calls[0]) == 3
+    assert result.choices[0].answer == "1"
+
+
+async def test_a_solution_cut_by_the_deadline_is_scored_after_the_call():
+    engine = FakeEngine(lengths(["a", " ".join(["w"] * 400)]), token_delay=0.005)
+    verifier = TableVerifier({"0": 0.3}, default=0.8)
+    result = await bon(n_samples=2).run(request(), engine, verifier, Budget(max_seconds=0.5))
+    assert result.exhausted == "max_seconds"
+    assert verifier.calls[0] == ["<think>a\n</think>0"]
+    [[cut]] = verifier.calls[1:]
+    assert cut.startswith("<think>w w") and "</think>" not in cut
+    scored = {c.finish_reason: c.score for c in result.trace.candidates}
+    assert scored == {"stop": 0.3, "length": 0.8}
+    assert engine.active == 0
+
+
+async def test_an_engine_failure_leaves_no_scoring_behind():
+    class Failing(FakeEngine):
+        async def stream(self, prompt, params, n=1):
+            async for delta in super().stream(prompt, params, n):
+                if delta.index == 1 and delta.finish_reason:  # sample 0 is being scored by now
+                    raise RuntimeError("engine died")
+                yield delta
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    class Slow(TableVerifier):
+        async def score(self, problem, answers, reference=None):
+            started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return [0.0] * len(answers)
+
+    engine = Failing(lengths(["a", "a b c"]), token_delay=0.01)
+    with pytest.raises(RuntimeError, match="engine died"):
+        await bon(n_samples=2).run(request(), engine, Slow({}, default=0.0), Budget())
+    await asyncio.sleep(0)
+    assert started.is_set() and cancelled.is_set()
