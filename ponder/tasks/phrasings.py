@@ -66,6 +66,53 @@ HELD_OUT_QUESTIONS = (
     "Hi! {e}?",
 )
 
+# The wide set: an opener, a request around the expression, a closer, composed. A fixed list of training wordings
+# taught the policy those wordings; a new one cost it 4-8 points (docs/results/policy.md). None of the held-out
+# wordings' verbs or openers appear here ("figure out", "determine", "help me with", "equals what", "so", "hi").
+_WIDE_OPENERS = ("", "", "", "Hey, ", "Hello. ", "Quick one: ", "OK, ", "Question: ", "Hmm, ", "Excuse me, ", "Yo ")
+_WIDE_REQUESTS = (
+    "what is {e}",
+    "what's {e}",
+    "whats {e}",
+    "compute {e}",
+    "calculate {e}",
+    "evaluate {e}",
+    "work out {e}",
+    "solve {e}",
+    "find {e}",
+    "how much is {e}",
+    "how much does {e} make",
+    "what does {e} come to",
+    "what does {e} give",
+    "give me {e}",
+    "tell me the value of {e}",
+    "can you do {e}",
+    "could you compute {e}",
+    "would you calculate {e}",
+    "I need {e}",
+    "I need the result of {e}",
+    "what would {e} be",
+    "what is the value of {e}",
+    "compute the value of {e}",
+    "what's the sum {e}",
+    "the answer to {e}",
+    "{e}",
+    "{e} is",
+    "{e} makes",
+    "my homework says {e}",
+    "check this: {e}",
+)
+_WIDE_CLOSERS = ("", "?", "?", ".", "!", " please", ", please?", " for me?", " thanks", "??", " - thanks!", "\nThanks.")
+
+
+def wide_question(rng: random.Random) -> str:
+    """A question template (``{e}`` for the expression) composed of an opener, a request and a closer."""
+    request = rng.choice(_WIDE_REQUESTS)
+    opener = rng.choice(_WIDE_OPENERS)
+    text = opener + (request if opener else request[0].upper() + request[1:])
+    return text + rng.choice(_WIDE_CLOSERS)
+
+
 _NOUNS = ("the sea", "autumn", "a cat", "my garden", "coffee", "the moon", "friendship", "an old house", "rain", "dogs")
 _COUNTRIES = ("France", "Japan", "Brazil", "Kenya", "Canada", "Norway", "India", "Peru")
 _CONCEPTS = ("love", "gravity", "democracy", "photosynthesis", "a black hole", "machine learning", "jazz", "inflation")

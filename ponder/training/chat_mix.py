@@ -14,6 +14,7 @@ from ponder.tasks.phrasings import (
     off_topic_prompt,
     rephrase,
     two_term_problem,
+    wide_question,
     wide_system_prompt,
 )
 from ponder.tasks.traces import THINK_CLOSE, THINK_OPEN
@@ -31,6 +32,7 @@ class ChatMix:
     two_term: float = 0.0  # extra two-term sums with one- and two-digit numbers mixed
     off_topic: float = 0.0  # extra prompts that are not arithmetic, answered with the refusal
     wide_system: bool = False  # system prompts composed from many personas and instructions, not the five fixed ones
+    wide_questions: bool = False  # half the natural questions composed from openers, requests and closers
 
     def check(self) -> None:
         """ValueError naming the first fraction outside [0, 1]."""
@@ -56,9 +58,16 @@ def extra_seeds(split: str, count: int, offset: int = 0) -> range:
     return range(start, start + count)
 
 
-def asked(problem: Problem, rng: random.Random, natural: float) -> Problem:
-    """``problem`` as asked: in a training wording with probability ``natural``, else in reasoning-gym's."""
-    return rephrase(problem, rng, TRAIN_QUESTIONS) if rng.random() < natural else problem
+def asked(problem: Problem, rng: random.Random, natural: float, wide: bool = False) -> Problem:
+    """``problem`` as asked: in a training wording with probability ``natural``, else in reasoning-gym's.
+
+    With ``wide`` half the training wordings are composed (``wide_question``) rather than drawn from the fixed list.
+    """
+    if rng.random() >= natural:
+        return problem
+    if wide and rng.random() < 0.5:
+        return rephrase(problem, rng, (wide_question(rng),))
+    return rephrase(problem, rng, TRAIN_QUESTIONS)
 
 
 def _system_prompt(rng: random.Random, mix: ChatMix) -> str:
@@ -81,7 +90,7 @@ def mixed_chats(problems: list[Problem], split: str, mix: ChatMix, offset: int =
     for seed in extra_seeds(split, round(mix.two_term * len(problems)), offset):
         seeded.append((two_term_problem(split, seed), random.Random(f"{split}:{seed}:two_term")))
     for p, rng in seeded:
-        chats.append(_chat(asked(p, rng, mix.natural).question, render_trace(p), rng, mix))
+        chats.append(_chat(asked(p, rng, mix.natural, mix.wide_questions).question, render_trace(p), rng, mix))
     for i in range(offset, offset + round(mix.off_topic * len(problems))):
         rng = random.Random(f"{split}:{i}:off_topic")
         chats.append(_chat(off_topic_prompt(rng, TRAIN_OFF_TOPIC), refusal_turn(), rng, mix))

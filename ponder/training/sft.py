@@ -77,6 +77,7 @@ def chat_mix(cfg: SFTArgs) -> ChatMix:
         two_term=cfg.two_term_fraction,
         off_topic=cfg.off_topic_fraction,
         wide_system=cfg.wide_system_prompts,
+        wide_questions=cfg.wide_questions,
     )
 
 

@@ -55,6 +55,13 @@ class SFTInputs:
     system_fraction: float = field(
         default=0.0, metadata=arg("Generated data: fraction of chats that open with a system prompt.")
     )
+    wide_questions: bool = field(
+        default=False,
+        metadata=arg(
+            "Generated data: ask half the natural questions in wordings composed from openers, requests and "
+            "closers instead of the fixed training wordings."
+        ),
+    )
     wide_system_prompts: bool = field(
         default=False,
         metadata=arg(

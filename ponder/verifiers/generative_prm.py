@@ -13,6 +13,7 @@ from ponder.core.reasoning import THINK_TAGS
 from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
+    DEFAULT_THREADS,
     BatchedStepVerifier,
     MicroBatcher,
     VerifierLoadError,
@@ -50,6 +51,7 @@ class GenerativePRM(BatchedStepVerifier):
         aggregation: str = "min",
         device: str | None = None,
         max_batch_tokens: int = 16384,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         import torch
 
@@ -73,7 +75,7 @@ class GenerativePRM(BatchedStepVerifier):
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
-        self._batcher = MicroBatcher(self.score_batch, name=f"genprm-{name}")
+        self._batcher = MicroBatcher(self.score_batch, name=f"genprm-{name}", threads=threads)
 
     def features(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
         """Input ids and, per step, the half-open token range [start, end) of the step and its separator."""

@@ -220,17 +220,39 @@ class BatchedStepVerifier:
         self._batcher.close()
 
 
+DEFAULT_THREADS = 1  # torch threads of a verifier's forward passes, unless its spec says ``threads=N``
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 class MicroBatcher:
     """Runs ``fn(items) -> results`` in one worker thread, merging the items of concurrent calls into one batch.
 
-    One thread per model keeps concurrent requests from oversubscribing the CPU (torch already uses all cores
-    per forward pass); while a batch runs, new calls queue up and go together in the next one.
+    One thread per model keeps concurrent requests from oversubscribing the CPU; while a batch runs, new calls
+    queue up and go together in the next one. That thread's forward passes use ``threads`` torch threads (the
+    setting is per thread, so the engine's own keep theirs). One by default: the engine generates on the same
+    cores, and a second multi-threaded pool waits on a busy core at every barrier (docs/results/verifiers.md).
     """
 
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_items: int = 64, name: str = "verifier") -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        *,
+        max_items: int = 64,
+        name: str = "verifier",
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"verifier threads must be at least 1, got {threads}")
         self._fn = fn
         self._max_items = max_items
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=name, initializer=_set_torch_threads, initargs=(threads,)
+        )
         self._queue: list[tuple[Any, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self.batches = 0  # forward batches run so far (tests and metrics)

@@ -10,6 +10,7 @@ from typing import Any
 from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, orm_text
 from ponder.verifiers.hf import (
+    DEFAULT_THREADS,
     BatchedOutcomeVerifier,
     MicroBatcher,
     VerifierLoadError,
@@ -36,7 +37,13 @@ class OutcomeRewardModel(BatchedOutcomeVerifier):
     """
 
     def __init__(
-        self, folder: str | Path, *, name: str = "orm", device: str | None = None, max_batch_tokens: int = 16384
+        self,
+        folder: str | Path,
+        *,
+        name: str = "orm",
+        device: str | None = None,
+        max_batch_tokens: int = 16384,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         import torch
 
@@ -60,7 +67,7 @@ class OutcomeRewardModel(BatchedOutcomeVerifier):
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
-        self._batcher = MicroBatcher(self.score_batch, name=f"orm-{name}")
+        self._batcher = MicroBatcher(self.score_batch, name=f"orm-{name}", threads=threads)
 
     def encode(self, problem: Problem, answer: str) -> list[int]:
         """Token ids of one (problem, answer) pair, left-truncated to the model's context."""

@@ -12,6 +12,7 @@ from typing import Any
 from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
+    DEFAULT_THREADS,
     BatchedOutcomeVerifier,
     MicroBatcher,
     VerifierLoadError,
@@ -205,7 +206,13 @@ class TokenPooledORM(BatchedOutcomeVerifier):
     """
 
     def __init__(
-        self, folder: str | Path, *, name: str = "orm", device: str | None = None, max_batch_tokens: int = 16384
+        self,
+        folder: str | Path,
+        *,
+        name: str = "orm",
+        device: str | None = None,
+        max_batch_tokens: int = 16384,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         self.name = name
         self.folder = check_model_folder(folder)
@@ -223,7 +230,7 @@ class TokenPooledORM(BatchedOutcomeVerifier):
             )
         except ValueError as exc:
             raise VerifierLoadError(f"{self.folder}: {exc}") from None
-        self._batcher = MicroBatcher(self.score_batch, name=f"orm-{name}")
+        self._batcher = MicroBatcher(self.score_batch, name=f"orm-{name}", threads=threads)
 
     def score_batch(self, items: Sequence[tuple[Problem, str]]) -> list[float]:
         """Scores of (problem, answer) items, synchronously (what the batcher runs); identical items read once."""
@@ -246,10 +253,12 @@ class TokenPooledORM(BatchedOutcomeVerifier):
         return f"TokenPooledORM(name={self.name!r}, folder={self.source!r}, device={self.reader.device!r})"
 
 
-def open_orm(folder: str | Path, *, name: str = "orm", device: str | None = None) -> Any:
+def open_orm(
+    folder: str | Path, *, name: str = "orm", device: str | None = None, threads: int = DEFAULT_THREADS
+) -> Any:
     """The outcome model a folder holds: a :class:`TokenPooledORM`, or a sequence-classification ORM."""
     if read_sidecar(check_model_folder(folder)).get("format") == TOKEN_MIN:
-        return TokenPooledORM(folder, name=name, device=device)
+        return TokenPooledORM(folder, name=name, device=device, threads=threads)
     from ponder.verifiers.orm import OutcomeRewardModel
 
-    return OutcomeRewardModel(folder, name=name, device=device)
+    return OutcomeRewardModel(folder, name=name, device=device, threads=threads)

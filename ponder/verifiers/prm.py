@@ -11,6 +11,7 @@ from ponder.core.reasoning import THINK_TAGS
 from ponder.verifiers.base import Problem, problem_messages, problem_text
 from ponder.verifiers.formats import prm_features, render_prompt
 from ponder.verifiers.hf import (
+    DEFAULT_THREADS,
     BatchedStepVerifier,
     MicroBatcher,
     VerifierLoadError,
@@ -76,6 +77,7 @@ class ProcessRewardModel(BatchedStepVerifier):
         aggregation: str = "min",
         device: str | None = None,
         max_batch_tokens: int = 16384,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         import torch
 
@@ -99,7 +101,7 @@ class ProcessRewardModel(BatchedStepVerifier):
         self.max_batch_tokens = max_batch_tokens
         self._read = self._reader()
         self._torch = torch
-        self._batcher = MicroBatcher(self._forward, name=f"prm-{name}")
+        self._batcher = MicroBatcher(self._forward, name=f"prm-{name}", threads=threads)
 
     def _reader(self) -> Any:
         """The function turning one row of logits (seq, labels) at the step positions into step scores."""

@@ -5,7 +5,8 @@ Grammar (one spec per ``--verifier``)::
     prm=models/prm                      a model folder; kind from its ponder.json or config.json architectures
     orm=models/orm:orm                  or a kind: orm, prm, prm-generative (ponder train genprm), prm-step-tag
                                         (Math-Shepherd), prm-qwen (Qwen2.5-Math-PRM)
-    prm=models/prm:prm,agg=last,device=cpu   options after the kind: agg (PRM step aggregation), device
+    prm=models/prm:prm,agg=last,device=cpu   options after the kind: agg (PRM step aggregation), device, threads
+                                        (torch threads of its forward passes, default 1)
     safety=policy.yaml                  a .yaml / .yml / .json file is a content policy (kind policy)
     rule=math_rule   calc=calculator   judge=llm_judge    the built-ins; a bare built-in name names itself
     mix=ensemble:prm*0.7+orm*0.3        weighted sum of loaded verifiers, each min-max normalised per batch
@@ -25,7 +26,7 @@ from typing import Any
 from ponder.core.aggregate import AGGREGATIONS
 from ponder.core.errors import InvalidRequestError
 from ponder.verifiers.base import Verifier, VerifierInfo, describe
-from ponder.verifiers.hf import VerifierLoadError, check_model_folder, read_json, read_sidecar
+from ponder.verifiers.hf import DEFAULT_THREADS, VerifierLoadError, check_model_folder, read_json, read_sidecar
 
 log = logging.getLogger("ponder.verifiers")
 
@@ -34,7 +35,7 @@ BUILTINS = ("math_rule", "calculator", "llm_judge")
 ENSEMBLES = ("ensemble", "ensemble-raw")
 KINDS = (*MODEL_KINDS, "policy", *BUILTINS, *ENSEMBLES)
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-OPTIONS = {"orm": ("device",), "prm": ("agg", "device")}
+OPTIONS = {"orm": ("device", "threads"), "prm": ("agg", "device", "threads")}
 _PRM_FORMAT = {"prm": None, "prm-step-tag": "step_tag", "prm-qwen": "qwen"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(?:\*\s*([^*+\s]+)\s*)?$")
@@ -143,6 +144,8 @@ def _parse_options(pieces: list[str], kind: str, raw: str) -> dict[str, str]:
             raise VerifierSpecError(
                 f"--verifier {raw!r}: unknown aggregation {value!r}; valid: {', '.join(AGGREGATIONS)}"
             )
+        if key == "threads" and not (value.isdigit() and 1 <= int(value) <= 256):
+            raise VerifierSpecError(f"--verifier {raw!r}: threads must be a whole number from 1 to 256, got {value!r}")
         options[key] = value
     return options
 
@@ -254,12 +257,16 @@ def load_verifier(
     if kind == "orm":
         from ponder.verifiers.orm_pooled import open_orm
 
-        return open_orm(spec.source, name=spec.name, device=spec.options.get("device"))
+        return open_orm(spec.source, name=spec.name, device=spec.options.get("device"), threads=_threads(spec))
     if kind == "prm-generative":
         from ponder.verifiers.generative_prm import GenerativePRM
 
         return GenerativePRM(
-            spec.source, name=spec.name, aggregation=spec.options.get("agg", "min"), device=spec.options.get("device")
+            spec.source,
+            name=spec.name,
+            aggregation=spec.options.get("agg", "min"),
+            device=spec.options.get("device"),
+            threads=_threads(spec),
         )
     if kind in _PRM_FORMAT:
         from ponder.verifiers.prm import ProcessRewardModel
@@ -270,8 +277,13 @@ def load_verifier(
             format=_PRM_FORMAT[kind],
             aggregation=spec.options.get("agg", "min"),
             device=spec.options.get("device"),
+            threads=_threads(spec),
         )
     raise VerifierSpecError(f"unknown verifier kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+
+
+def _threads(spec: VerifierSpec) -> int:
+    return int(spec.options.get("threads", DEFAULT_THREADS))
 
 
 class VerifierSet:

@@ -20,6 +20,7 @@ from ponder.tasks.phrasings import (
     off_topic_prompt,
     rephrase,
     two_term_problem,
+    wide_question,
     wide_system_prompt,
 )
 from ponder.training.chat_mix import ChatMix, extra_seeds, mixed_chats, refusal_turn
@@ -41,6 +42,27 @@ def test_wide_system_prompts_are_many_and_never_held_out():
     assert not set(drawn) & set(HELD_OUT_SYSTEM)
     held_out_words = {"careful", "calculator", "reply"}
     assert not any(held_out_words & set(re.findall(r"[a-z]+", p.lower())) for p in drawn)
+
+
+def test_wide_questions_are_many_hold_the_expression_once_and_never_held_out():
+    rng = random.Random(0)
+    drawn = [wide_question(rng) for _ in range(5000)]
+    assert len(set(drawn)) > 1000 and all(q.count("{e}") == 1 for q in drawn)
+    assert not set(drawn) & set(HELD_OUT_QUESTIONS)
+    held_out_cues = ("figure", "determine", "help me", "equals what", "so what", "hi!", "get for")
+    assert not any(cue in q.lower() for q in drawn for cue in held_out_cues)
+
+
+def test_the_wide_mix_asks_half_its_natural_questions_in_composed_wordings():
+    problems = generate_problems("train", 400)
+    narrow = mixed_chats(problems, "train", ChatMix(natural=1.0))
+    wide = mixed_chats(problems, "train", ChatMix(natural=1.0, wide_questions=True))
+    fixed = {t.split("{e}")[0] for t in TRAIN_QUESTIONS}
+    composed = [c[-2]["content"] for c in wide if not any(c[-2]["content"].startswith(f) for f in fixed if f)]
+    assert 100 < len(composed) < 300
+    assert [c[-1] for c in wide] == [c[-1] for c in narrow]  # the same answers
+    for chat, problem in zip(wide, problems, strict=False):
+        assert parse_output(chat[-1]["content"]).answer == problem.answer
 
 
 def test_the_wide_mix_opens_its_system_chats_with_composed_prompts():

@@ -329,3 +329,24 @@ async def test_bundled_set_scores_gold_and_corrupted_traces_and_the_prm_and_calc
         assert math.isfinite(bad_score) and bad_score < gold_score
         assert await calc.score(messages, [gold, bad]) == [1.0, 0.0]
     await vset.aclose()
+
+
+async def test_the_batcher_runs_its_forward_passes_on_its_own_thread_count() -> None:
+    import torch
+
+    from ponder.verifiers.hf import MicroBatcher
+
+    def threads_seen(items):
+        return [torch.get_num_threads()] * len(items)
+
+    main_threads = torch.get_num_threads()
+    one, two = MicroBatcher(threads_seen), MicroBatcher(threads_seen, threads=2)
+    try:
+        assert await one.run(["a", "b"]) == [1, 1]  # one thread by default: the engine has the cores
+        assert await two.run(["a"]) == [2]
+    finally:
+        one.close()
+        two.close()
+    assert torch.get_num_threads() == main_threads  # the setting is the worker thread's own
+    with pytest.raises(ValueError, match="verifier threads must be at least 1, got 0"):
+        MicroBatcher(threads_seen, threads=0)

@@ -60,6 +60,8 @@ def test_parse_spec_grammar(tmp_path) -> None:
         ("prm=models/prm:prm,temperature=1", "bad option 'temperature=1' for kind prm; valid options: agg=VALUE"),
         ("orm=models/orm:orm,agg=min", "bad option 'agg=min' for kind orm; valid options: device=VALUE"),
         ("p=x.yaml:policy,device=cpu", "bad option 'device=cpu' for kind policy; valid options: none"),
+        ("prm=models/prm:prm,threads=0", "threads must be a whole number from 1 to 256, got '0'"),
+        ("orm=models/orm:orm,threads=two", "threads must be a whole number from 1 to 256, got 'two'"),
         ("j=llm_judge:fast", "the built-in llm_judge takes no kind or options"),
         ("mix=ensemble:", "an ensemble needs members, e.g. mix=ensemble:prm"),
         ("mix=ensemble:prm*0.7+", "bad ensemble term ''; expected NAME or NAME\\*WEIGHT"),
