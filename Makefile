@@ -39,7 +39,9 @@ lint: install
 # steps, ~21 min on 2 CPU cores. The second continues it on how people ask (docs/results/policy.md): half the problems
 # rephrased ("What is 12+7?", "3*41?", bare expressions), system prompts, extra two-term problems mixing one- and
 # two-digit numbers, and off-topic prompts answered with a short refusal; 2850 steps, 26 min on 1 thread. The third
-# anneals on the same mix of problems the others never saw at a lower learning rate; 1425 steps, ~9 min on 2 threads.
+# anneals on problems the others never saw at a lower learning rate, with wordings and system prompts composed from
+# parts (--wide-questions, --wide-system-prompts) rather than drawn from short fixed lists, and system prompts in 30%
+# of the chats; 2138 steps, ~16 min on 2 threads.
 # Then it is measured on the template (transformers, then vLLM as a cross-check that vLLM loads it) and on held-out
 # phrasings.
 POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
@@ -47,7 +49,8 @@ POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-la
 PEOPLE_MIX := --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.1 --two-term-fraction 0.8 \
 	--off-topic-fraction 0.1 --batch-size 32 --no-group-by-length --threads 2
 POLICY_MIX_FLAGS := --train-size 48000 $(PEOPLE_MIX) --learning-rate 5e-4 --seed 1
-POLICY_ANNEAL_FLAGS := --train-size 24000 --data-offset 48000 $(PEOPLE_MIX) --learning-rate 2e-4 --seed 2
+POLICY_ANNEAL_FLAGS := --train-size 36000 --data-offset 48000 $(PEOPLE_MIX) --system-fraction 0.3 --wide-questions \
+	--wide-system-prompts --learning-rate 2e-4 --seed 2
 # The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with every number least
 # significant digit first, 9000 steps, 47 min on 2 threads; then continued on the same phrasings as the policy (it
 # reads the question as asked), 1150 steps, ~10 min on 1 thread; then measured on 200 validation problems x 16 policy

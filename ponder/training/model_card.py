@@ -54,7 +54,19 @@ _RECIPE_FLAGS = (
     "system_fraction",
     "two_term_fraction",
     "off_topic_fraction",
+    "wide_questions",
+    "wide_system_prompts",
 )
+
+
+def _wide(mix: dict) -> str:
+    """What the mix composed from parts instead of drawing from fixed lists, as a sentence ('' for nothing)."""
+    wide = [
+        what
+        for key, what in (("wide_questions", "half the natural questions"), ("wide_system", "the system prompts"))
+        if mix.get(key)
+    ]
+    return f" Composed from parts rather than drawn from short fixed lists: {' and '.join(wide)}." if wide else ""
 
 
 def _last_logged_loss(folder: Path) -> float | None:
@@ -125,7 +137,7 @@ def _data_section(train: dict[str, Any]) -> list[str]:
             f"{mix['natural']:.0%} of the problems in a natural wording instead of reasoning-gym's, "
             f"{mix['system']:.0%} of the chats with a system turn, extra two-term problems mixing one- and two-digit "
             f"numbers ({mix['two_term']:.0%} of the problem count) and off-topic prompts answered with the refusal "
-            f"({mix['off_topic']:.0%}). The wordings used to measure below are never trained on.",
+            f"({mix['off_topic']:.0%}).{_wide(mix)} The wordings used to measure below are never trained on.",
             "",
         ]
     return [
