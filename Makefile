@@ -88,7 +88,7 @@ models: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train rm --output-dir ponder/models/orm --overwrite $(ORM_FLAGS)
 
 # The learned router of reasoning_effort auto (docs/results/routing.md), trained on the bundled models' eval logs on
-# validation problems; run after `make models` (about 15 min on 2 quiet cores), then `make router-test` measures it.
+# validation problems; run after `make models` (about 6 min on 2 quiet cores), then `make router-test` measures it.
 ROUTER_EVAL := --engine vllm --dtype float32 --max-model-len 512 --gpu-memory-utilization 0.1 --block-size 32 \
 	--count 40 --no-progress
 router: install

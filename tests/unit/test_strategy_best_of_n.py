@@ -1,4 +1,4 @@
-"""best_of_n: one batched draw, scored as solutions finish; argmax or score-sum per answer; chunks survive a budget cut."""
+"""best_of_n: one batched draw, scored as it finishes; argmax or score-sum per answer; chunks survive a budget cut."""
 
 from __future__ import annotations
 
