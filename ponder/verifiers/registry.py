@@ -254,36 +254,28 @@ def load_verifier(
         from ponder.verifiers.policy import PolicyVerifier
 
         return PolicyVerifier.from_file(spec.source, name=spec.name)
-    if kind == "orm":
-        from ponder.verifiers.orm_pooled import open_orm
-
-        return open_orm(spec.source, name=spec.name, device=spec.options.get("device"), threads=_threads(spec))
-    if kind == "prm-generative":
-        from ponder.verifiers.generative_prm import GenerativePRM
-
-        return GenerativePRM(
-            spec.source,
-            name=spec.name,
-            aggregation=spec.options.get("agg", "min"),
-            device=spec.options.get("device"),
-            threads=_threads(spec),
-        )
-    if kind in _PRM_FORMAT:
-        from ponder.verifiers.prm import ProcessRewardModel
-
-        return ProcessRewardModel(
-            spec.source,
-            name=spec.name,
-            format=_PRM_FORMAT[kind],
-            aggregation=spec.options.get("agg", "min"),
-            device=spec.options.get("device"),
-            threads=_threads(spec),
-        )
+    if kind in MODEL_KINDS:
+        return _load_model(spec, kind)
     raise VerifierSpecError(f"unknown verifier kind {kind!r}; valid kinds: {', '.join(KINDS)}")
 
 
-def _threads(spec: VerifierSpec) -> int:
-    return int(spec.options.get("threads", DEFAULT_THREADS))
+def _load_model(spec: VerifierSpec, kind: str) -> Verifier:
+    """A verifier held in a model folder: an ORM, a generative PRM, or a classifier PRM of one of the step formats."""
+    device, threads = spec.options.get("device"), int(spec.options.get("threads", DEFAULT_THREADS))
+    if kind == "orm":
+        from ponder.verifiers.orm_pooled import open_orm
+
+        return open_orm(spec.source, name=spec.name, device=device, threads=threads)
+    aggregation = spec.options.get("agg", "min")
+    if kind == "prm-generative":
+        from ponder.verifiers.generative_prm import GenerativePRM
+
+        return GenerativePRM(spec.source, name=spec.name, aggregation=aggregation, device=device, threads=threads)
+    from ponder.verifiers.prm import ProcessRewardModel
+
+    return ProcessRewardModel(
+        spec.source, name=spec.name, format=_PRM_FORMAT[kind], aggregation=aggregation, device=device, threads=threads
+    )
 
 
 class VerifierSet:
