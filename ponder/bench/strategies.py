@@ -45,15 +45,15 @@ class Timings:
 
 def arms(samples: int) -> list[Arm]:
     budget = {"budget": {"max_samples": samples}}
-    # best_of_n scores each solution as it finishes; these arms wait for all 16, as it did before, for the ratio
-    bon_late = {"strategy": "best_of_n", "strategy_options": {"score_early": False}}
+    # best_of_n scores all 16 in one call once they are done; these arms score each as it finishes, for the ratio
+    bon_early = {"strategy": "best_of_n", "strategy_options": {"score_early": True}}
     return [
         Arm("one sample (strategy none)", {}),
         Arm(f"n={samples} samples, no selection (strategy none)", {"n": samples}),
         Arm(f"best_of_n N={samples}, ORM", {"strategy": "best_of_n", "verifier": "orm", **budget}),
-        Arm(f"best_of_n N={samples}, ORM, scored after sampling", {**bon_late, "verifier": "orm", **budget}),
+        Arm(f"best_of_n N={samples}, ORM, scored as they finish", {**bon_early, "verifier": "orm", **budget}),
         Arm(f"best_of_n N={samples}, PRM", {"strategy": "best_of_n", "verifier": "prm", **budget}),
-        Arm(f"best_of_n N={samples}, PRM, scored after sampling", {**bon_late, "verifier": "prm", **budget}),
+        Arm(f"best_of_n N={samples}, PRM, scored as they finish", {**bon_early, "verifier": "prm", **budget}),
         Arm(f"best_of_n N={samples}, calculator", {"strategy": "best_of_n", "verifier": "calculator", **budget}),
         Arm(f"beam_search N={samples}, PRM", {"strategy": "beam_search", "verifier": "prm", **budget}),
     ]

@@ -76,7 +76,7 @@ class BestOfNResult(StrategyResult):
 
 @register("best_of_n")
 class BestOfN(Strategy):
-    """Best-of-N reranking: draw N solutions in one batched engine call, score each as soon as it finishes.
+    """Best-of-N reranking: draw N solutions in one batched engine call, score them in one verifier call.
 
     ``best`` keeps the highest-scored solution (Cobbe et al. 2021, "Training Verifiers to Solve Math Word
     Problems"); ``weighted`` sums the scores of the solutions sharing an extracted answer and keeps the
@@ -110,9 +110,10 @@ class BestOfN(Strategy):
             description="weighted only: scores -> weights; auto applies a sigmoid when a score lies outside [0, 1].",
         )
         score_early: bool = Field(
-            True,
+            False,
             description="Score each solution as soon as it finishes, while the others are still generated "
-            "(streamed from the engine); false: one verifier call once all are done.",
+            "(streamed from the engine), for samples of very different lengths; default: one verifier call once "
+            "all are done, which measured as fast or faster on the bundled models.",
         )
         batch_size: int | None = Field(
             None,

@@ -26,7 +26,8 @@ from ponder.strategies.router import (
     prompt_question,
     question_features,
 )
-from ponder.strategies.sampling import draw_scored
+from ponder.strategies.sampling import draw
+from ponder.strategies.scoring import score_candidates
 from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import tally
 
@@ -318,7 +319,8 @@ class ComputeOptimal(Strategy):
         k = router.probe_samples if router is not None else o.probe_samples
         extraction = router.answer_extraction if router is not None else o.answer_extraction
         aggregation = router.aggregation if router is not None else o.aggregation
-        probe = await draw_scored(search, search.request.params, min(k, total), extraction, aggregation)
+        probe = await draw(search, search.request.params, min(k, total), extraction)
+        await score_candidates(verifier, search.request, probe, aggregation)
         answers = _answers(probe)
         votes = tally(answers)
         agreement = (next(iter(votes.values())) / len(probe)) if votes and probe else 0.0

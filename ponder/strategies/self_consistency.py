@@ -23,7 +23,8 @@ from ponder.strategies.best_of_n import (
     winners,
 )
 from ponder.strategies.registry import register
-from ponder.strategies.sampling import draw, draw_scored
+from ponder.strategies.sampling import draw
+from ponder.strategies.scoring import score_candidates
 from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import is_decisive, tally
 
@@ -121,13 +122,13 @@ class SelfConsistency(Strategy):
             params = dataclasses.replace(params, logprobs=0)  # only the sampled token's logprob
         pool: list[Candidate] = []
         while len(pool) < total:
-            size = min(o.round_size, total - len(pool))
-            if o.weighting == "verifier":
-                batch = await draw_scored(search, params, size, o.answer_extraction, o.aggregation, first=not pool)
-            else:
-                batch = await draw(search, params, size, o.answer_extraction, first=not pool)
+            batch = await draw(
+                search, params, min(o.round_size, total - len(pool)), o.answer_extraction, first=not pool
+            )
             if not batch:
                 break  # vote with the rounds already drawn
+            if o.weighting == "verifier":
+                await score_candidates(search.verifier, search.request, batch, o.aggregation)
             pool += batch
             votes, counts = self._votes(pool), _counts(pool)
             trace.emit(

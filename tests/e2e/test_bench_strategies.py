@@ -29,9 +29,9 @@ def test_bench_strategies_times_every_arm_and_reports_prefix_cache_hits(tmp_path
         "| one sample (strategy none)",
         "| n=4 samples, no selection (strategy none)",
         "| best_of_n N=4, ORM",
-        "| best_of_n N=4, ORM, scored after sampling",
+        "| best_of_n N=4, ORM, scored as they finish",
         "| best_of_n N=4, PRM",
-        "| best_of_n N=4, PRM, scored after sampling",
+        "| best_of_n N=4, PRM, scored as they finish",
         "| best_of_n N=4, calculator",
         "| beam_search N=4, PRM",
     ]

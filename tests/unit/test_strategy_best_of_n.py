@@ -1,4 +1,4 @@
-"""best_of_n: one batched draw, scored as it finishes; argmax or score-sum per answer; chunks survive a budget cut."""
+"""best_of_n: one batched draw, scored at once or as it finishes; argmax or score-sum per answer; budget cuts."""
 
 from __future__ import annotations
 
@@ -135,8 +135,7 @@ async def test_step_verifier_aggregation_decides_the_winner(aggregation, winner)
     verifier = RulePRM(float, name="steps", steps_only=True)
     result = await bon(aggregation=aggregation).run(request(), FakeEngine(responder), verifier, Budget(max_samples=4))
     assert result.choices[0].answer == winner
-    # Scored as they finish: the three two-step solutions in one call, the four-step one when it ends.
-    assert verifier.calls == [[solutions[n] for n in names[:3]], [solutions["d"]]]
+    assert len(verifier.calls) == 1 and verifier.calls[0] == [solutions[n] for n in names]
     assert result.choices[0].step_scores == [float(s) for s in solutions[winner]]
 
 
@@ -252,7 +251,7 @@ async def test_early_finishers_are_scored_while_the_rest_still_generate():
     engine = FakeEngine(lengths(["a", "a b c d e f", "a b"]), token_delay=0.01)
     verifier = EngineWatchingVerifier(engine, {"0": 0.1, "1": 0.9, "2": 0.5})
     trace = Trace(keep=True)
-    result = await bon(n_samples=3).run(request(), engine, verifier, Budget(), trace)
+    result = await bon(n_samples=3, score_early=True).run(request(), engine, verifier, Budget(), trace)
     assert [[after_think(a) for a in call] for call in verifier.calls] == [["0"], ["2"], ["1"]]
     assert verifier.engine_active == [1, 1, 0]  # the last one is scored after the call returned
     assert result.choices[0].answer == "1" and result.choices[0].score == 0.9
@@ -261,10 +260,10 @@ async def test_early_finishers_are_scored_while_the_rest_still_generate():
     assert result.spent.verifier_calls == 3 and result.spent.engine_calls == 1
 
 
-async def test_score_early_off_scores_once_after_the_call():
+async def test_by_default_the_solutions_are_scored_once_after_the_call():
     engine = FakeEngine(lengths(["a", "a b c d e f", "a b"]), token_delay=0.01)
     verifier = EngineWatchingVerifier(engine, {"0": 0.1, "1": 0.9, "2": 0.5})
-    result = await bon(n_samples=3, score_early=False).run(request(), engine, verifier, Budget())
+    result = await bon(n_samples=3).run(request(), engine, verifier, Budget())
     assert verifier.engine_active == [0] and len(verifier.calls[0]) == 3
     assert result.choices[0].answer == "1"
 
@@ -272,7 +271,7 @@ async def test_score_early_off_scores_once_after_the_call():
 async def test_a_solution_cut_by_the_deadline_is_scored_after_the_call():
     engine = FakeEngine(lengths(["a", " ".join(["w"] * 400)]), token_delay=0.005)
     verifier = TableVerifier({"0": 0.3}, default=0.8)
-    result = await bon(n_samples=2).run(request(), engine, verifier, Budget(max_seconds=0.5))
+    result = await bon(n_samples=2, score_early=True).run(request(), engine, verifier, Budget(max_seconds=0.5))
     assert result.exhausted == "max_seconds"
     assert verifier.calls[0] == ["<think>a\n</think>0"]
     [[cut]] = verifier.calls[1:]
@@ -304,6 +303,6 @@ async def test_an_engine_failure_leaves_no_scoring_behind():
 
     engine = Failing(lengths(["a", "a b c"]), token_delay=0.01)
     with pytest.raises(RuntimeError, match="engine died"):
-        await bon(n_samples=2).run(request(), engine, Slow({}, default=0.0), Budget())
+        await bon(n_samples=2, score_early=True).run(request(), engine, Slow({}, default=0.0), Budget())
     await asyncio.sleep(0)
     assert started.is_set() and cancelled.is_set()
