@@ -20,25 +20,20 @@ import time
 import httpx
 
 from ponder.bench.overhead import serve_in_process
+from ponder.bench.strategies import build_app as strategies_app
 from ponder.bench.strategies import problems
 
 
 def build_app():
+    """``ponder bench strategies``' app, plus ``prm2`` and ``orm2``: the bundled folders with ``threads=2``."""
     from ponder.core.sidecar import models_dir
-    from ponder.engines.settings import EngineSettings
-    from ponder.engines.vllm_engine import VLLMEngine
-    from ponder.server.app import attach, create_app
-    from ponder.server.settings import ServerSettings
-    from ponder.verifiers.registry import default_verifiers, load_verifier, parse_spec
+    from ponder.verifiers.registry import load_verifier, parse_spec
 
     root = models_dir()
-    engine = VLLMEngine.from_args(str(root / "policy"), max_model_len=512, dtype="float32", block_size=32)
-    settings = ServerSettings(engine=EngineSettings(model=str(root / "policy"), served_model_names=("bench",)))
-    verifiers = default_verifiers(root, engine=engine)
+    args = argparse.Namespace(model=str(root / "policy"), max_model_len=512, dtype="float32", block_size=32)
+    app, engine, verifiers = strategies_app(args)
     for spec in (f"prm2={root / 'prm'}:prm-generative,threads=2", f"orm2={root / 'orm'}:orm,threads=2"):
-        verifiers.add(load_verifier(parse_spec(spec), engine=engine))
-    app = create_app(settings, engine=engine)
-    attach(app, settings, engine, kind="vllm", verifiers=verifiers)
+        verifiers.add(load_verifier(parse_spec(spec), engine=engine))  # the app looks verifiers up per request
     return app, engine, verifiers
 
 
