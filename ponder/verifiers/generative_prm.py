@@ -105,10 +105,15 @@ class GenerativePRM(BatchedStepVerifier):
             all_bounds.append(bounds)
         if not texts:
             return []
-        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        distinct = list(dict.fromkeys(texts))  # a request's samples repeat one another; tokenize each text once
+        enc = self.tokenizer(distinct, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = {
+            t: (ids, [a for a, _ in offsets])
+            for t, ids, offsets in zip(distinct, enc["input_ids"], enc["offset_mapping"], strict=True)
+        }
         out = []
-        for ids, offsets, bounds in zip(enc["input_ids"], enc["offset_mapping"], all_bounds, strict=True):
-            starts = [a for a, _ in offsets]
+        for text, bounds in zip(texts, all_bounds, strict=True):
+            ids, starts = encoded[text]
             out.append((list(ids), [(bisect_left(starts, lo), bisect_left(starts, hi)) for lo, hi in bounds]))
         return out
 
