@@ -113,13 +113,18 @@ class SurprisalReader:
         texts = self.tokenizer.batch_decode([[i] for i in vocab])
         self._ends_step = {i for i, text in zip(vocab, texts, strict=True) if "\n" in text}
 
-    def encode(self, problem: Problem, answer: str) -> tuple[list[int], int]:
-        """Token ids of the pair, left-truncated to the context, and the index of the answer's first token."""
+    def prompt(self, problem: Problem) -> str:
+        """The question as the reader's language model sees it: chat template applied, numbers in its view."""
         view = self._view
-        prompt = render_prompt(
-            self.tokenizer, [{**m, "content": view(m["content"])} for m in problem_messages(problem)]
-        )
-        enc = self.tokenizer(prompt + view(answer), add_special_tokens=False, return_offsets_mapping=True)
+        return render_prompt(self.tokenizer, [{**m, "content": view(m["content"])} for m in problem_messages(problem)])
+
+    def encode(self, problem: Problem, answer: str, prompt: str | None = None) -> tuple[list[int], int]:
+        """Token ids of the pair, left-truncated to the context, and the index of the answer's first token.
+
+        ``prompt`` is :meth:`prompt` of ``problem`` when the caller has it already (the answers to one question).
+        """
+        prompt = self.prompt(problem) if prompt is None else prompt
+        enc = self.tokenizer(prompt + self._view(answer), add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         start = next((i for i, (a, _) in enumerate(enc["offset_mapping"]) if a >= len(prompt)), len(ids))
         cut = max(0, len(ids) - self.max_len)
@@ -127,11 +132,15 @@ class SurprisalReader:
 
     def read(self, items: Sequence[tuple[Problem, str]]) -> list[Any]:
         """One ``[answer tokens, len(FEATURES)]`` float tensor per item (0 rows for an empty answer)."""
-        rows = [self.encode(problem, answer) for problem, answer in items]
-        out: list[Any] = [None] * len(rows)
         groups: dict[str, list[int]] = {}
         for i, (problem, _) in enumerate(items):
             groups.setdefault(json.dumps(problem_messages(problem), sort_keys=True), []).append(i)
+        rows: list[tuple[list[int], int]] = [([], 0)] * len(items)
+        for members in groups.values():  # the question rendered once per group, not once per answer
+            prompt = self.prompt(items[members[0]][0])
+            for i in members:
+                rows[i] = self.encode(items[i][0], items[i][1], prompt)
+        out: list[Any] = [None] * len(rows)
         alone: list[int] = []
         with self._torch.inference_mode():
             for members in groups.values():
