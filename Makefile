@@ -35,13 +35,15 @@ lint: install
 # Retrain the bundled models from scratch, reproducibly (not part of `make test`), in order: policy, PRM, ORM.
 # OMP_WAIT_POLICY=PASSIVE keeps torch's threads from spinning when other work shares the cores.
 #
-# The policy is made in three SFT stages. The base learns the traces on reasoning-gym's wording: 96,000 problems, 3000
+# The policy is made in four SFT stages. The base learns the traces on reasoning-gym's wording: 96,000 problems, 3000
 # steps, ~21 min on 2 CPU cores. The second continues it on how people ask (docs/results/policy.md): half the problems
 # rephrased ("What is 12+7?", "3*41?", bare expressions), system prompts, extra two-term problems mixing one- and
 # two-digit numbers, and off-topic prompts answered with a short refusal; 2850 steps, 26 min on 1 thread. The third
 # anneals on problems the others never saw at a lower learning rate, with wordings and system prompts composed from
 # parts (--wide-questions, --wide-system-prompts) rather than drawn from short fixed lists, and system prompts in 30%
-# of the chats; 2138 steps, ~16 min on 2 threads.
+# of the chats; 2138 steps, ~16 min on 2 threads. The fourth repeats the third on 36,000 further unseen problems,
+# from its weights (2138 steps, ~15 min): it lifted two-term sums from 96% to 98.5% and the template from 63.0% to
+# 64.5% (docs/results/policy.md).
 # Then it is measured on the template (transformers, then vLLM as a cross-check that vLLM loads it) and on held-out
 # phrasings.
 POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
@@ -51,6 +53,8 @@ PEOPLE_MIX := --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.1 --
 POLICY_MIX_FLAGS := --train-size 48000 $(PEOPLE_MIX) --learning-rate 5e-4 --seed 1
 POLICY_ANNEAL_FLAGS := --train-size 36000 --data-offset 48000 $(PEOPLE_MIX) --system-fraction 0.3 --wide-questions \
 	--wide-system-prompts --learning-rate 2e-4 --seed 2
+POLICY_ANNEAL2_FLAGS := --train-size 36000 --data-offset 84000 $(PEOPLE_MIX) --system-fraction 0.3 --wide-questions \
+	--wide-system-prompts --learning-rate 2e-4 --seed 3
 # The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with every number least
 # significant digit first, 9000 steps, 47 min on 2 threads; then continued on the same phrasings as the policy (it
 # reads the question as asked), 1150 steps, ~10 min on 1 thread; then measured on 200 validation problems x 16 policy
@@ -72,7 +76,9 @@ models: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --init-model build/models/policy-base \
 		--output-dir build/models/policy-mix --overwrite $(POLICY_MIX_FLAGS)
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --init-model build/models/policy-mix \
-		--output-dir ponder/models/policy --overwrite $(POLICY_ANNEAL_FLAGS)
+		--output-dir build/models/policy-anneal --overwrite $(POLICY_ANNEAL_FLAGS)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --init-model build/models/policy-anneal \
+		--output-dir ponder/models/policy --overwrite $(POLICY_ANNEAL2_FLAGS)
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 \
 		--out ponder/models/policy/eval.json
 	$(PY) -m ponder.training.measure ponder/models/policy --count 200 --samples 16 --temperature 0.8 --engine vllm \

@@ -51,7 +51,28 @@ async def test_out_of_thinking_tokens_the_thought_is_closed_and_the_same_sample_
     first, *answers = engine.calls
     assert first[1].token_cap == 3 and "</think>" in first[1].stop and first[2] == 2  # n samples in one call
     assert [c[0].prefix for c in answers] == ["<think> s1 s2</think>"] * 2  # continued, not a new turn
-    assert all(c[1].max_tokens == 17 and "</think>" not in c[1].stop for c in answers)  # the rest of max_tokens
+    assert all(c[1].max_tokens == 17 for c in answers)  # the rest of max_tokens
+
+
+async def test_an_answer_that_closes_the_thought_again_ends_before_the_tag():
+    def still_thinking(prompt: Prompt, params: SamplingParams, index: int) -> str:
+        if prompt.prefix.endswith("</think>"):  # closed mid-step for it, it finishes the step and closes again
+            return " s3 </think> 9"
+        return model(prompt, params, index)
+
+    whole = await BudgetForcingEngine(FakeEngine(still_thinking), ThinkingBudget(3)).generate(
+        PROMPT, SamplingParams(max_tokens=20)
+    )
+    assert [(s.text, s.finish_reason) for s in whole] == [("<think> s1 s2</think> s3 ", "stop")]  # the tag cut off
+    streamed = "".join(
+        [
+            d.text
+            async for d in BudgetForcingEngine(FakeEngine(still_thinking), ThinkingBudget(3)).stream(
+                PROMPT, SamplingParams(max_tokens=20)
+            )
+        ]
+    )
+    assert streamed == whole[0].text and streamed.count("</think>") == 1
 
 
 async def test_a_thought_within_budget_is_untouched():
