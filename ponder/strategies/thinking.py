@@ -7,8 +7,8 @@ thinking tokens left; when its thinking runs out, the partial thinking plus the 
 assistant turn the same sample continues from (prefix continuation), so the model answers. When the model closes
 its thinking early and extensions are left, the close tag is replaced by the cue (``"Wait"``) and it thinks on.
 Every generated token of every phase counts in the sample's ``num_tokens``; the inserted tags and cues are prompt,
-not generated tokens. An answer ends at a second close tag (a small model whose thought was closed mid-step may
-try to close it again), so the tag never reaches the visible content.
+not generated tokens. An answer ends where the model writes a think tag again (a small model whose thought was
+closed mid-step may try to close it a second time), so no tag reaches the visible content.
 """
 
 from __future__ import annotations
@@ -117,10 +117,11 @@ class _Run:
         prompt = self.prompt.continued(self.text) if self.text else self.prompt
         max_tokens, cap = _less(p.max_tokens, self.tokens), _less(p.token_cap, self.tokens)
         self._think_cap = False
-        # Thinking stops at the close tag so the budget can act on it; an answer stops there too: a model that
-        # closes a thought already closed (one closed for it, mid-step) is still thinking, and the tag must not
-        # reach the answer, where a reasoning parser would show it as content.
-        stop = p.stop if self.fmt.think_close in p.stop else (*p.stop, self.fmt.think_close)
+        # Thinking stops at the close tag so the budget can act on it. An answer stops at either tag: a model
+        # that closes a thought already closed (one closed for it, mid-step) or opens another is still thinking,
+        # and the tag must not reach the answer, where a reasoning parser would show it as content.
+        tags = (self.fmt.think_open, self.fmt.think_close) if self.answering else (self.fmt.think_close,)
+        stop = (*p.stop, *(t for t in tags if t not in p.stop))
         if not self.answering and self.budget.tokens is not None:
             left = max(self.budget.tokens - self.thinking, 0)
             total = _total(dataclasses.replace(p, max_tokens=max_tokens, token_cap=cap))

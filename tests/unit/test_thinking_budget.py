@@ -55,15 +55,22 @@ async def test_out_of_thinking_tokens_the_thought_is_closed_and_the_same_sample_
 
 
 async def test_an_answer_that_closes_the_thought_again_ends_before_the_tag():
-    def still_thinking(prompt: Prompt, params: SamplingParams, index: int) -> str:
+    def still_thinking(prompt: Prompt, params: SamplingParams, index: int, again: str = "</think> 9") -> str:
         if prompt.prefix.endswith("</think>"):  # closed mid-step for it, it finishes the step and closes again
-            return " s3 </think> 9"
+            return f" s3 {again}"
         return model(prompt, params, index)
+
+    def reopening(prompt: Prompt, params: SamplingParams, index: int) -> str:
+        return still_thinking(prompt, params, index, again="<think> s4")
 
     whole = await BudgetForcingEngine(FakeEngine(still_thinking), ThinkingBudget(3)).generate(
         PROMPT, SamplingParams(max_tokens=20)
     )
     assert [(s.text, s.finish_reason) for s in whole] == [("<think> s1 s2</think> s3 ", "stop")]  # the tag cut off
+    (opened,) = await BudgetForcingEngine(FakeEngine(reopening), ThinkingBudget(3)).generate(
+        PROMPT, SamplingParams(max_tokens=20)
+    )
+    assert opened.text == "<think> s1 s2</think> s3 "  # nor does a second opening tag reach the answer
     streamed = "".join(
         [
             d.text
