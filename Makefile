@@ -51,10 +51,10 @@ POLICY_FLAGS := --train-size 96000 --levels 1 2 3 4 5 --hidden-size 128 --num-la
 PEOPLE_MIX := --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.1 --two-term-fraction 0.8 \
 	--off-topic-fraction 0.1 --batch-size 32 --no-group-by-length --threads 2
 POLICY_MIX_FLAGS := --train-size 48000 $(PEOPLE_MIX) --learning-rate 5e-4 --seed 1
-POLICY_ANNEAL_FLAGS := --train-size 36000 --data-offset 48000 $(PEOPLE_MIX) --system-fraction 0.3 --wide-questions \
-	--wide-system-prompts --learning-rate 2e-4 --seed 2
-POLICY_ANNEAL2_FLAGS := --train-size 36000 --data-offset 84000 $(PEOPLE_MIX) --system-fraction 0.3 --wide-questions \
-	--wide-system-prompts --learning-rate 2e-4 --seed 3
+ANNEAL_MIX := --train-size 36000 $(PEOPLE_MIX) --system-fraction 0.3 --wide-questions --wide-system-prompts \
+	--learning-rate 2e-4
+POLICY_ANNEAL_FLAGS := $(ANNEAL_MIX) --data-offset 48000 --seed 2
+POLICY_ANNEAL2_FLAGS := $(ANNEAL_MIX) --data-offset 84000 --seed 3
 # The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with every number least
 # significant digit first, 9000 steps, 47 min on 2 threads; then continued on the same phrasings as the policy (it
 # reads the question as asked), 1150 steps, ~10 min on 1 thread; then measured on 200 validation problems x 16 policy

@@ -28,10 +28,12 @@ def model(prompt: Prompt, params: SamplingParams, index: int) -> str:
     return " lost"
 
 
-async def whole_and_streamed(budget: ThinkingBudget, params: SamplingParams, n: int = 2, prompt: Prompt = PROMPT):
-    engine = FakeEngine(model)
+async def whole_and_streamed(
+    budget: ThinkingBudget, params: SamplingParams, n: int = 2, prompt: Prompt = PROMPT, responder=model
+):
+    engine = FakeEngine(responder)
     samples = await BudgetForcingEngine(engine, budget).generate(prompt, params, n)
-    streamed = FakeEngine(model)
+    streamed = FakeEngine(responder)
     texts, tokens, finishes = [""] * n, [0] * n, [[] for _ in range(n)]
     async for delta in BudgetForcingEngine(streamed, budget).stream(prompt, params, n):
         texts[delta.index] += delta.text
@@ -63,23 +65,10 @@ async def test_an_answer_that_closes_the_thought_again_ends_before_the_tag():
     def reopening(prompt: Prompt, params: SamplingParams, index: int) -> str:
         return still_thinking(prompt, params, index, again="<think> s4")
 
-    whole = await BudgetForcingEngine(FakeEngine(still_thinking), ThinkingBudget(3)).generate(
-        PROMPT, SamplingParams(max_tokens=20)
-    )
-    assert [(s.text, s.finish_reason) for s in whole] == [("<think> s1 s2</think> s3 ", "stop")]  # the tag cut off
-    (opened,) = await BudgetForcingEngine(FakeEngine(reopening), ThinkingBudget(3)).generate(
-        PROMPT, SamplingParams(max_tokens=20)
-    )
-    assert opened.text == "<think> s1 s2</think> s3 "  # nor does a second opening tag reach the answer
-    streamed = "".join(
-        [
-            d.text
-            async for d in BudgetForcingEngine(FakeEngine(still_thinking), ThinkingBudget(3)).stream(
-                PROMPT, SamplingParams(max_tokens=20)
-            )
-        ]
-    )
-    assert streamed == whole[0].text and streamed.count("</think>") == 1
+    closed, _ = await whole_and_streamed(ThinkingBudget(3), SamplingParams(max_tokens=20), responder=still_thinking)
+    assert [(s.text, s.finish_reason) for s in closed] == [("<think> s1 s2</think> s3 ", "stop")] * 2  # tag cut off
+    opened, _ = await whole_and_streamed(ThinkingBudget(3), SamplingParams(max_tokens=20), responder=reopening)
+    assert [s.text for s in opened] == ["<think> s1 s2</think> s3 "] * 2  # nor does a second opening tag get in
 
 
 async def test_a_thought_within_budget_is_untouched():
