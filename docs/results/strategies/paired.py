@@ -5,6 +5,8 @@ Run from the repository root after the strategies eval (strategies.md):
 For each budget, reads ``RUN.max_samples=B.jsonl`` of both runs, pairs the rows by problem seed and prints a
 markdown row: problems only the first run solves, only the second, the accuracy difference in points, the two-sided
 exact McNemar p-value, and a 95% percentile bootstrap interval of the difference (10,000 resamples of problems).
+Two runs from different folders (another model, another router) are compared by their files:
+    python docs/results/strategies/paired.py out/routing-test/auto.jsonl out/strategies/bon-prm.max_samples=64.jsonl
 """
 
 from __future__ import annotations
@@ -38,13 +40,27 @@ def compare(
     return only_first, only_second, diff, p, boot[int(0.025 * resamples)], boot[int(0.975 * resamples)]
 
 
-def main(folder: str, first: str, second: str, *budgets: str) -> None:
-    print(f"| budget | only {first} | only {second} | difference (points) | McNemar p | 95% bootstrap interval |")
+COLUMNS = "difference (points) | McNemar p | 95% bootstrap interval |"
+
+
+def row(label: str, first: Path, second: Path) -> str:
+    n1, n2, diff, p, low, high = compare(outcomes(first), outcomes(second))
+    return f"| {label} | {n1} | {n2} | {diff:+.1f} | {p:.2f} | [{low:+.1f}, {high:+.1f}] |"
+
+
+def main(*args: str) -> None:
+    if len(args) == 2:  # two run files
+        first, second = map(Path, args)
+        print(f"| runs | only the first | only the second | {COLUMNS}")
+        print("|---|---|---|---|---|---|")
+        print(row(f"{first.stem} vs {second.stem}", first, second))
+        return
+    folder, first_run, second_run, *budgets = args
+    print(f"| budget | only {first_run} | only {second_run} | {COLUMNS}")
     print("|---|---|---|---|---|---|")
     for budget in budgets:
-        a, b = (outcomes(Path(folder) / f"{run}.max_samples={budget}.jsonl") for run in (first, second))
-        n1, n2, diff, p, low, high = compare(a, b)
-        print(f"| {budget} | {n1} | {n2} | {diff:+.1f} | {p:.2f} | [{low:+.1f}, {high:+.1f}] |")
+        a, b = (Path(folder) / f"{run}.max_samples={budget}.jsonl" for run in (first_run, second_run))
+        print(row(budget, a, b))
 
 
 if __name__ == "__main__":
