@@ -16,10 +16,10 @@ from ponder.verifiers.hf import (
     DEFAULT_THREADS,
     BatchedStepVerifier,
     MicroBatcher,
+    QuestionCache,
     VerifierLoadError,
     check_model_folder,
     common_prefix_len,
-    continue_batch,
     length_chunks,
     load_model,
     load_tokenizer,
@@ -52,6 +52,7 @@ class GenerativePRM(BatchedStepVerifier):
         device: str | None = None,
         max_batch_tokens: int = 16384,
         threads: int = DEFAULT_THREADS,
+        question_cache_bytes: int = 64 << 20,
     ) -> None:
         import torch
 
@@ -75,7 +76,13 @@ class GenerativePRM(BatchedStepVerifier):
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
+        self.questions = QuestionCache(self.model, self.device, question_cache_bytes)
         self._batcher = MicroBatcher(self.score_batch, name=f"genprm-{name}", threads=threads)
+
+    def _prompt(self, problem: Problem) -> str:
+        """The question as the model reads it: chat template, numbers in its view, the think block opened."""
+        viewed = [{**m, "content": self._view(m["content"])} for m in problem_messages(problem)]
+        return render_prompt(self.tokenizer, viewed) + self.think_tags[0]
 
     def features(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
         """Input ids and, per step, the half-open token range [start, end) of the step and its separator."""
@@ -89,11 +96,9 @@ class GenerativePRM(BatchedStepVerifier):
         prompts: dict[str, str] = {}
         texts, all_bounds = [], []
         for problem, steps in items:
-            messages = problem_messages(problem)
-            key = json.dumps(messages, sort_keys=True)
+            key = json.dumps(problem_messages(problem), sort_keys=True)
             if key not in prompts:
-                viewed = [{**m, "content": view(m["content"])} for m in messages]
-                prompts[key] = render_prompt(self.tokenizer, viewed) + self.think_tags[0]
+                prompts[key] = self._prompt(problem)
             text = prompts[key]
             bounds, cursor = [], len(text)
             for step in steps:
@@ -120,9 +125,9 @@ class GenerativePRM(BatchedStepVerifier):
     def score_batch(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
         """Step scores of (problem, steps) items, synchronously (what the batcher runs).
 
-        Work that candidates share is done once: identical candidates are scored once, and the candidates of one
-        request go through the model as one pass over what they all start with (the question, and often the first
-        steps) that every candidate then continues from its cache.
+        Work that candidates share is done once: identical candidates are scored once, the question comes from the
+        cache of questions read lately (read now if it is not there), what a question's candidates all start with
+        after it (often the first steps) is read once, and every candidate continues from there.
         """
         feats = self.features_of(items)
         out: list[list[float]] = [[] for _ in items]
@@ -143,43 +148,35 @@ class GenerativePRM(BatchedStepVerifier):
             else:
                 alone.append(i)
         with self._torch.inference_mode():
-            for members in groups.values():
-                if len(members) > 1:
-                    self._score_shared(members, feats, out)
-                else:
-                    alone.extend(members)
+            for question, members in groups.items():
+                self._score_group(question, members, feats, out)
             self._score_alone(alone, feats, out)
         for i, j in copies:
             out[i] = list(out[j])
         return out
 
-    def _score_shared(self, members: list[int], feats: list, out: list[list[float]]) -> None:
-        """Score ``members`` (distinct, same question) continuing one forward pass of their common prefix."""
+    def _score_group(self, question: tuple[int, ...], members: list[int], feats: list, out: list[list[float]]) -> None:
+        """Score ``members`` (distinct answers to ``question``): one packed pass per chunk (:class:`QuestionCache`)."""
         torch = self._torch
         rows = [feats[i][0] for i in members]
-        # every member keeps at least one token of its own after the shared prefix
-        n = min(common_prefix_len(rows), min(len(r) for r in rows) - 1)
-        # logits from the first step's first prediction on (the question needs none: a large vocabulary over a long
-        # question would cost gigabytes); members share the question, so n reaches past it
-        first = min(feats[i][1][0][0] for i in members) - 1
-        prefix = torch.tensor([rows[0][:n]], device=self.device)
-        head = self.model(input_ids=prefix, use_cache=True, logits_to_keep=n - first)
-        head_lp = head.logits[0].float().log_softmax(-1)  # row r predicts token first + 1 + r
-        shared = head_lp[:-1].gather(-1, torch.tensor(rows[0][first + 1 : n], device=self.device)[:, None])[:, 0]
-        for chunk in length_chunks([len(r) - n for r in rows], self.max_batch_tokens):
+        q = len(question)
+        # what they all start with after the question is read once; each keeps at least one token of its own
+        n = min(common_prefix_len(rows), min(len(r) for r in rows) - 1) if len(members) > 1 else q
+        shared_ids = rows[0][q:n]
+        for chunk in length_chunks([len(r) - n for r in rows], self.max_batch_tokens, packed=True):
             tails = [rows[c][n:] for c in chunk]
-            output, ids = continue_batch(self.model, head, n, tails, self.tokenizer.pad_token_id, self.device)
-            logprobs = output.logits.float().log_softmax(-1)
-            for row, c in enumerate(chunk):
-                rest = logprobs[row, :-1].gather(-1, ids[row, 1:, None])[:, 0]
-                # the logprob of token t (t > first) sits at index t - 1 - first, as in _score_alone
-                taken = torch.cat([shared, head_lp[-1, ids[row, :1]], rest])
-                out[members[c]] = [
-                    math.exp(float(taken[a - 1 - first : b - 1 - first].sum())) for a, b in feats[members[c]][1]
-                ]
+            reading = self.questions.read(question, shared_ids, tails)
+            head = reading.head.float().log_softmax(-1)  # row k predicts token q + k, up to token n
+            # the logprob of token t (t >= q) sits at index t - q of ``taken``; the question itself needs none
+            shared = head[:-1].gather(-1, torch.tensor(shared_ids, device=self.device)[:, None])[:, 0]
+            for c, tail, logits in zip(chunk, tails, reading.tails, strict=True):
+                ids = torch.tensor(tail, device=self.device)
+                rest = logits.float().log_softmax(-1).gather(-1, ids[1:, None])[:, 0]
+                taken = torch.cat([shared, head[-1, ids[:1]], rest])
+                out[members[c]] = [math.exp(float(taken[a - q : b - q].sum())) for a, b in feats[members[c]][1]]
 
     def _score_alone(self, todo: list[int], feats: list, out: list[list[float]]) -> None:
-        """Score items one padded row each (a lone candidate, or one longer than the context, cut from the left)."""
+        """Score items one padded row each (those longer than the context, cut from the left)."""
         rows, spans = {}, {}
         for i in todo:
             ids, sp = feats[i]
@@ -189,7 +186,7 @@ class GenerativePRM(BatchedStepVerifier):
         for chunk in length_chunks([len(rows[i]) for i in todo], self.max_batch_tokens):
             chunk = [todo[c] for c in chunk]
             ids, mask = pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id, self.device)
-            first = min(spans[i][0][0] for i in chunk) - 1  # no logits for the question, as in _score_shared
+            first = min(spans[i][0][0] for i in chunk) - 1  # no logits for the question, as in _score_group
             logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=ids.shape[1] - first).logits
             logprobs = logits.float().log_softmax(-1)  # row r predicts token first + 1 + r
             for row, i in enumerate(chunk):

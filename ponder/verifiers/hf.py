@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,15 +124,19 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[
     return ids.to(device), mask.to(device)
 
 
-def length_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped, shortest first, so that a padded chunk holds at most ``max_tokens`` tokens (or one row)."""
+def length_chunks(lengths: Sequence[int], max_tokens: int, packed: bool = False) -> list[list[int]]:
+    """Indices grouped, shortest first, so that a chunk holds at most ``max_tokens`` tokens (or one row): padded to
+    its longest row, or ``packed`` into one row end to end."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     chunks: list[list[int]] = []
     for i in order:
-        if chunks and lengths[i] * (len(chunks[-1]) + 1) <= max_tokens:
-            chunks[-1].append(i)
-        else:
-            chunks.append([i])
+        if chunks:
+            last = chunks[-1]
+            size = sum(lengths[j] for j in last) + lengths[i] if packed else lengths[i] * (len(last) + 1)
+            if size <= max_tokens:
+                last.append(i)
+                continue
+        chunks.append([i])
     return chunks
 
 
@@ -143,19 +150,152 @@ def common_prefix_len(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def continue_batch(model: Any, head: Any, n: int, tails: Sequence[Sequence[int]], pad_id: int, device: str) -> Any:
-    """Run ``tails`` (right-padded) as continuations of one prefix of ``n`` tokens whose output ``head`` holds
-    (``use_cache=True``): the prefix is computed once for every row. Returns the model's output and the tail ids."""
-    import copy
-
+def continue_batch(model: Any, cache: Any, n: int, tails: Sequence[Sequence[int]], pad_id: int, device: str) -> Any:
+    """Run ``tails`` (right-padded) as continuations of one prefix of ``n`` tokens whose KV ``cache`` is given: the
+    prefix is computed once for every row, and ``cache`` is left as it was. Returns the model's output and the tail
+    ids."""
     import torch
 
     ids, mask = pad_batch(tails, pad_id, device)
-    cache = copy.deepcopy(head.past_key_values)  # the next chunk needs the prefix's cache intact
+    cache = copy.deepcopy(cache)  # the next chunk, and the next request, need the prefix's cache intact
     cache.batch_repeat_interleave(len(tails))
     full_mask = torch.cat([torch.ones(len(tails), n, dtype=mask.dtype, device=device), mask], dim=1)
     positions = torch.arange(n, n + ids.shape[1], device=device).expand(len(tails), -1)
     return model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, position_ids=positions), ids
+
+
+def cache_bytes(cache: Any) -> int:
+    """Bytes a model's KV cache holds (its layers' key and value tensors)."""
+    total = 0
+    for layer in getattr(cache, "layers", ()):
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if tensor is not None and hasattr(tensor, "numel"):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@dataclass(frozen=True)
+class QuestionState:
+    """A question read by the model: its KV cache, the logits after its last token, and the bytes the cache holds."""
+
+    cache: Any
+    last_logits: Any  # 1-D, the prediction of the first token after the question
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class PackedReading:
+    """What one packed pass read: ``head[k]`` predicts token ``q + k`` of every row (``q``: the question's length,
+    up to the first token of the tails), ``tails[j][i]`` predicts token ``i + 1`` of tail ``j``."""
+
+    head: Any
+    tails: list[Any]
+
+
+def packed_inputs(past: int, ids: Sequence[int], tails: Sequence[Sequence[int]], dtype: Any, device: str) -> tuple:
+    """``(input_ids, position_ids, attention_mask)`` reading ``ids`` and then every tail in one row after ``past``
+    cached tokens: ``ids`` attend to the past and causally to themselves; each tail to the past, all of ``ids``, and
+    causally to itself only, at the positions it would have as a row of its own (a 4D additive mask)."""
+    import torch
+
+    head, total = len(ids), len(ids) + sum(len(t) for t in tails)
+    blocked = torch.finfo(dtype).min
+    mask = torch.full((total, past + total), blocked, dtype=dtype, device=device)
+    mask[:, :past] = 0
+    causal = torch.triu(torch.full((total, total), blocked, dtype=dtype, device=device), 1)
+    mask[:head, past : past + head] = causal[:head, :head]
+    positions, start = list(range(past, past + head)), head
+    for tail in tails:
+        end = start + len(tail)
+        mask[start:end, past : past + head] = 0
+        mask[start:end, past + start : past + end] = causal[: end - start, : end - start]
+        positions += range(past + head, past + head + len(tail))
+        start = end
+    flat = [*ids, *(t for tail in tails for t in tail)]
+    return (
+        torch.tensor([flat], device=device),
+        torch.tensor([positions], device=device),
+        mask[None, None],
+    )
+
+
+class QuestionCache:
+    """Reads a question's answers in one forward pass, and keeps the questions it read lately.
+
+    A request's distinct answers share their question (and often their first steps): one packed row holds what they
+    share once and then each answer, every answer seeing the shared part and itself only, so nothing is read twice
+    and nothing is padded. A search scores answers to one question many times (each step of a beam search, each
+    round of self-refinement): the question's KV cache is kept, and later passes read only the answers. The least
+    recently used questions go once ``max_bytes`` are held. Only the verifier's worker thread uses it, so it takes
+    no lock.
+    """
+
+    def __init__(self, model: Any, device: str, max_bytes: int = 64 << 20) -> None:
+        self.model = model
+        self.device = device
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, ...], QuestionState] = OrderedDict()
+        self._held = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def read(self, question: Sequence[int], shared: Sequence[int], tails: Sequence[Sequence[int]]) -> PackedReading:
+        """Read ``question``, then ``shared``, then each of ``tails`` after them, in one pass (the question from the
+        cache when it is held)."""
+        key, q = tuple(question), len(question)
+        state = self._entries.get(key)
+        if state is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._pass(state, q, list(shared), tails)
+        self.misses += 1
+        return self._pass(None, q, [*key, *shared], tails, keep=key)
+
+    def _pass(
+        self,
+        state: QuestionState | None,
+        q: int,
+        ids: list[int],
+        tails: Sequence[Sequence[int]],
+        keep: tuple[int, ...] | None = None,
+    ) -> PackedReading:
+        import torch
+
+        past = q if state is not None else 0
+        dtype = self.model.dtype
+        input_ids, positions, mask = packed_inputs(past, ids, tails, dtype, self.device)
+        first = 0 if state is not None else q - 1  # no logits over the question: it needs no prediction
+        cache = copy.deepcopy(state.cache) if state is not None else None  # the next pass needs it intact
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=keep is not None and self.max_bytes > 0,
+            logits_to_keep=input_ids.shape[1] - first,
+        )
+        logits = out.logits[0]  # row r is position first + r of the packed row
+        head = logits[: len(ids) - first]
+        if state is not None:
+            head = torch.cat([state.last_logits[None], head])
+        if keep is not None and self.max_bytes > 0:  # the question alone is what later passes share
+            kept = out.past_key_values
+            kept.crop(q - kept.get_seq_length())  # a negative crop drops that many tokens from the end
+            self._keep(keep, QuestionState(kept, logits[0], cache_bytes(kept)))
+        readings, start = [], len(ids) - first
+        for tail in tails:
+            readings.append(logits[start : start + len(tail) - 1])
+            start += len(tail)
+        return PackedReading(head, readings)
+
+    def _keep(self, key: tuple[int, ...], state: QuestionState) -> None:
+        self._entries[key] = state
+        self._held += state.nbytes
+        while self._held > self.max_bytes and self._entries:
+            self._held -= self._entries.popitem(last=False)[1].nbytes
 
 
 def model_max_len(model: Any, tokenizer: Any) -> int:

@@ -117,7 +117,9 @@ class OutcomeRewardModel(BatchedOutcomeVerifier):
         for chunk in length_chunks([len(r) - n for r in mine], self.max_batch_tokens):
             tails = [mine[c][n:] for c in chunk]
             # the head pools the last non-pad token of what it is given: the tail's own last token
-            output, _ = continue_batch(self.model, head, n, tails, self.tokenizer.pad_token_id, self.device)
+            output, _ = continue_batch(
+                self.model, head.past_key_values, n, tails, self.tokenizer.pad_token_id, self.device
+            )
             self._store(output.logits, [members[c] for c in chunk], scores)
 
     def _store(self, logits: Any, which: list[int], scores: list[float]) -> None:

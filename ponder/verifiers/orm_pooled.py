@@ -15,15 +15,14 @@ from ponder.verifiers.hf import (
     DEFAULT_THREADS,
     BatchedOutcomeVerifier,
     MicroBatcher,
+    QuestionCache,
     VerifierLoadError,
     check_model_folder,
     common_prefix_len,
-    continue_batch,
     length_chunks,
     load_model,
     load_tokenizer,
     model_max_len,
-    pad_batch,
     pick_device,
     read_sidecar,
 )
@@ -95,7 +94,13 @@ class SurprisalReader:
     """
 
     def __init__(
-        self, folder: str | Path, *, number_order: str, device: str | None = None, max_batch_tokens: int = 16384
+        self,
+        folder: str | Path,
+        *,
+        number_order: str,
+        device: str | None = None,
+        max_batch_tokens: int = 16384,
+        question_cache_bytes: int = 64 << 20,
     ) -> None:
         import torch
 
@@ -107,6 +112,7 @@ class SurprisalReader:
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
+        self.questions = QuestionCache(self.model, self.device, question_cache_bytes)
         vocab = list(self.tokenizer.get_vocab().values())
         # a token that holds a newline ends a step (the policy writes one step per line); one batched decode, as a
         # real model's vocabulary has 100k+ entries
@@ -131,60 +137,43 @@ class SurprisalReader:
         return ids[cut:], max(1, start - cut)  # token 0 has no prediction
 
     def read(self, items: Sequence[tuple[Problem, str]]) -> list[Any]:
-        """One ``[answer tokens, len(FEATURES)]`` float tensor per item (0 rows for an empty answer)."""
-        groups: dict[str, list[int]] = {}
-        for i, (problem, _) in enumerate(items):
-            groups.setdefault(json.dumps(problem_messages(problem), sort_keys=True), []).append(i)
-        rows: list[tuple[list[int], int]] = [([], 0)] * len(items)
-        for members in groups.values():  # the question rendered once per group, not once per answer
-            prompt = self.prompt(items[members[0]][0])
-            for i in members:
-                rows[i] = self.encode(items[i][0], items[i][1], prompt)
+        """One ``[answer tokens, len(FEATURES)]`` float tensor per item (0 rows for an empty answer).
+
+        The question comes from the cache of questions read lately (read now if it is not there), what a
+        question's answers all start with is read once, and every answer continues from there.
+        """
+        prompts: dict[str, str] = {}
+        rows: list[tuple[list[int], int]] = []
+        for problem, answer in items:  # the question rendered once per question, not once per answer
+            key = json.dumps(problem_messages(problem), sort_keys=True)
+            if key not in prompts:
+                prompts[key] = self.prompt(problem)
+            rows.append(self.encode(problem, answer, prompts[key]))
         out: list[Any] = [None] * len(rows)
-        alone: list[int] = []
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, start) in enumerate(rows):
+            if start >= len(ids):
+                out[i] = self._torch.zeros(0, len(FEATURES))
+            else:  # an input cut from the left to fit starts with what is left of its question: still a prefix
+                groups.setdefault(tuple(ids[:start]), []).append(i)
         with self._torch.inference_mode():
-            for members in groups.values():
-                ids = [rows[i][0] for i in members]
-                # each keeps a token of its own; answers cut from the left to fit may share nothing at all
-                shared = min(common_prefix_len(ids), min(len(r) for r in ids) - 1)
-                if len(members) > 1 and shared > 0:
-                    self._read_shared(members, rows, shared, out)
-                else:
-                    alone.extend(members)
-            for chunk in length_chunks([len(rows[i][0]) for i in alone], self.max_batch_tokens):
-                chunk = [alone[c] for c in chunk]
-                ids, mask = pad_batch([rows[i][0] for i in chunk], self.tokenizer.pad_token_id, self.device)
-                # logits only from the first prediction any answer needs: a large vocabulary over a long
-                # question would otherwise cost gigabytes
-                first = min(rows[i][1] for i in chunk) - 1
-                logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=ids.shape[1] - first).logits
-                for row, i in enumerate(chunk):
-                    ids_i, start = rows[i]
-                    out[i] = self._features(logits[row, start - 1 - first : len(ids_i) - 1 - first], ids_i, start)
+            for question, members in groups.items():
+                self._read_group(question, members, rows, out)
         return out
 
-    def _read_shared(self, members: list[int], rows: list[tuple[list[int], int]], n: int, out: list[Any]) -> None:
-        """Read ``members`` (answers to one question) continuing one pass of their first ``n`` tokens."""
+    def _read_group(
+        self, question: tuple[int, ...], members: list[int], rows: list[tuple[list[int], int]], out: list[Any]
+    ) -> None:
+        """Read ``members`` (answers to ``question``): one packed pass per chunk (:class:`QuestionCache`)."""
         torch = self._torch
         mine = [rows[i][0] for i in members]
-        # the shared pass keeps the logits of positions first..n-1 only (at least one: 0 would mean all)
-        first = min(n - 1, min(rows[i][1] for i in members) - 1)
-        prefix = torch.tensor([mine[0][:n]], device=self.device)
-        head = self.model(input_ids=prefix, use_cache=True, logits_to_keep=n - first)
-        for chunk in length_chunks([len(r) - n for r in mine], self.max_batch_tokens):
-            tails = [mine[c][n:] for c in chunk]
-            output, _ = continue_batch(self.model, head, n, tails, self.tokenizer.pad_token_id, self.device)
-            for row, c in enumerate(chunk):
-                start = rows[members[c]][1]
-                # position p predicts token p + 1: positions start-1 .. n-1 come from the shared pass (row p - first),
-                # the rest from the tail's own pass (row p - n)
-                logits = torch.cat(
-                    [
-                        head.logits[0, max(start - 1, first) - first :],
-                        output.logits[row, max(start - 1 - n, 0) : len(tails[row]) - 1],
-                    ]
-                )
-                out[members[c]] = self._features(logits, mine[c], start)
+        q = len(question)
+        # what they all start with after the question is read once; each keeps at least one token of its own
+        n = min(common_prefix_len(mine), min(len(r) for r in mine) - 1) if len(members) > 1 else q
+        for chunk in length_chunks([len(r) - n for r in mine], self.max_batch_tokens, packed=True):
+            reading = self.questions.read(question, mine[0][q:n], [mine[c][n:] for c in chunk])
+            for c, logits in zip(chunk, reading.tails, strict=True):  # reading.head[k] predicts token q + k
+                out[members[c]] = self._features(torch.cat([reading.head, logits]), mine[c], q)
 
     def _features(self, logits: Any, ids: list[int], start: int) -> Any:
         """:data:`FEATURES` of tokens ``start..`` of ``ids``; ``logits[k]`` is the prediction of token ``start + k``."""

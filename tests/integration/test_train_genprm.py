@@ -99,10 +99,26 @@ def test_measured_on_graded_samples_and_carded(genprm: Path) -> None:
     assert "ponder train genprm --output-dir" in card and "| steps judged |" in card
 
 
+def logs(scores: list[float]) -> list[float]:
+    """Step scores in log space: a wrong step scores 1e-9 or less, where an absolute tolerance sees nothing."""
+    return [math.log(max(s, 1e-300)) for s in scores]
+
+
+def plain_step_scores(verifier: GenerativePRM, problem, steps: list[str]) -> list[float]:
+    """Step scores from one plain forward pass over the whole text: no cache, no batch."""
+    import torch
+
+    ids, spans = verifier.features(problem, steps)
+    with torch.inference_mode():
+        logprobs = verifier.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    return [math.exp(sum(float(logprobs[t - 1, ids[t]]) for t in range(a, b))) for a, b in spans]
+
+
 @pytest.mark.parametrize("shared_steps", [0, 1], ids=["question-shared", "first-step-shared"])
-async def test_candidates_of_one_question_score_as_they_would_alone(shared_steps: int) -> None:
-    """Scored together, candidates share one pass over what they all start with (the question, or also their first
-    step), duplicates are scored once, and a candidate that is a prefix of another still gets its own scores.
+async def test_candidates_of_one_question_score_as_one_plain_pass_each(shared_steps: int) -> None:
+    """Scored together, candidates continue from the cached question and one pass over what they all start with
+    (the question, or also their first step), duplicates are scored once, and a candidate that is a prefix of
+    another still gets its own scores: all as a plain forward pass over each gives, the question read anew or not.
 
     On the bundled PRM: a model trained a few steps scores every position nearly alike, which would hide an
     off-by-one position."""
@@ -113,11 +129,23 @@ async def test_candidates_of_one_question_score_as_they_would_alone(shared_steps
         solutions.append(["9-9=0", *steps])
     verifier = GenerativePRM(models_dir() / "prm", device="cpu")
     try:
-        together = await verifier.score_steps(problem.prompt_messages(), solutions)
-        alone = [(await verifier.score_steps(problem.prompt_messages(), [s]))[0] for s in solutions]
-        assert [len(s) for s in together] == [len(s) for s in solutions]
-        for a, b in zip(together, alone, strict=True):
-            assert a == pytest.approx(b, rel=1e-4, abs=1e-7)
-        assert together[0] == together[2] and together[3] == pytest.approx(together[0][:1], rel=1e-4)
+        messages = problem.prompt_messages()
+        plain = [plain_step_scores(verifier, messages, s) for s in solutions]
+        cold = await verifier.score_steps(messages, solutions)
+        assert (verifier.questions.misses, verifier.questions.hits) == (1, 0)
+        warm = await verifier.score_steps(messages, solutions)
+        assert (verifier.questions.misses, verifier.questions.hits) == (1, 1)
+        for together in (cold, warm):
+            assert [len(s) for s in together] == [len(s) for s in solutions]
+            for a, b in zip(together, plain, strict=True):
+                assert logs(a) == pytest.approx(logs(b), abs=1e-3)
+        assert cold[0] == cold[2] and cold[3] == pytest.approx(cold[0][:1], rel=1e-4)
+        lone = generate_problems("test", 4, [2])[3]  # a lone answer: read whole with its question, then from it
+        lone_steps, lone_messages = ["9-9=0", *gold_steps(lone), "1+1=3"], lone.prompt_messages()
+        expected = plain_step_scores(verifier, lone_messages, lone_steps)
+        for _ in range(2):
+            [got] = await verifier.score_steps(lone_messages, [lone_steps])
+            assert logs(got) == pytest.approx(logs(expected), abs=1e-3)
+        assert (verifier.questions.misses, verifier.questions.hits) == (2, 2)
     finally:
         await verifier.aclose()

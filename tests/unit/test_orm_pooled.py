@@ -85,18 +85,39 @@ def test_features_are_the_lms_prediction_of_each_answer_token(orm: TokenPooledOR
     assert float(features[1, 3]) == pytest.approx(float(features[0, 0] + features[1, 0]), abs=1e-5)
 
 
-def test_answers_read_together_equal_answers_read_alone(orm: TokenPooledORM) -> None:
-    """The shared pass over a question's common prefix changes nothing; nor does the padding of a batch."""
-    reader = orm.reader
+def plain_logprobs(reader, problem, answer: str) -> tuple[list[float], list[float]]:
+    """Each answer token's logprob, and the best logprob there, from one plain forward pass over the pair."""
+    import torch
+
+    ids, start = reader.encode(problem, answer)
+    with torch.inference_mode():
+        logprobs = reader.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    taken = [float(logprobs[t - 1, ids[t]]) for t in range(start, len(ids))]
+    return taken, logprobs[start - 1 : -1].max(-1).values.tolist()
+
+
+def test_answers_read_together_equal_one_plain_pass_each(folder: Path) -> None:
+    """Continuing from the cached question and one pass over a question's common prefix changes nothing; nor does
+    the padding of a batch."""
+    reader = TokenPooledORM(folder, device="cpu").reader  # its own cache of questions
     other = [{"role": "user", "content": "What is 7*8?"}]
     # the second question's answers share their first step: the shared pass then runs into the answers
     alike = ["<think>7*8=56\n</think>56", "<think>7*8=56\n56+0=56\n</think>56", "<think>7*8=54\n</think>54"]
     items = [(QUESTION, a) for a in ANSWERS] + [(other, a) for a in alike]
-    together = reader.read(items)
-    for item, features in zip(items, together, strict=True):
-        (alone,) = reader.read([item])
-        assert features.shape == alone.shape
-        assert features.flatten().tolist() == pytest.approx(alone.flatten().tolist(), abs=1e-4)
+    first = reader.read(items)
+    assert (reader.questions.misses, reader.questions.hits) == (2, 0)
+    again = reader.read(items)  # both questions held: only the answers are read
+    assert (reader.questions.misses, reader.questions.hits) == (2, 2)
+    lone = [{"role": "user", "content": "What is 9+9?"}]
+    items.append((lone, "<think>9+9=18\n</think>18"))  # read whole with its question, then from it
+    first.extend(reader.read(items[-1:]))
+    again.extend(reader.read(items[-1:]))
+    assert (reader.questions.misses, reader.questions.hits) == (3, 3)
+    for (problem, answer), features, same in zip(items, first, again, strict=True):
+        assert features.flatten().tolist() == pytest.approx(same.flatten().tolist(), abs=1e-4)
+        taken, best = plain_logprobs(reader, problem, answer)
+        assert features[:, 0].tolist() == pytest.approx(taken, abs=1e-4)
+        assert features[:, 1].tolist() == pytest.approx(best, abs=1e-4)
 
 
 def test_answers_longer_than_the_context_keep_their_end_and_share_nothing(orm: TokenPooledORM) -> None:

@@ -350,3 +350,50 @@ async def test_the_batcher_runs_its_forward_passes_on_its_own_thread_count() -> 
     assert torch.get_num_threads() == main_threads  # the setting is the worker thread's own
     with pytest.raises(ValueError, match="verifier threads must be at least 1, got 0"):
         MicroBatcher(threads_seen, threads=0)
+
+
+def test_one_packed_pass_reads_every_answer_as_its_own_row_would(tmp_path: Path) -> None:
+    """The question and a shared start once, then each answer seeing them and itself only: the logits of a plain
+    pass over each whole row; the same from the kept question; the least recently used questions go first once the
+    bytes are spent."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ponder.verifiers.hf import QuestionCache
+
+    model = AutoModelForCausalLM.from_pretrained(build_model(tmp_path / "lm", "ForCausalLM")).eval()
+    questions = [list(range(5 + k, 25 + k)) for k in range(3)]  # 20 tokens each
+    shared, tails = [7, 8], [[9, 10, 11], [12], [13, 14]]
+    with torch.inference_mode():
+        rows = [questions[0] + shared + tail for tail in tails]
+        plain = [model(input_ids=torch.tensor([row])).logits[0] for row in rows]
+        probe = QuestionCache(model, "cpu")
+        probe.read(questions[0], [], [[1]])
+        per_question = probe._held
+        cache = QuestionCache(model, "cpu", max_bytes=2 * per_question)
+        for expected_hits in (0, 1):  # read with the question, then from the kept question
+            reading = cache.read(questions[0], shared, tails)
+            assert (cache.misses, cache.hits) == (1, expected_hits)
+            assert torch.allclose(reading.head, plain[0][19:22], atol=1e-5)  # predicting tokens 20..22
+            for logits, tail, whole in zip(reading.tails, tails, plain, strict=True):
+                assert torch.allclose(logits, whole[22 : 22 + len(tail) - 1], atol=1e-5)
+        for k in (1, 0, 2):  # 0 is held, and now the most recently used; then 1, the least, goes
+            cache.read(questions[k], [], [[1]])
+        assert (cache.misses, cache.hits, len(cache)) == (3, 2, 2)
+        cache.read(questions[0], [], [[1]])
+        cache.read(questions[1], [], [[1]])
+        assert (cache.misses, len(cache)) == (4, 2) and cache._held <= cache.max_bytes
+        off = QuestionCache(model, "cpu", max_bytes=0)
+        off.read(questions[0], [], [[1]])
+        off.read(questions[0], [], [[1]])
+        assert (off.misses, len(off)) == (2, 0)
+
+
+def test_length_chunks_bound_the_tokens_padded_or_packed() -> None:
+    from ponder.verifiers.hf import length_chunks
+
+    assert length_chunks([5, 1, 3], 6) == [[1, 2], [0]]  # padded: 2 rows of 3
+    assert length_chunks([5, 1, 3], 6, packed=True) == [[1, 2], [0]]  # packed: 1 + 3, then 5
+    assert length_chunks([2, 2, 2], 6, packed=True) == [[0, 1, 2]]
+    assert length_chunks([2, 2, 2], 4) == [[0, 1], [2]]
+    assert length_chunks([9], 4, packed=True) == [[0]]  # a row longer than the bound goes alone

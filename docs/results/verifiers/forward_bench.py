@@ -1,7 +1,10 @@
 """Where the PRM's scoring time goes: transformers' forward pass against a lean one, and float32 against bfloat16.
 
-Run from the repository root on an otherwise idle machine (verifiers.md, "Serving cost"):
+Run from the repository root on an otherwise idle machine (verifiers.md, "Serving cost"), against the scoring code it
+measured (since then the served path reads a request in one packed pass, ``GenerativePRM._score_group``):
+    git checkout d9eb0ef -- ponder/verifiers
     python docs/results/verifiers/forward_bench.py build/samples/validation-200x16.jsonl
+    git checkout HEAD -- ponder/verifiers
 (the samples file is the cache `make models` writes through `ponder.training.genprm_card --cache`).
 
 Every arm scores the same 200 sets of 16 policy samples with the served code (`GenerativePRM.score_batch`: identical

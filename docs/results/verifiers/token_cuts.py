@@ -8,7 +8,7 @@ Per request (one validation problem and its 16 policy samples), averaged over th
 - the question's tokens under the PRM's tokenizer (read once a request), and how many of them a tokenizer reading
   each word as one token would remove (digits and operators stay one character each);
 - the characters of the distinct answers; of those, what the served path reads (the start every distinct answer
-  shares is read once, as ``GenerativePRM._score_shared`` does); and what reading them as a tree would (every prefix
+  shares is read once, as ``GenerativePRM._score_group`` does); and what reading them as a tree would (every prefix
   that some of them share read once).
 """
 
