@@ -19,7 +19,6 @@ from ponder.verifiers.hf import (
     QuestionCache,
     VerifierLoadError,
     check_model_folder,
-    common_prefix_len,
     length_chunks,
     load_model,
     load_tokenizer,
@@ -156,24 +155,14 @@ class GenerativePRM(BatchedStepVerifier):
         return out
 
     def _score_group(self, question: tuple[int, ...], members: list[int], feats: list, out: list[list[float]]) -> None:
-        """Score ``members`` (distinct answers to ``question``): one packed pass per chunk (:class:`QuestionCache`)."""
+        """Score ``members`` (distinct answers to ``question``) in one pass over their prefix tree."""
         torch = self._torch
-        rows = [feats[i][0] for i in members]
         q = len(question)
-        # what they all start with after the question is read once; each keeps at least one token of its own
-        n = min(common_prefix_len(rows), min(len(r) for r in rows) - 1) if len(members) > 1 else q
-        shared_ids = rows[0][q:n]
-        for chunk in length_chunks([len(r) - n for r in rows], self.max_batch_tokens, packed=True):
-            tails = [rows[c][n:] for c in chunk]
-            reading = self.questions.read(question, shared_ids, tails)
-            head = reading.head.float().log_softmax(-1)  # row k predicts token q + k, up to token n
-            # the logprob of token t (t >= q) sits at index t - q of ``taken``; the question itself needs none
-            shared = head[:-1].gather(-1, torch.tensor(shared_ids, device=self.device)[:, None])[:, 0]
-            for c, tail, logits in zip(chunk, tails, reading.tails, strict=True):
-                ids = torch.tensor(tail, device=self.device)
-                rest = logits.float().log_softmax(-1).gather(-1, ids[1:, None])[:, 0]
-                taken = torch.cat([shared, head[-1, ids[:1]], rest])
-                out[members[c]] = [math.exp(float(taken[a - q : b - q].sum())) for a, b in feats[members[c]][1]]
+        answers = [feats[i][0][q:] for i in members]
+        for c, logits in enumerate(self.questions.read(question, answers)):
+            ids = torch.tensor(answers[c], device=self.device)
+            taken = logits.float().log_softmax(-1).gather(-1, ids[:, None])[:, 0]  # token q + k at index k
+            out[members[c]] = [math.exp(float(taken[a - q : b - q].sum())) for a, b in feats[members[c]][1]]
 
     def _score_alone(self, todo: list[int], feats: list, out: list[list[float]]) -> None:
         """Score items one padded row each (those longer than the context, cut from the left)."""

@@ -184,56 +184,77 @@ class QuestionState:
 
 
 @dataclass(frozen=True)
-class PackedReading:
-    """What one packed pass read: ``head[k]`` predicts token ``q + k`` of every row (``q``: the question's length,
-    up to the first token of the tails), ``tails[j][i]`` predicts token ``i + 1`` of tail ``j``."""
+class TokenTrie:
+    """Token sequences as a prefix tree: ``tokens[i]`` at ``depth[i]`` under ``parent[i]`` (-1: a root), in the order
+    they were met, so a parent always comes before its children; ``paths[r]`` are the nodes of sequence ``r``."""
 
-    head: Any
-    tails: list[Any]
+    tokens: list[int]
+    parent: list[int]
+    depth: list[int]
+    paths: list[list[int]]
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence[int]]) -> TokenTrie:
+        trie = cls([], [], [], [])
+        children: dict[tuple[int, int], int] = {}
+        for row in rows:
+            path, node = [], -1
+            for token in row:
+                child = children.get((node, token))
+                if child is None:
+                    child = children[node, token] = len(trie.tokens)
+                    trie.tokens.append(token)
+                    trie.parent.append(node)
+                    trie.depth.append(len(path))
+                node = child
+                path.append(node)
+            trie.paths.append(path)
+        return trie
 
 
-def packed_inputs(past: int, ids: Sequence[int], tails: Sequence[Sequence[int]], dtype: Any, device: str) -> tuple:
-    """``(input_ids, position_ids, attention_mask)`` reading ``ids`` and then every tail in one row after ``past``
-    cached tokens: ``ids`` attend to the past and causally to themselves; each tail to the past, all of ``ids``, and
-    causally to itself only, at the positions it would have as a row of its own (a 4D additive mask)."""
+def trie_inputs(past: int, question: Sequence[int], trie: TokenTrie, dtype: Any, device: str) -> tuple:
+    """``(input_ids, position_ids, attention_mask)`` reading ``question`` (when not among the ``past`` cached tokens)
+    and then every node of ``trie`` in one row: the question causally; each node the question, its ancestors and
+    itself, at the position it has in its own sequences (a 4D additive mask: tree attention)."""
     import torch
 
-    head, total = len(ids), len(ids) + sum(len(t) for t in tails)
-    blocked = torch.finfo(dtype).min
-    mask = torch.full((total, past + total), blocked, dtype=dtype, device=device)
-    mask[:, :past] = 0
-    causal = torch.triu(torch.full((total, total), blocked, dtype=dtype, device=device), 1)
-    mask[:head, past : past + head] = causal[:head, :head]
-    positions, start = list(range(past, past + head)), head
-    for tail in tails:
-        end = start + len(tail)
-        mask[start:end, past : past + head] = 0
-        mask[start:end, past + start : past + end] = causal[: end - start, : end - start]
-        positions += range(past + head, past + head + len(tail))
-        start = end
-    flat = [*ids, *(t for tail in tails for t in tail)]
+    q, nodes = len(question), len(trie.tokens)
+    total = q + nodes
+    allowed = torch.zeros(total, past + total, dtype=torch.bool)
+    allowed[:, :past] = True
+    allowed[:q, past : past + q] = torch.ones(q, q, dtype=torch.bool).tril()
+    allowed[q:, past : past + q] = True
+    for i, parent in enumerate(trie.parent):  # a parent's row is complete before its children's
+        row = q + i
+        if parent >= 0:
+            allowed[row, past + q : past + q + nodes] = allowed[q + parent, past + q : past + q + nodes]
+        allowed[row, past + row] = True
+    mask = torch.zeros(total, past + total, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    positions = [*range(q), *(past + q + d for d in trie.depth)]
     return (
-        torch.tensor([flat], device=device),
+        torch.tensor([[*question, *trie.tokens]], device=device),
         torch.tensor([positions], device=device),
-        mask[None, None],
+        mask[None, None].to(device),
     )
 
 
 class QuestionCache:
     """Reads a question's answers in one forward pass, and keeps the questions it read lately.
 
-    A request's distinct answers share their question (and often their first steps): one packed row holds what they
-    share once and then each answer, every answer seeing the shared part and itself only, so nothing is read twice
-    and nothing is padded. A search scores answers to one question many times (each step of a beam search, each
-    round of self-refinement): the question's KV cache is kept, and later passes read only the answers. The least
-    recently used questions go once ``max_bytes`` are held. Only the verifier's worker thread uses it, so it takes
-    no lock.
+    A request's answers share their question and often their first steps, and many repeat one another. One row holds
+    the question and then the answers as a prefix tree, each token read once, seeing the question, the tokens before
+    it in its own answers and itself (tree attention): nothing is read twice and nothing is padded. A search scores
+    answers to one question many times (each step of a beam search, each round of self-refinement): the question's
+    KV cache is kept, and later passes read only the answers. The least recently used questions go once
+    ``max_bytes`` are held. A pass holds at most ``max_tokens`` answer tokens (its mask grows with their square).
+    Only the verifier's worker thread uses it, so it takes no lock.
     """
 
-    def __init__(self, model: Any, device: str, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, model: Any, device: str, max_bytes: int = 64 << 20, max_tokens: int = 2048) -> None:
         self.model = model
         self.device = device
         self.max_bytes = max_bytes
+        self.max_tokens = max_tokens
         self._entries: OrderedDict[tuple[int, ...], QuestionState] = OrderedDict()
         self._held = 0
         self.hits = 0
@@ -242,54 +263,44 @@ class QuestionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def read(self, question: Sequence[int], shared: Sequence[int], tails: Sequence[Sequence[int]]) -> PackedReading:
-        """Read ``question``, then ``shared``, then each of ``tails`` after them, in one pass (the question from the
-        cache when it is held)."""
-        key, q = tuple(question), len(question)
+    def read(self, question: Sequence[int], answers: Sequence[Sequence[int]]) -> list[Any]:
+        """Per answer (each at least one token), the logits at each of its tokens: row ``i`` predicts token ``i``."""
+        out: list[Any] = [None] * len(answers)
+        for chunk in length_chunks([len(a) for a in answers], self.max_tokens, packed=True):
+            for i, logits in zip(chunk, self._read(tuple(question), [answers[i] for i in chunk]), strict=True):
+                out[i] = logits
+        return out
+
+    def _read(self, key: tuple[int, ...], answers: Sequence[Sequence[int]]) -> list[Any]:
+        import torch
+
         state = self._entries.get(key)
         if state is not None:
             self._entries.move_to_end(key)
             self.hits += 1
-            return self._pass(state, q, list(shared), tails)
-        self.misses += 1
-        return self._pass(None, q, [*key, *shared], tails, keep=key)
-
-    def _pass(
-        self,
-        state: QuestionState | None,
-        q: int,
-        ids: list[int],
-        tails: Sequence[Sequence[int]],
-        keep: tuple[int, ...] | None = None,
-    ) -> PackedReading:
-        import torch
-
-        past = q if state is not None else 0
-        dtype = self.model.dtype
-        input_ids, positions, mask = packed_inputs(past, ids, tails, dtype, self.device)
-        first = 0 if state is not None else q - 1  # no logits over the question: it needs no prediction
-        cache = copy.deepcopy(state.cache) if state is not None else None  # the next pass needs it intact
+        else:
+            self.misses += 1
+        trie = TokenTrie.of(answers)
+        fresh = [] if state is not None else list(key)  # the question is read unless it is held
+        past = len(key) if state is not None else 0
+        input_ids, positions, mask = trie_inputs(past, fresh, trie, self.model.dtype, self.device)
+        keep = state is None and self.max_bytes > 0
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
-            use_cache=keep is not None and self.max_bytes > 0,
-            logits_to_keep=input_ids.shape[1] - first,
+            past_key_values=copy.deepcopy(state.cache) if state is not None else None,  # the next pass needs it intact
+            use_cache=keep,
+            logits_to_keep=len(trie.tokens) + 1 if state is None else len(trie.tokens),  # none over the question
         )
-        logits = out.logits[0]  # row r is position first + r of the packed row
-        head = logits[: len(ids) - first]
-        if state is not None:
-            head = torch.cat([state.last_logits[None], head])
-        if keep is not None and self.max_bytes > 0:  # the question alone is what later passes share
+        logits = out.logits[0]
+        first, nodes = (logits[0], logits[1:]) if state is None else (state.last_logits, logits)
+        if keep:  # the question alone is what later passes share
             kept = out.past_key_values
-            kept.crop(q - kept.get_seq_length())  # a negative crop drops that many tokens from the end
-            self._keep(keep, QuestionState(kept, logits[0], cache_bytes(kept)))
-        readings, start = [], len(ids) - first
-        for tail in tails:
-            readings.append(logits[start : start + len(tail) - 1])
-            start += len(tail)
-        return PackedReading(head, readings)
+            kept.crop(len(key) - kept.get_seq_length())  # a negative crop drops that many tokens from the end
+            self._keep(key, QuestionState(kept, first, cache_bytes(kept)))
+        # token i of an answer is predicted after token i - 1 (node path[i - 1]); token 0 after the question
+        return [torch.cat([first[None], nodes[path[:-1]]]) for path in trie.paths]
 
     def _keep(self, key: tuple[int, ...], state: QuestionState) -> None:
         self._entries[key] = state

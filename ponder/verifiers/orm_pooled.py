@@ -18,8 +18,6 @@ from ponder.verifiers.hf import (
     QuestionCache,
     VerifierLoadError,
     check_model_folder,
-    common_prefix_len,
-    length_chunks,
     load_model,
     load_tokenizer,
     model_max_len,
@@ -164,16 +162,11 @@ class SurprisalReader:
     def _read_group(
         self, question: tuple[int, ...], members: list[int], rows: list[tuple[list[int], int]], out: list[Any]
     ) -> None:
-        """Read ``members`` (answers to ``question``): one packed pass per chunk (:class:`QuestionCache`)."""
-        torch = self._torch
-        mine = [rows[i][0] for i in members]
+        """Read ``members`` (answers to ``question``) in one pass over their prefix tree."""
         q = len(question)
-        # what they all start with after the question is read once; each keeps at least one token of its own
-        n = min(common_prefix_len(mine), min(len(r) for r in mine) - 1) if len(members) > 1 else q
-        for chunk in length_chunks([len(r) - n for r in mine], self.max_batch_tokens, packed=True):
-            reading = self.questions.read(question, mine[0][q:n], [mine[c][n:] for c in chunk])
-            for c, logits in zip(chunk, reading.tails, strict=True):  # reading.head[k] predicts token q + k
-                out[members[c]] = self._features(torch.cat([reading.head, logits]), mine[c], q)
+        answers = [rows[i][0][q:] for i in members]
+        for c, logits in enumerate(self.questions.read(question, answers)):  # logits[k] predicts token q + k
+            out[members[c]] = self._features(logits, rows[members[c]][0], q)
 
     def _features(self, logits: Any, ids: list[int], start: int) -> Any:
         """:data:`FEATURES` of tokens ``start..`` of ``ids``; ``logits[k]`` is the prediction of token ``start + k``."""

@@ -352,40 +352,45 @@ async def test_the_batcher_runs_its_forward_passes_on_its_own_thread_count() -> 
         MicroBatcher(threads_seen, threads=0)
 
 
-def test_one_packed_pass_reads_every_answer_as_its_own_row_would(tmp_path: Path) -> None:
-    """The question and a shared start once, then each answer seeing them and itself only: the logits of a plain
-    pass over each whole row; the same from the kept question; the least recently used questions go first once the
-    bytes are spent."""
+def test_one_pass_over_the_answers_prefix_tree_reads_each_as_its_own_row_would(tmp_path: Path) -> None:
+    """The question once, then the answers as a prefix tree (shared starts, repeats and an answer that begins
+    another read once): the logits of a plain pass over each whole row; the same from the kept question, and over
+    several passes when the answers exceed one pass; the least recently used questions go first once the bytes are
+    spent."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ponder.verifiers.hf import QuestionCache
+    from ponder.verifiers.hf import QuestionCache, TokenTrie
 
     model = AutoModelForCausalLM.from_pretrained(build_model(tmp_path / "lm", "ForCausalLM")).eval()
     questions = [list(range(5 + k, 25 + k)) for k in range(3)]  # 20 tokens each
-    shared, tails = [7, 8], [[9, 10, 11], [12], [13, 14]]
+    answers = [[7, 8, 9, 10, 11], [7, 8, 12], [7, 8, 9, 13], [7, 8, 12], [7, 8], [30, 31]]
+    trie = TokenTrie.of(answers)
+    assert len(trie.tokens) == 9 and trie.paths[1] == trie.paths[3] and trie.paths[4] == trie.paths[0][:2]
     with torch.inference_mode():
-        rows = [questions[0] + shared + tail for tail in tails]
-        plain = [model(input_ids=torch.tensor([row])).logits[0] for row in rows]
+        plain = [model(input_ids=torch.tensor([questions[0] + a])).logits[0] for a in answers]
         probe = QuestionCache(model, "cpu")
-        probe.read(questions[0], [], [[1]])
+        probe.read(questions[0], [[1]])
         per_question = probe._held
         cache = QuestionCache(model, "cpu", max_bytes=2 * per_question)
         for expected_hits in (0, 1):  # read with the question, then from the kept question
-            reading = cache.read(questions[0], shared, tails)
+            readings = cache.read(questions[0], answers)
             assert (cache.misses, cache.hits) == (1, expected_hits)
-            assert torch.allclose(reading.head, plain[0][19:22], atol=1e-5)  # predicting tokens 20..22
-            for logits, tail, whole in zip(reading.tails, tails, plain, strict=True):
-                assert torch.allclose(logits, whole[22 : 22 + len(tail) - 1], atol=1e-5)
+            for logits, answer, whole in zip(readings, answers, plain, strict=True):
+                assert torch.allclose(logits, whole[19 : 19 + len(answer)], atol=1e-5)  # 19 predicts token 20
+        small = QuestionCache(model, "cpu", max_tokens=6)  # three passes: the first reads the question, then two hits
+        for logits, answer, whole in zip(small.read(questions[0], answers), answers, plain, strict=True):
+            assert torch.allclose(logits, whole[19 : 19 + len(answer)], atol=1e-5)
+        assert (small.misses, small.hits) == (1, 3)
         for k in (1, 0, 2):  # 0 is held, and now the most recently used; then 1, the least, goes
-            cache.read(questions[k], [], [[1]])
+            cache.read(questions[k], [[1]])
         assert (cache.misses, cache.hits, len(cache)) == (3, 2, 2)
-        cache.read(questions[0], [], [[1]])
-        cache.read(questions[1], [], [[1]])
+        cache.read(questions[0], [[1]])
+        cache.read(questions[1], [[1]])
         assert (cache.misses, len(cache)) == (4, 2) and cache._held <= cache.max_bytes
         off = QuestionCache(model, "cpu", max_bytes=0)
-        off.read(questions[0], [], [[1]])
-        off.read(questions[0], [], [[1]])
+        off.read(questions[0], [[1]])
+        off.read(questions[0], [[1]])
         assert (off.misses, len(off)) == (2, 0)
 
 

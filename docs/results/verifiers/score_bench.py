@@ -1,7 +1,7 @@
 """Side-by-side timing of generative PRM scoring variants on the policy's own 16-sample sets (verifiers.md).
 
 Run from the repository root, against the scoring code it measured (since then the served path reads a request in one
-packed pass: question_cache_bench.py):
+pass over its answers' prefix tree: tree_pass_bench.py):
     git checkout d9eb0ef -- ponder/verifiers
     git show ac2632f:ponder/verifiers/generative_prm.py > /tmp/old_genprm.py   # the code before the change
     python docs/results/verifiers/score_bench.py build/samples/validation-200x16.jsonl /tmp/old_genprm.py

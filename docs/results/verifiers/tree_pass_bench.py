@@ -1,10 +1,10 @@
-"""Side-by-side timing of the PRM's packed pass and cache of questions, on the calls of best_of_n and a step search.
+"""Side-by-side timing of the PRM's tree pass and cache of questions, on the calls of best_of_n and a step search.
 
 Run from the repository root:
     mkdir -p /tmp/old && git show d9eb0ef:ponder/verifiers/generative_prm.py > /tmp/old/old_genprm.py
     git show d9eb0ef:ponder/verifiers/hf.py > /tmp/old/old_hf.py
     sed -i 's/from ponder.verifiers.hf import/from old_hf import/' /tmp/old/old_genprm.py
-    python docs/results/verifiers/packed_bench.py build/samples/validation-200x16.jsonl /tmp/old
+    python docs/results/verifiers/tree_pass_bench.py build/samples/validation-200x16.jsonl /tmp/old
 (the samples file is the cache `make models` writes through `ponder.training.genprm_card --cache`).
 
 A request is one problem's 16 samples. ``best_of_n`` scores them once; a step search (``beam_search``) scores the
@@ -38,8 +38,8 @@ def main(samples_path: str, old_dir: str) -> None:
     before = old_mod.GenerativePRM("ponder/models/prm", device="cpu")
     arms = {
         "before: the shared start, then padded rows (d9eb0ef)": before,
-        "one packed pass, questions kept (now)": GenerativePRM("ponder/models/prm", device="cpu"),
-        "one packed pass, none kept (question_cache_bytes=0)": GenerativePRM(
+        "one pass over the prefix tree, questions kept (now)": GenerativePRM("ponder/models/prm", device="cpu"),
+        "one pass over the prefix tree, none kept (question_cache_bytes=0)": GenerativePRM(
             "ponder/models/prm", device="cpu", question_cache_bytes=0
         ),
     }
