@@ -14,9 +14,10 @@ from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
     DEFAULT_THREADS,
+    TREE_ATTENTION,
     BatchedStepVerifier,
     MicroBatcher,
-    QuestionCache,
+    TreeReader,
     VerifierLoadError,
     check_model_folder,
     length_chunks,
@@ -71,11 +72,11 @@ class GenerativePRM(BatchedStepVerifier):
         self.aggregation = check_aggregation(aggregation)
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(self.folder)
-        self.model = load_model(self.folder, "AutoModelForCausalLM", self.device)
+        self.model = load_model(self.folder, "AutoModelForCausalLM", self.device, attn_implementation=TREE_ATTENTION)
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
-        self.questions = QuestionCache(self.model, self.device, question_cache_bytes)
+        self.tree_reader = TreeReader(self.model, self.device, question_cache_bytes)
         self._batcher = MicroBatcher(self.score_batch, name=f"genprm-{name}", threads=threads)
 
     def _prompt(self, problem: Problem) -> str:
@@ -159,7 +160,7 @@ class GenerativePRM(BatchedStepVerifier):
         torch = self._torch
         q = len(question)
         answers = [feats[i][0][q:] for i in members]
-        for c, logits in enumerate(self.questions.read(question, answers)):
+        for c, logits in enumerate(self.tree_reader.read(question, answers)):
             ids = torch.tensor(answers[c], device=self.device)
             taken = logits.float().log_softmax(-1).gather(-1, ids[:, None])[:, 0]  # token q + k at index k
             out[members[c]] = [math.exp(float(taken[a - q : b - q].sum())) for a, b in feats[members[c]][1]]

@@ -16,6 +16,10 @@ from ponder.core import sidecar as core_sidecar
 from ponder.core.aggregate import aggregate
 from ponder.verifiers.base import split_steps
 
+# Verifiers that read a request's answers as a prefix tree (TreeReader) pass a 4D attention mask, which
+# flash-attention kernels ignore: their language models are loaded with PyTorch's scaled-dot-product attention.
+TREE_ATTENTION = "sdpa"
+
 WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -238,8 +242,8 @@ def trie_inputs(past: int, question: Sequence[int], trie: TokenTrie, dtype: Any,
     )
 
 
-class QuestionCache:
-    """Reads a question's answers in one forward pass, and keeps the questions it read lately.
+class TreeReader:
+    """Reads the answers to a question as a prefix tree in one forward pass, and keeps the questions it read lately.
 
     A request's answers share their question and often their first steps, and many repeat one another. One row holds
     the question and then the answers as a prefix tree, each token read once, seeing the question, the tokens before

@@ -13,9 +13,10 @@ from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
     DEFAULT_THREADS,
+    TREE_ATTENTION,
     BatchedOutcomeVerifier,
     MicroBatcher,
-    QuestionCache,
+    TreeReader,
     VerifierLoadError,
     check_model_folder,
     load_model,
@@ -106,11 +107,11 @@ class SurprisalReader:
         self._view = number_view(number_order)
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(self.folder)
-        self.model = load_model(self.folder, "AutoModelForCausalLM", self.device)
+        self.model = load_model(self.folder, "AutoModelForCausalLM", self.device, attn_implementation=TREE_ATTENTION)
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
         self._torch = torch
-        self.questions = QuestionCache(self.model, self.device, question_cache_bytes)
+        self.tree_reader = TreeReader(self.model, self.device, question_cache_bytes)
         vocab = list(self.tokenizer.get_vocab().values())
         # a token that holds a newline ends a step (the policy writes one step per line); one batched decode, as a
         # real model's vocabulary has 100k+ entries
@@ -165,7 +166,7 @@ class SurprisalReader:
         """Read ``members`` (answers to ``question``) in one pass over their prefix tree."""
         q = len(question)
         answers = [rows[i][0][q:] for i in members]
-        for c, logits in enumerate(self.questions.read(question, answers)):  # logits[k] predicts token q + k
+        for c, logits in enumerate(self.tree_reader.read(question, answers)):  # logits[k] predicts token q + k
             out[members[c]] = self._features(logits, rows[members[c]][0], q)
 
     def _features(self, logits: Any, ids: list[int], start: int) -> Any:

@@ -128,13 +128,14 @@ async def test_candidates_of_one_question_score_as_one_plain_pass_each(shared_st
     if not shared_steps:
         solutions.append(["9-9=0", *steps])
     verifier = GenerativePRM(models_dir() / "prm", device="cpu")
+    assert verifier.model.config._attn_implementation == "sdpa"  # a flash-attention kernel would drop the tree mask
     try:
         messages = problem.prompt_messages()
         plain = [plain_step_scores(verifier, messages, s) for s in solutions]
         cold = await verifier.score_steps(messages, solutions)
-        assert (verifier.questions.misses, verifier.questions.hits) == (1, 0)
+        assert (verifier.tree_reader.misses, verifier.tree_reader.hits) == (1, 0)
         warm = await verifier.score_steps(messages, solutions)
-        assert (verifier.questions.misses, verifier.questions.hits) == (1, 1)
+        assert (verifier.tree_reader.misses, verifier.tree_reader.hits) == (1, 1)
         for together in (cold, warm):
             assert [len(s) for s in together] == [len(s) for s in solutions]
             for a, b in zip(together, plain, strict=True):
@@ -146,6 +147,6 @@ async def test_candidates_of_one_question_score_as_one_plain_pass_each(shared_st
         for _ in range(2):
             [got] = await verifier.score_steps(lone_messages, [lone_steps])
             assert logs(got) == pytest.approx(logs(expected), abs=1e-3)
-        assert (verifier.questions.misses, verifier.questions.hits) == (2, 2)
+        assert (verifier.tree_reader.misses, verifier.tree_reader.hits) == (2, 2)
     finally:
         await verifier.aclose()

@@ -105,14 +105,14 @@ def test_answers_read_together_equal_one_plain_pass_each(folder: Path) -> None:
     alike = ["<think>7*8=56\n</think>56", "<think>7*8=56\n56+0=56\n</think>56", "<think>7*8=54\n</think>54"]
     items = [(QUESTION, a) for a in ANSWERS] + [(other, a) for a in alike]
     first = reader.read(items)
-    assert (reader.questions.misses, reader.questions.hits) == (2, 0)
+    assert (reader.tree_reader.misses, reader.tree_reader.hits) == (2, 0)
     again = reader.read(items)  # both questions held: only the answers are read
-    assert (reader.questions.misses, reader.questions.hits) == (2, 2)
+    assert (reader.tree_reader.misses, reader.tree_reader.hits) == (2, 2)
     lone = [{"role": "user", "content": "What is 9+9?"}]
     items.append((lone, "<think>9+9=18\n</think>18"))  # read whole with its question, then from it
     first.extend(reader.read(items[-1:]))
     again.extend(reader.read(items[-1:]))
-    assert (reader.questions.misses, reader.questions.hits) == (3, 3)
+    assert (reader.tree_reader.misses, reader.tree_reader.hits) == (3, 3)
     for (problem, answer), features, same in zip(items, first, again, strict=True):
         assert features.flatten().tolist() == pytest.approx(same.flatten().tolist(), abs=1e-4)
         taken, best = plain_logprobs(reader, problem, answer)

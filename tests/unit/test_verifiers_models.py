@@ -360,7 +360,7 @@ def test_one_pass_over_the_answers_prefix_tree_reads_each_as_its_own_row_would(t
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ponder.verifiers.hf import QuestionCache, TokenTrie
+    from ponder.verifiers.hf import TokenTrie, TreeReader
 
     model = AutoModelForCausalLM.from_pretrained(build_model(tmp_path / "lm", "ForCausalLM")).eval()
     questions = [list(range(5 + k, 25 + k)) for k in range(3)]  # 20 tokens each
@@ -369,16 +369,16 @@ def test_one_pass_over_the_answers_prefix_tree_reads_each_as_its_own_row_would(t
     assert len(trie.tokens) == 9 and trie.paths[1] == trie.paths[3] and trie.paths[4] == trie.paths[0][:2]
     with torch.inference_mode():
         plain = [model(input_ids=torch.tensor([questions[0] + a])).logits[0] for a in answers]
-        probe = QuestionCache(model, "cpu")
+        probe = TreeReader(model, "cpu")
         probe.read(questions[0], [[1]])
         per_question = probe._held
-        cache = QuestionCache(model, "cpu", max_bytes=2 * per_question)
+        cache = TreeReader(model, "cpu", max_bytes=2 * per_question)
         for expected_hits in (0, 1):  # read with the question, then from the kept question
             readings = cache.read(questions[0], answers)
             assert (cache.misses, cache.hits) == (1, expected_hits)
             for logits, answer, whole in zip(readings, answers, plain, strict=True):
                 assert torch.allclose(logits, whole[19 : 19 + len(answer)], atol=1e-5)  # 19 predicts token 20
-        small = QuestionCache(model, "cpu", max_tokens=6)  # three passes: the first reads the question, then two hits
+        small = TreeReader(model, "cpu", max_tokens=6)  # three passes: the first reads the question, then two hits
         for logits, answer, whole in zip(small.read(questions[0], answers), answers, plain, strict=True):
             assert torch.allclose(logits, whole[19 : 19 + len(answer)], atol=1e-5)
         assert (small.misses, small.hits) == (1, 3)
@@ -388,7 +388,7 @@ def test_one_pass_over_the_answers_prefix_tree_reads_each_as_its_own_row_would(t
         cache.read(questions[0], [[1]])
         cache.read(questions[1], [[1]])
         assert (cache.misses, len(cache)) == (4, 2) and cache._held <= cache.max_bytes
-        off = QuestionCache(model, "cpu", max_bytes=0)
+        off = TreeReader(model, "cpu", max_bytes=0)
         off.read(questions[0], [[1]])
         off.read(questions[0], [[1]])
         assert (off.misses, len(off)) == (2, 0)

@@ -1,7 +1,7 @@
 """Where the PRM's scoring time goes: transformers' forward pass against a lean one, and float32 against bfloat16.
 
 Run from the repository root on an otherwise idle machine (verifiers.md, "Serving cost"), against the scoring code it
-measured (since then the served path reads a request in one pass over its answers' prefix tree, ``QuestionCache``):
+measured (since then the served path reads a request in one pass over its answers' prefix tree, ``TreeReader``):
     git checkout d9eb0ef -- ponder/verifiers
     python docs/results/verifiers/forward_bench.py build/samples/validation-200x16.jsonl
     git checkout HEAD -- ponder/verifiers

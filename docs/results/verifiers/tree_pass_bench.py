@@ -58,9 +58,9 @@ def main(samples_path: str, old_dir: str) -> None:
             for name in names[k % 3 :] + names[: k % 3]:  # rotate the order so no arm always runs first
                 prm = arms[name]
                 for pattern, batches in patterns(items).items():
-                    if hasattr(prm, "questions"):  # each request starts cold: its question is not held
-                        prm.questions._entries.clear()
-                        prm.questions._held = 0
+                    if hasattr(prm, "tree_reader"):  # each request starts cold: its question is not held
+                        prm.tree_reader._entries.clear()
+                        prm.tree_reader._held = 0
                     start = time.perf_counter()
                     for batch in batches:
                         prm.score_batch(batch)
