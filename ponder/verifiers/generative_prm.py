@@ -14,6 +14,7 @@ from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
     DEFAULT_THREADS,
+    QUESTION_CACHE_BYTES,
     TREE_ATTENTION,
     BatchedStepVerifier,
     MicroBatcher,
@@ -52,7 +53,7 @@ class GenerativePRM(BatchedStepVerifier):
         device: str | None = None,
         max_batch_tokens: int = 16384,
         threads: int = DEFAULT_THREADS,
-        question_cache_bytes: int = 64 << 20,
+        question_cache_bytes: int = QUESTION_CACHE_BYTES,
     ) -> None:
         import torch
 
@@ -125,9 +126,8 @@ class GenerativePRM(BatchedStepVerifier):
     def score_batch(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[list[float]]:
         """Step scores of (problem, steps) items, synchronously (what the batcher runs).
 
-        Work that candidates share is done once: identical candidates are scored once, the question comes from the
-        cache of questions read lately (read now if it is not there), what a question's candidates all start with
-        after it (often the first steps) is read once, and every candidate continues from there.
+        Work that candidates share is done once: the distinct answers to a question go through the model as one
+        prefix tree in one pass, after the question's kept KV cache or with the question (:class:`TreeReader`).
         """
         feats = self.features_of(items)
         out: list[list[float]] = [[] for _ in items]

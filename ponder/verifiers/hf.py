@@ -19,6 +19,7 @@ from ponder.verifiers.base import split_steps
 # Verifiers that read a request's answers as a prefix tree (TreeReader) pass a 4D attention mask, which
 # flash-attention kernels ignore: their language models are loaded with PyTorch's scaled-dot-product attention.
 TREE_ATTENTION = "sdpa"
+QUESTION_CACHE_BYTES = 64 << 20  # KV caches of recent questions a tree-reading verifier keeps (``cache_mb`` in a spec)
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -254,7 +255,7 @@ class TreeReader:
     Only the verifier's worker thread uses it, so it takes no lock.
     """
 
-    def __init__(self, model: Any, device: str, max_bytes: int = 64 << 20, max_tokens: int = 2048) -> None:
+    def __init__(self, model: Any, device: str, max_bytes: int = QUESTION_CACHE_BYTES, max_tokens: int = 2048) -> None:
         self.model = model
         self.device = device
         self.max_bytes = max_bytes

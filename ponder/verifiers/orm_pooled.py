@@ -13,6 +13,7 @@ from ponder.verifiers.base import Problem, problem_messages
 from ponder.verifiers.formats import number_view, render_prompt
 from ponder.verifiers.hf import (
     DEFAULT_THREADS,
+    QUESTION_CACHE_BYTES,
     TREE_ATTENTION,
     BatchedOutcomeVerifier,
     MicroBatcher,
@@ -99,7 +100,7 @@ class SurprisalReader:
         number_order: str,
         device: str | None = None,
         max_batch_tokens: int = 16384,
-        question_cache_bytes: int = 64 << 20,
+        question_cache_bytes: int = QUESTION_CACHE_BYTES,
     ) -> None:
         import torch
 
@@ -138,8 +139,8 @@ class SurprisalReader:
     def read(self, items: Sequence[tuple[Problem, str]]) -> list[Any]:
         """One ``[answer tokens, len(FEATURES)]`` float tensor per item (0 rows for an empty answer).
 
-        The question comes from the cache of questions read lately (read now if it is not there), what a
-        question's answers all start with is read once, and every answer continues from there.
+        A question's answers go through the model as one prefix tree in one pass, after the question's kept KV cache
+        or with the question (:class:`TreeReader`).
         """
         prompts: dict[str, str] = {}
         rows: list[tuple[list[int], int]] = []
@@ -205,6 +206,7 @@ class TokenPooledORM(BatchedOutcomeVerifier):
         device: str | None = None,
         max_batch_tokens: int = 16384,
         threads: int = DEFAULT_THREADS,
+        question_cache_bytes: int = QUESTION_CACHE_BYTES,
     ) -> None:
         self.name = name
         self.folder = check_model_folder(folder)
@@ -219,6 +221,7 @@ class TokenPooledORM(BatchedOutcomeVerifier):
                 number_order=self.sidecar.get("number_order", "as_written"),
                 device=device,
                 max_batch_tokens=max_batch_tokens,
+                question_cache_bytes=question_cache_bytes,
             )
         except ValueError as exc:
             raise VerifierLoadError(f"{self.folder}: {exc}") from None
@@ -246,11 +249,23 @@ class TokenPooledORM(BatchedOutcomeVerifier):
 
 
 def open_orm(
-    folder: str | Path, *, name: str = "orm", device: str | None = None, threads: int = DEFAULT_THREADS
+    folder: str | Path,
+    *,
+    name: str = "orm",
+    device: str | None = None,
+    threads: int = DEFAULT_THREADS,
+    question_cache_bytes: int | None = None,
 ) -> Any:
-    """The outcome model a folder holds: a :class:`TokenPooledORM`, or a sequence-classification ORM."""
+    """The outcome model a folder holds: a :class:`TokenPooledORM`, or a sequence-classification ORM.
+
+    ``question_cache_bytes`` (default :data:`QUESTION_CACHE_BYTES`) bounds the token-pooled ORM's kept questions; a
+    sequence-classification ORM keeps none, so it refuses the setting.
+    """
     if read_sidecar(check_model_folder(folder)).get("format") == TOKEN_MIN:
-        return TokenPooledORM(folder, name=name, device=device, threads=threads)
+        cache = QUESTION_CACHE_BYTES if question_cache_bytes is None else question_cache_bytes
+        return TokenPooledORM(folder, name=name, device=device, threads=threads, question_cache_bytes=cache)
+    if question_cache_bytes is not None:
+        raise VerifierLoadError(f"{folder}: a sequence-classification ORM keeps no questions; cache_mb does not apply")
     from ponder.verifiers.orm import OutcomeRewardModel
 
     return OutcomeRewardModel(folder, name=name, device=device, threads=threads)

@@ -6,7 +6,8 @@ Grammar (one spec per ``--verifier``)::
     orm=models/orm:orm                  or a kind: orm, prm, prm-generative (ponder train genprm), prm-step-tag
                                         (Math-Shepherd), prm-qwen (Qwen2.5-Math-PRM)
     prm=models/prm:prm,agg=last,device=cpu   options after the kind: agg (PRM step aggregation), device, threads
-                                        (torch threads of its forward passes, default 1)
+                                        (torch threads of its forward passes, default 1), cache_mb (MiB of recent
+                                        questions' KV caches a generative PRM or token-pooled ORM keeps, default 64)
     safety=policy.yaml                  a .yaml / .yml / .json file is a content policy (kind policy)
     rule=math_rule   calc=calculator   judge=llm_judge    the built-ins; a bare built-in name names itself
     mix=ensemble:prm*0.7+orm*0.3        weighted sum of loaded verifiers, each min-max normalised per batch
@@ -26,7 +27,14 @@ from typing import Any
 from ponder.core.aggregate import AGGREGATIONS
 from ponder.core.errors import InvalidRequestError
 from ponder.verifiers.base import Verifier, VerifierInfo, describe
-from ponder.verifiers.hf import DEFAULT_THREADS, VerifierLoadError, check_model_folder, read_json, read_sidecar
+from ponder.verifiers.hf import (
+    DEFAULT_THREADS,
+    QUESTION_CACHE_BYTES,
+    VerifierLoadError,
+    check_model_folder,
+    read_json,
+    read_sidecar,
+)
 
 log = logging.getLogger("ponder.verifiers")
 
@@ -35,7 +43,7 @@ BUILTINS = ("math_rule", "calculator", "llm_judge")
 ENSEMBLES = ("ensemble", "ensemble-raw")
 KINDS = (*MODEL_KINDS, "policy", *BUILTINS, *ENSEMBLES)
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-OPTIONS = {"orm": ("device", "threads"), "prm": ("agg", "device", "threads")}
+OPTIONS = {"orm": ("device", "threads", "cache_mb"), "prm": ("agg", "device", "threads", "cache_mb")}
 _PRM_FORMAT = {"prm": None, "prm-step-tag": "step_tag", "prm-qwen": "qwen"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(?:\*\s*([^*+\s]+)\s*)?$")
@@ -146,6 +154,10 @@ def _parse_options(pieces: list[str], kind: str, raw: str) -> dict[str, str]:
             )
         if key == "threads" and not (value.isdigit() and 1 <= int(value) <= 256):
             raise VerifierSpecError(f"--verifier {raw!r}: threads must be a whole number from 1 to 256, got {value!r}")
+        if key == "cache_mb" and not (value.isdigit() and int(value) <= 65536):
+            raise VerifierSpecError(
+                f"--verifier {raw!r}: cache_mb must be a whole number from 0 (keep none) to 65536, got {value!r}"
+            )
         options[key] = value
     return options
 
@@ -262,15 +274,25 @@ def load_verifier(
 def _load_model(spec: VerifierSpec, kind: str) -> Verifier:
     """A verifier held in a model folder: an ORM, a generative PRM, or a classifier PRM of one of the step formats."""
     device, threads = spec.options.get("device"), int(spec.options.get("threads", DEFAULT_THREADS))
+    cache = int(spec.options["cache_mb"]) << 20 if "cache_mb" in spec.options else None
     if kind == "orm":
         from ponder.verifiers.orm_pooled import open_orm
 
-        return open_orm(spec.source, name=spec.name, device=device, threads=threads)
+        return open_orm(spec.source, name=spec.name, device=device, threads=threads, question_cache_bytes=cache)
     aggregation = spec.options.get("agg", "min")
     if kind == "prm-generative":
         from ponder.verifiers.generative_prm import GenerativePRM
 
-        return GenerativePRM(spec.source, name=spec.name, aggregation=aggregation, device=device, threads=threads)
+        return GenerativePRM(
+            spec.source,
+            name=spec.name,
+            aggregation=aggregation,
+            device=device,
+            threads=threads,
+            question_cache_bytes=QUESTION_CACHE_BYTES if cache is None else cache,
+        )
+    if cache is not None:
+        raise VerifierLoadError(f"verifier {spec.name!r}: a classifier PRM keeps no questions; cache_mb does not apply")
     from ponder.verifiers.prm import ProcessRewardModel
 
     return ProcessRewardModel(

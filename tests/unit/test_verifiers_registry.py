@@ -62,6 +62,8 @@ def test_parse_spec_grammar(tmp_path) -> None:
         ("p=x.yaml:policy,device=cpu", "bad option 'device=cpu' for kind policy; valid options: none"),
         ("prm=models/prm:prm,threads=0", "threads must be a whole number from 1 to 256, got '0'"),
         ("orm=models/orm:orm,threads=two", "threads must be a whole number from 1 to 256, got 'two'"),
+        ("prm=models/prm:prm,cache_mb=-1", r"cache_mb must be a whole number from 0 \(keep none\) to 65536, got '-1'"),
+        ("orm=models/orm:orm,cache_mb=70000", "cache_mb must be a whole number from 0"),
         ("j=llm_judge:fast", "the built-in llm_judge takes no kind or options"),
         ("mix=ensemble:", "an ensemble needs members, e.g. mix=ensemble:prm"),
         ("mix=ensemble:prm*0.7+", "bad ensemble term ''; expected NAME or NAME\\*WEIGHT"),
@@ -198,6 +200,20 @@ def test_from_specs_errors(models_dir) -> None:
         load_verifier(f"orm={models_dir / 'policy_lm'}:orm")
     with pytest.raises(VerifierLoadError, match="two verifiers are named 'math_rule'"):
         VerifierSet.from_specs(["x=math_rule"], models_dir=models_dir / "none").add(load_verifier("math_rule"))
+
+
+def test_cache_mb_bounds_the_questions_a_tree_reading_verifier_keeps(models_dir) -> None:
+    from ponder.core.sidecar import models_dir as bundled
+
+    prm = load_verifier(f"p={bundled() / 'prm'}:prm-generative,cache_mb=8")
+    orm = load_verifier(f"o={bundled() / 'orm'}:orm,cache_mb=0")
+    default = load_verifier(f"d={bundled() / 'prm'}:prm-generative")
+    assert (prm.tree_reader.max_bytes, orm.reader.tree_reader.max_bytes) == (8 << 20, 0)
+    assert default.tree_reader.max_bytes == 64 << 20
+    with pytest.raises(VerifierLoadError, match="a classifier PRM keeps no questions; cache_mb does not apply"):
+        load_verifier(f"prm={models_dir / 'prm'}:prm,cache_mb=8")
+    with pytest.raises(VerifierLoadError, match="a sequence-classification ORM keeps no questions"):
+        load_verifier(f"orm={models_dir / 'orm'}:orm,cache_mb=8")
 
 
 def test_check_specs_refuses_bad_flags_without_loading_weights(tmp_path, models_dir) -> None:
