@@ -13,11 +13,12 @@ from ponder.core.types import Budget
 from ponder.strategies.base import Options, Search, Strategy, StrategyResult, best_distinct, rank_key
 from ponder.strategies.registry import register
 from ponder.strategies.sampling import draw, draw_scored
-from ponder.strategies.scoring import score_candidates
+from ponder.strategies.scoring import confident, score_candidates, stop_score_field
 from ponder.strategies.trace import Candidate
 from ponder.strategies.voting import tally
 
 DEFAULT_SAMPLES = 16  # N when neither the options nor the budget say how many
+ADAPTIVE_CHUNK = 4  # samples a chunk when stop_score is set and batch_size is not: the probe's size
 MAX_SAMPLES = 4096
 Extraction = Literal["content", "last_number", "boxed"]
 WeightTransform = Literal["auto", "identity", "sigmoid"]
@@ -68,10 +69,16 @@ class BestOfNResult(StrategyResult):
 
     selection: str = "best"
     samples: int = 0
+    confident: bool = False  # stopped early: a candidate reached stop_score
     ranking: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"selection": self.selection, "samples": self.samples, "ranking": self.ranking[:10]}
+        return {
+            "selection": self.selection,
+            "samples": self.samples,
+            "confident": self.confident,
+            "ranking": self.ranking[:10],
+        }
 
 
 @register("best_of_n")
@@ -83,7 +90,9 @@ class BestOfN(Strategy):
     answer with the largest total, shown by its best solution (weighted best-of-N, Uesato et al. 2022;
     Li et al. 2023, "Making Large Language Models Better Reasoners with Step-Aware Verifier"). With
     ``batch_size`` the N samples are drawn in chunks, each scored and kept as it finishes, so a budget
-    cut (tokens or seconds) returns the best of the chunks done.
+    cut (tokens or seconds) returns the best of the chunks done. With ``stop_score`` it stops drawing once a
+    candidate is scored that high (adaptive sampling: the verifier, not a fixed N, decides when a prompt has
+    had enough; cf. Adaptive-Consistency, Aggarwal et al. 2023, with a verifier in place of the vote).
     """
 
     needs_verifier = True
@@ -119,17 +128,21 @@ class BestOfN(Strategy):
             None,
             ge=1,
             le=MAX_SAMPLES,
-            description="Draw the N samples in chunks of this size, each scored as it finishes; default all at once.",
+            description="Draw the N samples in chunks of this size, each scored as it finishes; default all at "
+            f"once ({ADAPTIVE_CHUNK} with stop_score).",
         )
+        stop_score: float | None = stop_score_field()
 
     Result = BestOfNResult
 
     async def explore(self, search: Search[BestOfNResult]) -> list[Candidate]:
         o, trace = self.options, search.trace
         total = sample_count(o.n_samples, search.budget)
-        chunk = o.batch_size or total
+        chunk = o.batch_size or (ADAPTIVE_CHUNK if o.stop_score is not None else total)
         pool: list[Candidate] = []
         while len(pool) < total:
+            if self._confident(search):
+                break
             params = search.request.params
             size = min(chunk, total - len(pool))
             if o.score_early:
@@ -158,6 +171,21 @@ class BestOfN(Strategy):
                     votes=votes,
                 )
         return self.select(pool, search.request.n)
+
+    def _confident(self, search: Search[BestOfNResult]) -> bool:
+        """Whether a candidate of this search's trace (the probe's too, under compute_optimal) reached stop_score."""
+        best = confident(search.trace.candidates, self.options.stop_score)
+        if best is None:
+            return False
+        search.result.confident = True
+        search.trace.emit(
+            "stop",
+            f"best score {_fmt(best.score)} >= stop_score {self.options.stop_score} after "
+            f"{len(search.trace.candidates)} candidates",
+            score=best.score,
+            candidates=len(search.trace.candidates),
+        )
+        return True
 
     def select(self, candidates: Sequence[Candidate], n: int) -> list[Candidate]:
         """The ``n`` best distinct answers: by single score, or by score total per answer (weighted)."""

@@ -185,6 +185,20 @@ class MeteredEngine:
         self.separator = separator
         self.model_id = engine.model_id
         self.capabilities = engine.capabilities
+        self._sequences = 0  # sequences asked for so far: where the next call's seeds start
+
+    def _seeded(self, params: SamplingParams, n: int) -> SamplingParams:
+        """A seeded request's call with seeds of its own: the request's seed plus the sequences asked for before.
+
+        Engines seed a call's n sequences seed, seed + 1, ... (vLLM; the HF engine seeds the call), so every call
+        of a search with the request's seed would draw the same samples again: a second chunk of best-of-N, a
+        second wave of DVTS or two subtrees from the same prefix would repeat the first. Offsetting keeps the
+        request reproducible and its calls distinct; the first call keeps the request's seed as it is.
+        """
+        offset, self._sequences = self._sequences, self._sequences + n
+        if params.seed is None or offset == 0:
+            return params
+        return dataclasses.replace(params, seed=params.seed + offset)
 
     async def generate(
         self,
@@ -222,6 +236,7 @@ class MeteredEngine:
         on_finish: Callable[[int, Sample], None] | None = None,
     ) -> list[Sample]:
         params, n = await self._admit(params, n)
+        params = self._seeded(params, n)
         held = self.meter.reserve(params, n, samples=n)
         try:
             if on_finish is None:
@@ -238,6 +253,7 @@ class MeteredEngine:
     async def ask(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> list[Sample]:
         """An auxiliary call (the model judging a partial solution): its tokens count, its sequences are no samples."""
         params, n = await self._admit(params, n, solutions=False)
+        params = self._seeded(params, n)
         held = self.meter.reserve(params, n, samples=0)
         try:
             samples = self.meter.cut(await self._engine.generate(prompt, params, n))

@@ -19,7 +19,7 @@ from ponder.strategies.compute_optimal import check_router
 from ponder.strategies.router import LEVELS, VERSION, Predictor, RouterFileError, RouterPolicy, parse_router
 from ponder.training.common import TrainingInputError, write_json
 from ponder.training.router_config import RouterArgs
-from ponder.training.router_data import RouterData, build_data, find_probe, read_rows
+from ponder.training.router_data import STOP_OPTION, RouterData, build_data, find_probe, read_rows
 
 log = logging.getLogger("ponder.train")
 
@@ -157,14 +157,14 @@ def choose_lambda(sweep: list[dict[str, float]], objective: str, cap: float, flo
 
 
 def reference_arm(data: RouterData, name: str | None) -> int:
-    """The arm the token target is a share of: ``name``, else the best_of_n arm with the most samples, else the
-    arm with the most tokens."""
+    """The arm the token target is a share of: ``name``, else the plain best_of_n arm (not adaptive: it draws all
+    its samples) with the most samples, else the arm with the most tokens."""
     names = [a.name for a in data.arms]
     if name is not None:
         if name not in names:
             raise TrainingInputError(f"--reference {name!r}: no such arm; arms: {', '.join(names)}")
         return names.index(name)
-    bon = [i for i, a in enumerate(data.arms) if a.strategy == "best_of_n"]
+    bon = [i for i, a in enumerate(data.arms) if a.strategy == "best_of_n" and STOP_OPTION not in a.strategy_options]
     if bon:
         return max(bon, key=lambda i: data.arms[i].samples)
     return int(np.argmax(data.tokens.mean(axis=0)))

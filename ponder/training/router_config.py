@@ -34,8 +34,8 @@ class RouterArgs:
     reference: str | None = field(
         default=None,
         metadata=arg(
-            "The run the token target is a share of (default: the best_of_n run with the most samples, else the "
-            "run with the most tokens)."
+            "The run the token target is a share of (default: the best_of_n run without stop_score with the most "
+            "samples, else the run with the most tokens)."
         ),
     )
     objective: str = field(

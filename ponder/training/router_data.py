@@ -19,6 +19,9 @@ log = logging.getLogger("ponder.train")
 
 # Arms whose result is a selection over independent samples: the probe's samples can be the first of them.
 POOLED = ("best_of_n",)
+# The option of an adaptive arm (best_of_n, dvts): it draws nothing once a candidate, the probe's included, scores
+# this high, so routed after a probe that already did, it costs nothing more and answers the probe's best.
+STOP_OPTION = "stop_score"
 
 
 @dataclass
@@ -149,11 +152,8 @@ def build_data(
     correct = np.array([[float(rows[k]["correct"]) for rows in by_run] for k in keys]).reshape(len(keys), len(arms))
     tokens = np.array([[float(rows[k]["completion_tokens"]) for rows in by_run] for k in keys]).reshape(correct.shape)
     k = int((request.get("strategy_options") or {}).get("probe_samples", 4))
-    for i, arm in enumerate(arms[1:], 1):
-        # best-of-n's pool takes the probe's samples as its first ones; any other arm pays for its probe on top
-        arm.includes_probe = arm.strategy in POOLED and arm.samples > k
-        if not arm.includes_probe:
-            tokens[:, i] += probe_tokens
+    probe_best = np.array([float(row["probe"].get("score_max", -np.inf)) for row in probe])
+    _after_probe(arms, correct, tokens, k, probe_best, probe_tokens)
     options = request.get("strategy_options") or {}
     return RouterData(
         features=np.array([[float(row["probe"][f]) for f in feature_names] for row in probe]).reshape(len(keys), -1),
@@ -167,6 +167,29 @@ def build_data(
         probe_options=options,
         splits=splits,
     )
+
+
+def _after_probe(
+    arms: list[Arm], correct: np.ndarray, tokens: np.ndarray, k: int, probe_best: np.ndarray, probe_tokens: np.ndarray
+) -> None:
+    """Each arm's outcome and cost as routed after the probe, from its run alone."""
+    for i, arm in enumerate(arms[1:], 1):
+        # best-of-n's pool takes the probe's samples as its first ones; any other arm pays for its probe on top
+        arm.includes_probe = arm.strategy in POOLED and arm.samples > k
+        bar = arm.strategy_options.get(STOP_OPTION)
+        if bar is not None:
+            _gate(correct, tokens, i, probe_best >= float(bar), probe_tokens)
+        elif not arm.includes_probe:
+            tokens[:, i] += probe_tokens
+
+
+def _gate(correct: np.ndarray, tokens: np.ndarray, arm: int, sure: np.ndarray, probe_tokens: np.ndarray) -> None:
+    """An adaptive arm routed after the probe: where the probe was sure, the probe's outcome and cost; elsewhere the
+    arm's, with the probe paid on top (for a pooled arm that overcounts a chunk: its own first chunk stands in for
+    the probe that was not sure)."""
+    correct[sure, arm] = correct[sure, 0]
+    tokens[sure, arm] = probe_tokens[sure]
+    tokens[~sure, arm] += probe_tokens[~sure]
 
 
 def _by_problem(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:

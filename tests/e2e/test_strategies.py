@@ -78,6 +78,32 @@ def test_strategy_streams_progress_then_the_answer(client, name):
     assert usage_chunk.model_extra["ponder"]["strategy"] == name
 
 
+@pytest.mark.parametrize(
+    ("name", "options", "spent_at_most", "stopped"),
+    [
+        ("best_of_n", {}, 4, ("confident", True)),  # one chunk of 4
+        ("dvts", {"expansions": 2}, 16, ("waves", 1)),  # one wave of 4 subtrees out of 8
+    ],
+)
+def test_stop_score_ends_an_easy_search_once_the_bundled_prm_is_sure(client, name, options, spent_at_most, stopped):
+    def ask(stop_score: float) -> dict:
+        extra = {"strategy": name, "strategy_options": {**options, "stop_score": stop_score}}
+        resp = client.chat.completions.create(
+            model="policy",
+            messages=QUESTION,
+            max_tokens=96,
+            temperature=0.8,
+            extra_body={**extra, "budget": {"max_samples": 16, "max_seconds": 120}},
+        )
+        return resp.model_extra["ponder"]
+
+    sure = ask(0.5)  # the bundled PRM scores a right step above 0.5
+    field, value = stopped
+    assert sure[field] == value and sure["spent"]["samples"] <= spent_at_most
+    never = ask(1.5)  # above any probability: the whole budget is spent
+    assert never["spent"]["samples"] > sure["spent"]["samples"]
+
+
 def test_reasoning_effort_picks_a_strategy_and_budget(client):
     resp = client.chat.completions.create(model="policy", messages=QUESTION, max_tokens=96, reasoning_effort="low")
     ponder = resp.model_extra["ponder"]

@@ -110,6 +110,22 @@ def test_easy_problems_stop_at_the_probe_and_hard_ones_get_the_big_arm(tmp_path)
     assert hard["arms"]["dvts4"]["tokens"] == 140  # dvts cannot reuse the probe: it pays for it on top
 
 
+def test_an_adaptive_arm_after_a_sure_probe_costs_the_probe_alone(tmp_path):
+    logs = write_logs(tmp_path / "logs")
+    request = {"strategy": "dvts", "verifier": "prm", "budget": {"max_samples": 16}, "strategy_options": {}}
+    request["strategy_options"]["stop_score"] = 0.5  # the easy problems' probes score ~0.9, the hard ones' ~0.2
+    rows = [row("advts16", seed, seed % 3 != 0, 300, request) for seed in range(100)]
+    (logs / "advts16.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    router = train(tmp_path, logs=logs, lambda_tokens=1e-4)
+    levels = [lv for lv in router["training"]["levels"] if lv["problems"]]
+    easy = next(lv for lv in levels if lv["arms"]["probe"]["accuracy"] == 1.0)
+    hard = next(lv for lv in levels if lv["arms"]["probe"]["accuracy"] == 0.0)
+    # sure: the probe's answer (right, though the arm's own run missed a third) at the probe's 40 tokens
+    assert easy["arms"]["advts16"] == {**easy["arms"]["advts16"], "accuracy": 1.0, "tokens": 40}
+    # not sure: the arm's own outcome, the probe paid on top
+    assert hard["arms"]["advts16"]["tokens"] == 340 and hard["arms"]["advts16"]["accuracy"] < 1.0
+
+
 def test_a_high_price_on_tokens_keeps_every_level_at_the_probe(tmp_path):
     router = train(tmp_path, lambda_tokens=0.01)  # 1.0 accuracy is worth less than 360 tokens at this price
     assert set(router["routes"].values()) == {"probe"} and [a["name"] for a in router["arms"]] == ["probe"]

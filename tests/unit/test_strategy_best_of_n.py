@@ -203,6 +203,58 @@ async def test_time_budget_keeps_the_scored_chunks_with_the_weighted_selection()
     assert engine.active == 0
 
 
+def numbered():
+    """Responder: every sample of every call gets the next number, its answer and its tag alike."""
+    count = iter(range(10_000))
+
+    def respond(prompt, params, index):
+        k = next(count)
+        return f"<think>try #{k}\n</think>{k}"
+
+    return respond
+
+
+async def test_stop_score_ends_the_draw_at_the_first_chunk_with_a_confident_candidate():
+    scores = {9: 0.95, 13: 0.99}  # sample 9 is in the third chunk of 4
+    verifier = TableVerifier(scores, key=tag, default=0.2)
+    engine, trace = FakeEngine(numbered()), Trace(keep=True)
+    result = await bon(stop_score=0.9).run(request(), engine, verifier, Budget(max_samples=64), trace)
+    assert [n for _, _, n in engine.calls] == [4, 4, 4]  # chunks of 4 by default
+    assert result.spent.samples == 12 and result.choices[0].answer == "9"
+    assert result.summary()["confident"] is True and result.summary()["samples"] == 12
+    assert "best score 0.950 >= stop_score 0.9 after 12 candidates" in [e.data.get("message") for e in trace.events]
+
+
+async def test_stop_score_never_reached_draws_all_n_in_the_chosen_chunks():
+    verifier = TableVerifier({5: 0.6}, key=tag, default=0.1)
+    engine = FakeEngine(numbered())
+    result = await bon(stop_score=0.9, batch_size=8).run(request(), engine, verifier, Budget(max_samples=20))
+    assert [n for _, _, n in engine.calls] == [8, 8, 4]
+    assert result.choices[0].answer == "5" and result.summary()["confident"] is False
+
+
+async def test_a_confident_truncated_candidate_does_not_stop_the_draw():
+    def respond(prompt, params, index):  # sample 0 runs past max_tokens
+        return "<think>#0\na b c d e f g\n</think>0" if index == 0 else f"<think>try #{index}\n</think>{index}"
+
+    verifier = TableVerifier({0: 0.99}, key=tag, default=0.1)
+    engine = FakeEngine(respond)
+    req = StrategyRequest(PROMPT, SamplingParams(temperature=0.8, max_tokens=5))
+    result = await bon(stop_score=0.9).run(req, engine, verifier, Budget(max_samples=8))
+    assert [n for _, _, n in engine.calls] == [4, 4] and result.summary()["confident"] is False
+
+
+async def test_a_seeded_request_draws_each_chunk_with_seeds_of_its_own():
+    # engines seed a call's n sequences seed, seed + 1, ...: each call starts past the sequences before it
+    engine = FakeEngine(numbered())
+    seeded = StrategyRequest(PROMPT, SamplingParams(temperature=0.8, seed=7))
+    await bon(batch_size=2).run(seeded, engine, TableVerifier({}, default=0.5), Budget(max_samples=6))
+    assert [params.seed for _, params, _ in engine.calls] == [7, 9, 11]
+    engine = FakeEngine(numbered())
+    await bon(batch_size=2).run(request(), engine, TableVerifier({}, default=0.5), Budget(max_samples=4))
+    assert [params.seed for _, params, _ in engine.calls] == [None, None]
+
+
 def test_needs_a_verifier_and_is_registered():
     assert registry.get("best_of_n") is BestOfN
     with pytest.raises(InvalidRequestError, match="needs a verifier") as err:
@@ -221,6 +273,7 @@ def test_needs_a_verifier_and_is_registered():
         ({"aggregation": "median"}, "aggregation"),
         ({"batch_size": 0}, "batch_size"),
         ({"weight_transform": "softmax"}, "weight_transform"),
+        ({"stop_score": "high"}, "stop_score"),
     ],
 )
 def test_bad_options_are_errors(options, field):

@@ -224,6 +224,22 @@ async def test_routes_to_a_real_voting_strategy_that_counts_the_probe_votes():
     assert result.summary()["routed"]["counts"] == {"6": 5, "5": 2, "7": 1}
 
 
+async def test_adaptive_best_of_n_counts_a_confident_probe_sample_and_draws_nothing_more():
+    table = routes(L4={"strategy": "best_of_n", "strategy_options": {"stop_score": 0.9}})
+    engine = scripted(["5", "6", "7", "8"])  # all different: level 4
+    result, trace = await run(engine, {"routes": table}, by_answer({"6": 0.95}), budget=16)
+    assert result.routed_to == "best_of_n" and len(engine.calls) == 1 and result.spent.samples == 4
+    assert result.choices[0].answer == "6" and result.summary()["routed"]["confident"] is True
+
+
+async def test_adaptive_best_of_n_after_an_unsure_probe_draws_until_confident():
+    table = routes(L4={"strategy": "best_of_n", "strategy_options": {"stop_score": 0.9}})
+    engine = scripted(["5", "6", "7", "8"], later="9")
+    result, _ = await run(engine, {"routes": table}, by_answer({"9": 0.95}), budget=16)
+    assert [n for _, _, n in engine.calls] == [4, 4]  # the probe, then one chunk of 4
+    assert result.choices[0].answer == "9" and result.spent.samples == 8
+
+
 async def test_default_routes_pick_what_the_engine_and_verifier_can_serve():
     strategy = ComputeOptimal()
     engine = FakeEngine()

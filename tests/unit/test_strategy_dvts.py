@@ -20,7 +20,7 @@ FMT = StepFormat()
 
 
 def forest(plan: dict[str, list[str]]):
-    """Responder: the k-th call from the root is subtree ``"ab..."[k]``; ``plan[tag][i]`` is the child ``i`` of the
+    """Responder: the k-th call from the root is subtree ``"abcde"[k]``; ``plan[tag][i]`` is the child ``i`` of the
     path whose last step is tagged ``tag`` (a step ``"<word> <tag>"``, or a final ``"<word> <tag>|<answer>"``).
     """
     roots = []
@@ -29,7 +29,7 @@ def forest(plan: dict[str, list[str]]):
         steps = FMT.steps(prompt.prefix)
         if not steps:
             if index == 0:
-                roots.append("ab"[len(roots)])
+                roots.append("abcde"[len(roots)])
             tag = roots[-1]
         else:
             tag = steps[-1].split()[-1]
@@ -81,6 +81,7 @@ async def test_a_weaker_subtree_keeps_its_own_best_step_and_answers_stay_distinc
         "expansions": 2,
         "stop_reason": "enough",
         "subtrees": 2,
+        "waves": 1,
     }
     assert next(e.data["message"] for e in trace.events if e.kind == "step") == (
         "step 1: 2 subtrees going on; best 0.90: good b0"
@@ -132,6 +133,45 @@ async def test_max_steps_returns_the_best_unfinished_subtree_path(graded_prm):
     [best] = result.choices
     assert best.finish_reason == "length" and best.text == "<think>ok a0\nok a00\n"  # its 0.5 beats b's 0.1
     assert result.summary()["stop_reason"] == "max_steps"
+
+
+async def test_stop_score_starts_no_wave_after_a_confident_solution(graded_prm):
+    plan = {"a": ["good|7", "good|7"], "b": ["good|8", "good|8"]}
+    engine, trace = FakeEngine(forest(plan)), Trace(keep=True)
+    result = await dvts(expansions=2, stop_score=0.8, wave_subtrees=1).run(
+        request(), engine, graded_prm, Budget(max_samples=4), trace
+    )
+    assert [(p.prefix, n) for p, _, n in engine.calls] == [("<think>", 2)]  # subtree b never starts
+    assert result.choices[0].answer == "7" and result.spent.samples == 2
+    assert result.summary()["waves"] == 1 and result.summary()["stop_reason"] == "confident"
+    assert "best score 0.900 >= stop_score 0.8 after 1 waves" in [e.data.get("message") for e in trace.events]
+
+
+async def test_waves_go_on_until_a_solution_is_confident(graded_prm):
+    plan = {"a": ["ok|8", "ok|8"], "b": ["good|7", "good|7"]}
+    engine = FakeEngine(forest(plan))
+    result = await dvts(expansions=2, stop_score=0.8, wave_subtrees=1).run(
+        request(), engine, graded_prm, Budget(max_samples=4)
+    )
+    assert [n for _, _, n in engine.calls] == [2, 2]  # one subtree a wave, one after the other
+    assert result.choices[0].answer == "7" and result.summary()["waves"] == 2
+
+
+async def test_stop_score_runs_waves_of_four_subtrees_by_default(graded_prm):
+    plan = {tree: [f"ok|{answer}"] * 2 for answer, tree in enumerate("abcde")}
+    engine, trace = FakeEngine(forest(plan)), Trace(keep=True)
+    result = await dvts(expansions=2, stop_score=0.8).run(request(), engine, graded_prm, Budget(max_samples=10), trace)
+    assert result.summary()["subtrees"] == 5 and result.summary()["waves"] == 2
+    assert [len(step) for step in paths(trace)] == [0, 0]  # each wave's subtrees all finished in one step
+    assert len(engine.calls) == 5 and result.spent.samples == 10
+
+
+async def test_seeded_subtrees_from_the_same_root_get_distinct_seeds(graded_prm):
+    plan = {"a": ["ok|8", "ok|8"], "b": ["good|7", "good|7"]}
+    engine = FakeEngine(forest(plan))
+    seeded = StrategyRequest(PROMPT, SamplingParams(seed=100), n=1)
+    await dvts(expansions=2).run(seeded, engine, graded_prm, Budget(max_samples=4))
+    assert [(p.prefix, params.seed) for p, params, _ in engine.calls] == [("<think>", 100), ("<think>", 102)]
 
 
 def test_allocate_gives_each_subtree_its_expansions_until_the_room_is_used():
