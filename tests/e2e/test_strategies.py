@@ -86,11 +86,15 @@ def test_strategy_streams_progress_then_the_answer(client, name):
     ],
 )
 def test_stop_score_ends_an_easy_search_once_the_bundled_prm_is_sure(client, name, options, spent_at_most, stopped):
+    # the wording the bundled PRM was trained on: on some others it is unsure of every sample, and the search,
+    # rightly, goes on (docs/results/verifiers.md)
+    easy = [{"role": "user", "content": "State the final answer to the following arithmetic problem: 23 + 45 + 11 ="}]
+
     def ask(stop_score: float) -> dict:
         extra = {"strategy": name, "strategy_options": {**options, "stop_score": stop_score}}
         resp = client.chat.completions.create(
             model="policy",
-            messages=QUESTION,
+            messages=easy,
             max_tokens=96,
             temperature=0.8,
             extra_body={**extra, "budget": {"max_samples": 16, "max_seconds": 120}},

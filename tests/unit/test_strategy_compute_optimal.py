@@ -227,7 +227,7 @@ async def test_routes_to_a_real_voting_strategy_that_counts_the_probe_votes():
 async def test_adaptive_best_of_n_counts_a_confident_probe_sample_and_draws_nothing_more():
     table = routes(L4={"strategy": "best_of_n", "strategy_options": {"stop_score": 0.9}})
     engine = scripted(["5", "6", "7", "8"])  # all different: level 4
-    result, trace = await run(engine, {"routes": table}, by_answer({"6": 0.95}), budget=16)
+    result, _ = await run(engine, {"routes": table}, by_answer({"6": 0.95}), budget=16)
     assert result.routed_to == "best_of_n" and len(engine.calls) == 1 and result.spent.samples == 4
     assert result.choices[0].answer == "6" and result.summary()["routed"]["confident"] is True
 
