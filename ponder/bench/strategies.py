@@ -47,6 +47,8 @@ def arms(samples: int) -> list[Arm]:
     budget = {"budget": {"max_samples": samples}}
     # best_of_n scores all 16 in one call once they are done; these arms score each as it finishes, for the ratio
     bon_early = {"strategy": "best_of_n", "strategy_options": {"score_early": True}}
+    adaptive = {"verifier": "prm", "strategy_options": {"stop_score": 0.5}}
+    adaptive_dvts = {"strategy": "dvts", "verifier": "prm", "strategy_options": {"stop_score": 0.5, "wave_subtrees": 1}}
     return [
         Arm("one sample (strategy none)", {}),
         Arm(f"n={samples} samples, no selection (strategy none)", {"n": samples}),
@@ -56,6 +58,10 @@ def arms(samples: int) -> list[Arm]:
         Arm(f"best_of_n N={samples}, PRM, scored as they finish", {**bon_early, "verifier": "prm", **budget}),
         Arm(f"best_of_n N={samples}, calculator", {"strategy": "best_of_n", "verifier": "calculator", **budget}),
         Arm(f"beam_search N={samples}, PRM", {"strategy": "beam_search", "verifier": "prm", **budget}),
+        # adaptive: they stop at the first chunk or wave holding a solution the PRM is sure of
+        Arm(f"best_of_n N={samples}, PRM, adaptive", {**adaptive, "strategy": "best_of_n", **budget}),
+        Arm(f"dvts N={samples}, PRM", {"strategy": "dvts", "verifier": "prm", **budget}),
+        Arm(f"dvts N={samples}, PRM, adaptive, one subtree a wave", {**adaptive_dvts, **budget}),
     ]
 
 

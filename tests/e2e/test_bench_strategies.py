@@ -34,9 +34,12 @@ def test_bench_strategies_times_every_arm_and_reports_prefix_cache_hits(tmp_path
         "| best_of_n N=4, PRM, scored as they finish",
         "| best_of_n N=4, calculator",
         "| beam_search N=4, PRM",
+        "| best_of_n N=4, PRM, adaptive",
+        "| dvts N=4, PRM",
+        "| dvts N=4, PRM, adaptive, one subtree a wave",
     ]
     for row in rows:
         cells = row.strip("| ").split(" | ")
         assert cells[1] == "2" and float(cells[3]) > 0 and re.fullmatch(r"\d+\.\d\dx", cells[5])
-    beam_hits = float(rows[-1].strip("| ").split(" | ")[6].rstrip("%"))
+    beam_hits = float(rows[7].strip("| ").split(" | ")[6].rstrip("%"))
     assert beam_hits > 0  # beam search continues paths from cached prefixes
