@@ -17,6 +17,7 @@ from ponder.core.protocols import Engine
 from ponder.core.types import EngineCapabilities, Prompt, Sample, SampleDelta, SamplingParams
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_SAMPLE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
 
 
 class Metrics:
@@ -48,6 +49,14 @@ class Metrics:
         self.prompt_tokens = Counter("ponder_prompt_tokens", "Prompt tokens processed.", ["strategy"], registry=r)
         self.completion_tokens = Counter(
             "ponder_completion_tokens", "Tokens generated, every candidate counted.", ["strategy"], registry=r
+        )
+        # what a search spent, as its histogram: an adaptive search (stop_score) shows how often it stopped early
+        self.search_samples = Histogram(
+            "ponder_search_samples",
+            "Samples (whole solutions) a request's search drew.",
+            ["strategy"],
+            buckets=_SAMPLE_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge("ponder_requests_in_flight", "Requests being served now.", registry=r)
         self.engine_running = Gauge(

@@ -155,7 +155,7 @@ class ServingBase:
         self.metrics = metrics
         self.model_names = model_names
         self.planner = StrategyPlanner(engine, settings, verifiers, filtered=content_filter is not None)
-        self.runner = StrategyRunner(engine, step_format or StepFormat(), content_filter)
+        self.runner = StrategyRunner(engine, step_format or StepFormat(), content_filter, self._searched)
 
     # ---- validation ----
 
@@ -240,6 +240,9 @@ class ServingBase:
         return run_with_progress(self.runner, ctx.plan, prompt, ctx.params, ctx.n)
 
     # ---- accounting ----
+
+    def _searched(self, plan: StrategyPlan, result: StrategyResult) -> None:
+        self.metrics.search_samples.labels(plan.name).observe(result.spent.samples)
 
     def record_refusal(self, req: PonderFields, status: int) -> None:
         """A request refused before it was planned (503 past --max-concurrency)."""

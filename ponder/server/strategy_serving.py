@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -209,10 +209,17 @@ class StrategyPlanner:
 class StrategyRunner:
     """Runs a plan over the engine and turns its result into choices, usage and the ``ponder`` block."""
 
-    def __init__(self, engine: Engine, step_format: StepFormat, content_filter: ContentFilter | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        step_format: StepFormat,
+        content_filter: ContentFilter | None = None,
+        on_result: Callable[[StrategyPlan, StrategyResult], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.step_format = step_format
         self.content_filter = content_filter
+        self.on_result = on_result  # every finished search, streamed or not (the server's metrics)
         self.count_tokens = token_counter(engine)  # for the thinking a partial turn already holds
 
     def engine_for(self, plan: StrategyPlan) -> Engine:
@@ -236,6 +243,8 @@ class StrategyRunner:
         result = await plan.strategy.run(request, engine, plan.verifier, plan.budget, trace, plan.ceiling)
         if policy is not None:
             await policy.apply(result, n, request.problem)
+        if self.on_result is not None:
+            self.on_result(plan, result)
         return result
 
 

@@ -246,6 +246,24 @@ async def test_models_health_version_metrics():
     assert 'ponder_completion_tokens_total{strategy="none"}' in text
 
 
+async def test_search_samples_are_a_histogram_per_strategy_streamed_or_not():
+    app, _ = fake_app(FakeEngine(lambda p, s, i: "<think>2 + 2 = 4</think> 4"))
+    vote = {"strategy": "self_consistency", "strategy_options": {"stop_agreement": None, "round_size": 2}}
+    async with client(app) as c:
+        await c.post("/v1/chat/completions", json=chat_body(**vote, budget={"max_samples": 8}))
+        async with c.stream(
+            "POST", "/v1/chat/completions", json=chat_body(**vote, budget={"max_samples": 3}, stream=True)
+        ) as r:
+            assert r.status_code == 200 and [e async for e in r.aiter_lines()]
+        text = (await c.get("/metrics")).text
+    # unanimous votes stop once the leader cannot be caught: 6 of 8 samples (rounds of 2), and 2 of 3 streamed
+    lines = [line for line in text.splitlines() if line.startswith("ponder_search_samples")]
+    assert 'ponder_search_samples_bucket{le="2.0",strategy="self_consistency"} 1.0' in lines
+    assert 'ponder_search_samples_bucket{le="4.0",strategy="self_consistency"} 1.0' in lines
+    assert 'ponder_search_samples_bucket{le="8.0",strategy="self_consistency"} 2.0' in lines
+    assert 'ponder_search_samples_sum{strategy="self_consistency"} 8.0' in lines
+
+
 # ---- errors ----
 
 
