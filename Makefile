@@ -56,8 +56,9 @@ ANNEAL_MIX := --train-size 36000 $(PEOPLE_MIX) --system-fraction 0.3 --wide-ques
 POLICY_ANNEAL_FLAGS := $(ANNEAL_MIX) --data-offset 48000 --seed 2
 POLICY_ANNEAL2_FLAGS := $(ANNEAL_MIX) --data-offset 84000 --seed 3
 # The PRM is generative (docs/results/verifiers.md): a causal LM trained on gold traces with every number least
-# significant digit first, 9000 steps, 47 min on 2 threads; then continued on the same phrasings as the policy (it
-# reads the question as asked), 1150 steps, ~10 min on 1 thread; then measured on 200 validation problems x 16 policy
+# significant digit first, 9000 steps, 47 min on 2 threads; then continued on the policy's phrasings, composed
+# wordings and system prompts, and questions followed by an instruction ("Show your work."; it reads the question as
+# asked: docs/results/wordings.md), 1300 steps, ~12 min on 2 threads; then measured on 200 validation problems x 16 policy
 # samples, drawn through the vLLM engine and cached in build/samples/ (~1 min). The ORM learns from the policy's own
 # samples (800 train problems x 8, ~1 min to draw) plus 4 corrupted gold traces per problem, outcome labels only: a
 # frozen copy of the PRM's language model reads each answer, and a 5-number head over its reading of every token,
@@ -68,8 +69,8 @@ ORM_FLAGS := --head token-min --base-model ponder/models/prm --number-order reve
 	--max-pairs-per-prompt 16 --hard-negatives 4 --learning-rate 1e-2 --batch-size 64 --epochs 4 --seed 0 --threads 1
 PRM_FLAGS := --train-size 96000 --epochs 3 --eval-size 200 --hidden-size 128 --num-layers 4 --intermediate-size 512 \
 	--batch-size 32 --learning-rate 1e-3 --no-group-by-length --seed 0 --threads 2
-PRM_MIX_FLAGS := --train-size 32000 --eval-size 200 --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.1 \
-	--two-term-fraction 0.3 --batch-size 32 \
+PRM_MIX_FLAGS := --train-size 32000 --eval-size 200 --levels 1 2 3 4 5 --natural-fraction 0.5 --system-fraction 0.3 \
+	--wide-questions --wide-system-prompts --instruction-fraction 0.3 --two-term-fraction 0.3 --batch-size 32 \
 	--learning-rate 5e-4 --no-group-by-length --seed 1 --threads 2
 models: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder train sft --output-dir build/models/policy-base --overwrite $(POLICY_FLAGS)

@@ -180,6 +180,7 @@ class RulePRM:
 
     ``calls`` keeps the solutions (lists of steps) of every step-scoring call. A whole answer scores its steps'
     minimum, unless ``steps_only``: then asking for whole-answer scores fails the test (a step search must not).
+    With ``scores_answer`` it declares that it reads a finished solution's answer (``</think>ANSWER``, last).
     """
 
     step_level = True
@@ -191,11 +192,13 @@ class RulePRM:
         default: float = 0.3,
         name: str = "rule_prm",
         steps_only: bool = False,
+        scores_answer: bool = False,
     ) -> None:
         self.rule = rule
         self.default = default
         self.name = name
         self.steps_only = steps_only
+        self.scores_answer = scores_answer
         self.calls: list[list[list[str]]] = []
 
     def step_score(self, step: str) -> float:

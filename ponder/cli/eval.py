@@ -73,6 +73,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the same problems as ponder.training.measure with count x levels.",
     )
     g.add_argument("--offset", type=int, default=0, help="Skip this many problems of the split first.")
+    g.add_argument(
+        "--wording",
+        choices=("template", "held_out", "held_out_instruction"),
+        default="template",
+        help="How the problems are asked: reasoning-gym's template, a question wording no bundled model was trained "
+        "on ('What do you get for 12+7?'), or that wording with an instruction after it ('Keep it short.').",
+    )
 
     t = p.add_argument_group("target (a running server with --base-url, else the app in this process)")
     t.add_argument("--base-url", default=None, help="e.g. http://127.0.0.1:8000/v1")
@@ -214,6 +221,7 @@ def target_from_args(args: argparse.Namespace):
 
 def problems_from_args(args: argparse.Namespace) -> list:
     from ponder.tasks import generate_problems
+    from ponder.tasks.phrasings import worded
 
     tasks = ("chain_sum", "products") if args.task == "both" else (args.task,)
     if args.count < 1:
@@ -221,7 +229,8 @@ def problems_from_args(args: argparse.Namespace) -> list:
     if args.offset < 0:
         raise SpecError("--offset must be >= 0")
     try:
-        return generate_problems(args.split, args.count * len(args.levels), args.levels, tasks, offset=args.offset)
+        problems = generate_problems(args.split, args.count * len(args.levels), args.levels, tasks, offset=args.offset)
+        return worded(problems, getattr(args, "wording", "template"))
     except ValueError as exc:
         raise SpecError(str(exc)) from None
 

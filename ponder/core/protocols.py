@@ -62,8 +62,15 @@ class StepVerifier(Verifier, Protocol):
     """A verifier that also scores every reasoning step of partial or whole solutions."""
 
     async def score_steps(self, problem: Problem, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
-        """One score per step per solution (steps without separators)."""
+        """One score per step per solution (steps without separators). A verifier that declares
+        ``scores_answer = True`` also reads a finished solution's answer, given as its last item, ``</think>ANSWER``
+        (:func:`scores_answer`); the others are never given one."""
         ...
+
+
+def scores_answer(verifier: object) -> bool:
+    """Whether a step verifier also scores a finished solution's answer (its last item, ``</think>ANSWER``)."""
+    return bool(getattr(verifier, "scores_answer", False))
 
 
 def is_step_verifier(verifier: object) -> bool:

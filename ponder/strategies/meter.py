@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ponder.core.protocols import Engine, Problem, StepVerifier, Verifier, is_step_verifier
+from ponder.core.protocols import Engine, Problem, StepVerifier, Verifier, is_step_verifier, scores_answer
 from ponder.core.streams import collect
 from ponder.core.types import Budget, Prompt, Sample, SampleDelta, SamplingParams
 
@@ -295,6 +295,7 @@ class MeteredVerifier:
         self.meter = meter
         self.name = verifier.name
         self.step_level = is_step_verifier(verifier)
+        self.scores_answer = self.step_level and scores_answer(verifier)
 
     async def score(self, problem: Problem, answers: Sequence[str], reference: str | None = None) -> list[float]:
         if not answers:

@@ -25,7 +25,7 @@ async def score_candidates(
     if verifier is None or not candidates:
         return
     if verifier.step_level:
-        steps = [request.format.steps(c.text) for c in candidates]
+        steps = [request.format.scored_steps(c.text, verifier.scores_answer) for c in candidates]
         scored = await verifier.score_steps(request.problem, steps)
         for c, step_scores in zip(candidates, scored, strict=True):
             c.step_scores = step_scores

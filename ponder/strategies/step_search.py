@@ -204,7 +204,8 @@ class StepCore:
         ``finished[i]`` is the candidate ``texts[i]`` is, or ``None`` for a partial one: candidates get their step
         scores and score (aggregated by ``aggregation``) and are registered even when the call is cut short.
         """
-        steps = [self.format.steps(t) for t in texts]
+        with_answer = self.verifier is not None and self.verifier.scores_answer
+        steps = [self.format.scored_steps(t, with_answer) for t in texts]
         asked = [i for i, s in enumerate(steps) if s]  # a path with no step yet has nothing to score
         scores: list[list[float]] = [[] for _ in steps]
         try:

@@ -33,6 +33,12 @@ class StepFormat:
     def steps(self, text: str) -> list[str]:
         return self.split(text)[0]
 
+    def scored_steps(self, text: str, with_answer: bool = False) -> list[str]:
+        """What a step verifier scores: the steps, and with ``with_answer`` a finished solution's answer as one more
+        item, ``think_close + answer`` (a verifier that reads it can tell a solution that stops early)."""
+        steps, answer = self.split(text)
+        return [*steps, self.think_close + answer] if with_answer and answer is not None else steps
+
     def prefix(self, steps: list[str]) -> str:
         """The partial assistant turn that continues after ``steps``."""
         return self.think_open + "".join(s + self.separator for s in steps)

@@ -105,6 +105,54 @@ _WIDE_REQUESTS = (
 _WIDE_CLOSERS = ("", "?", "?", ".", "!", " please", ", please?", " for me?", " thanks", "??", " - thanks!", "\nThanks.")
 
 
+# What people add after the question itself: how to answer. None of them is held out; a PRM that never saw one
+# misread "Calculate 23 + 45 + 11. Give only the final number." (docs/results/verifiers.md).
+TRAILING_INSTRUCTIONS = (
+    "Give only the final number.",
+    "Just the number, please.",
+    "Answer with a number.",
+    "Show your work.",
+    "Show your steps.",
+    "Explain briefly.",
+    "No explanation needed.",
+    "Think step by step.",
+    "Be quick.",
+    "Double-check it.",
+    "Reply with the result only.",
+    "I need it for my homework.",
+    "Thanks in advance!",
+    "Write the answer at the end.",
+)
+
+HELD_OUT_INSTRUCTIONS = ("Reply with just the answer.", "Show the working.", "Keep it short.")
+
+
+def with_instruction(question: str, rng: random.Random, instructions: Sequence[str] = TRAILING_INSTRUCTIONS) -> str:
+    """``question`` followed by an instruction on how to answer, on the same line or the next."""
+    return question + rng.choice((" ", " ", "\n")) + rng.choice(instructions)
+
+
+WORDINGS = ("template", "held_out", "held_out_instruction")
+
+
+def worded(problems: Sequence[Problem], wording: str, tag: str = "held_out") -> list[Problem]:
+    """``problems`` as measured in ``wording``: reasoning-gym's template, a held-out question wording (drawn per
+    problem, seeded by ``tag`` and its seed), or that wording followed by a held-out instruction."""
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
+    if wording == "template":
+        return list(problems)
+    asked = [rephrase(p, random.Random(f"{tag}:{p.seed}"), HELD_OUT_QUESTIONS) for p in problems]
+    if wording == "held_out":
+        return asked
+    return [
+        dataclasses.replace(
+            p, question=with_instruction(p.question, random.Random(f"instructed:{p.seed}"), HELD_OUT_INSTRUCTIONS)
+        )
+        for p in asked
+    ]
+
+
 def wide_question(rng: random.Random) -> str:
     """A question template (``{e}`` for the expression) composed of an opener, a request and a closer."""
     request = rng.choice(_WIDE_REQUESTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from ponder.tasks.phrasings import (
     two_term_problem,
     wide_question,
     wide_system_prompt,
+    with_instruction,
 )
 from ponder.tasks.traces import THINK_CLOSE, THINK_OPEN
 
@@ -33,10 +35,11 @@ class ChatMix:
     off_topic: float = 0.0  # extra prompts that are not arithmetic, answered with the refusal
     wide_system: bool = False  # system prompts composed from many personas and instructions, not the five fixed ones
     wide_questions: bool = False  # half the natural questions composed from openers, requests and closers
+    instruction: float = 0.0  # natural questions followed by an instruction on how to answer ("Show your work.")
 
     def check(self) -> None:
         """ValueError naming the first fraction outside [0, 1]."""
-        for name in ("natural", "system", "two_term", "off_topic"):
+        for name in ("natural", "system", "two_term", "off_topic", "instruction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')}-fraction must be within [0, 1], got {value}")
@@ -58,16 +61,24 @@ def extra_seeds(split: str, count: int, offset: int = 0) -> range:
     return range(start, start + count)
 
 
-def asked(problem: Problem, rng: random.Random, natural: float, wide: bool = False) -> Problem:
+def asked(
+    problem: Problem, rng: random.Random, natural: float, wide: bool = False, instruction: float = 0.0
+) -> Problem:
     """``problem`` as asked: in a training wording with probability ``natural``, else in reasoning-gym's.
 
-    With ``wide`` half the training wordings are composed (``wide_question``) rather than drawn from the fixed list.
+    With ``wide`` half the training wordings are composed (``wide_question``) rather than drawn from the fixed list;
+    a share ``instruction`` of the natural ones ends with an instruction on how to answer.
     """
     if rng.random() >= natural:
         return problem
     if wide and rng.random() < 0.5:
-        return rephrase(problem, rng, (wide_question(rng),))
-    return rephrase(problem, rng, TRAIN_QUESTIONS)
+        worded = rephrase(problem, rng, (wide_question(rng),))
+    else:
+        worded = rephrase(problem, rng, TRAIN_QUESTIONS)
+    # no draw at 0, so a mix without instructions makes the chats it always made
+    if instruction and rng.random() < instruction:
+        return dataclasses.replace(worded, question=with_instruction(worded.question, rng))
+    return worded
 
 
 def _system_prompt(rng: random.Random, mix: ChatMix) -> str:
@@ -90,7 +101,9 @@ def mixed_chats(problems: list[Problem], split: str, mix: ChatMix, offset: int =
     for seed in extra_seeds(split, round(mix.two_term * len(problems)), offset):
         seeded.append((two_term_problem(split, seed), random.Random(f"{split}:{seed}:two_term")))
     for p, rng in seeded:
-        chats.append(_chat(asked(p, rng, mix.natural, mix.wide_questions).question, render_trace(p), rng, mix))
+        chats.append(
+            _chat(asked(p, rng, mix.natural, mix.wide_questions, mix.instruction).question, render_trace(p), rng, mix)
+        )
     for i in range(offset, offset + round(mix.off_topic * len(problems))):
         rng = random.Random(f"{split}:{i}:off_topic")
         chats.append(_chat(off_topic_prompt(rng, TRAIN_OFF_TOPIC), refusal_turn(), rng, mix))

@@ -73,7 +73,10 @@ def render_card(folder: Path, report: dict[str, Any] | None) -> str:
         "",
         f"- `ponder.json`: `{json.dumps(sidecar)}`",
         "- Input: the chat template over the question (numbers in the model's view), `<think>`, then every step in "
-        "the same view followed by `\\n` (`ponder.verifiers.generative_prm.GenerativePRM.features`).",
+        "the same view followed by `\\n` (`ponder.verifiers.generative_prm.GenerativePRM.features`). A finished "
+        "solution's answer is read too, as one more item: the probability of `</think>`, the answer and the end of "
+        "the turn after the last step, which catches a solution that stops a step early or closes with a wrong "
+        "answer (off with the spec option `answer=off`). The measurements below score the steps alone.",
         f"- {train['parameters']:,} parameters ({args['num_layers']} layers, hidden {args['hidden_size']}).",
         "",
         "## Training",

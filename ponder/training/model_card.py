@@ -56,6 +56,7 @@ _RECIPE_FLAGS = (
     "off_topic_fraction",
     "wide_questions",
     "wide_system_prompts",
+    "instruction_fraction",
 )
 
 
@@ -66,7 +67,10 @@ def _wide(mix: dict) -> str:
         for key, what in (("wide_questions", "half the natural questions"), ("wide_system", "the system prompts"))
         if mix.get(key)
     ]
-    return f" Composed from parts rather than drawn from short fixed lists: {' and '.join(wide)}." if wide else ""
+    text = f" Composed from parts rather than drawn from short fixed lists: {' and '.join(wide)}." if wide else ""
+    if mix.get("instruction"):
+        text += f" {mix['instruction']:.0%} of the natural questions end with an instruction ('Show your work.')."
+    return text
 
 
 def _last_logged_loss(folder: Path) -> float | None:

@@ -17,13 +17,13 @@ from typing import Any
 from ponder.tasks import Problem, generate_problems, grade_output, parse_output
 from ponder.tasks.phrasings import (
     HELD_OUT_OFF_TOPIC,
-    HELD_OUT_QUESTIONS,
     HELD_OUT_SYSTEM,
     REFUSAL,
     TRAIN_QUESTIONS,
     off_topic_prompt,
     rephrase,
     two_term_problem,
+    worded,
 )
 from ponder.tasks.traces import THINK_CLOSE, THINK_OPEN
 from ponder.training.chat_mix import extra_seeds
@@ -63,14 +63,15 @@ def arithmetic_sets(count: int) -> dict[str, tuple[list[Problem], str | None]]:
     """Name -> (problems as asked, system prompt or None)."""
     test = generate_problems("test", count)
     sums = _sums(count)
-    held_out = _asked(test, HELD_OUT_QUESTIONS, "held_out")
+    held_out = worded(test, "held_out")
     return {
         "template": (test, None),
         "trained_phrasings": (_asked(test, TRAIN_QUESTIONS, "trained"), None),
         "held_out_phrasings": (held_out, None),
         "held_out_phrasings_with_system": (held_out, HELD_OUT_SYSTEM[0]),
+        "held_out_phrasings_with_instruction": (worded(test, "held_out_instruction"), None),
         "two_term_sums_template": (sums, None),
-        "two_term_sums_held_out_phrasings": (_asked(sums, HELD_OUT_QUESTIONS, "sums"), None),
+        "two_term_sums_held_out_phrasings": (worded(sums, "held_out", "sums"), None),
     }
 
 

@@ -3,7 +3,8 @@
 A logistic regression predicts from online features how likely a problem is solved (its target: the share of the
 arms that solved it); its predictions, cut at their quintiles, are five difficulty levels; each level gets the arm
 with the best mean accuracy minus lambda * mean tokens. Lambda is searched by cross-validation for the best accuracy
-within a share of a reference run's tokens, unless it is given.
+within a share of a reference run's tokens (with a margin of standard errors, since the share is a promise about
+problems the router has not seen), unless it is given.
 """
 
 from __future__ import annotations
@@ -124,28 +125,42 @@ def fit(data: RouterData, rows: np.ndarray, l2: float) -> Fitted:
 
 
 def cross_validate(data: RouterData, cfg: RouterArgs) -> list[dict[str, float]]:
-    """Per lambda, the held-out accuracy and mean tokens of routers fitted on the other folds."""
+    """Per lambda, the held-out accuracy and mean tokens of routers fitted on the other folds, and the standard error
+    of those mean tokens over the problems."""
     n = len(data.correct)
     order = np.random.default_rng(cfg.seed).permutation(n)
     folds = np.array_split(order, cfg.folds)
-    hits, spent = np.zeros(len(LAMBDAS)), np.zeros(len(LAMBDAS))
+    hits = np.zeros((len(LAMBDAS), n))
+    spent = np.zeros((len(LAMBDAS), n))
     for k, held in enumerate(folds):
         train = np.concatenate([f for j, f in enumerate(folds) if j != k])
         fitted = fit(data, train, cfg.l2)
         held_levels = levels_of(predict(fitted.model, data.features[held]), fitted.cuts)
         means = level_means(fitted.levels, data.correct[train], data.tokens[train])
         for i, lam in enumerate(LAMBDAS):
-            acc, tok = evaluate(held_levels, data.correct[held], data.tokens[held], routes_for(means, lam))
-            hits[i] += acc * len(held)
-            spent[i] += tok * len(held)
-    return [{"lambda": lam, "accuracy": hits[i] / n, "tokens": spent[i] / n} for i, lam in enumerate(LAMBDAS)]
+            routes = routes_for(means, lam)
+            chosen = np.array([routes[int(level)] for level in held_levels])
+            hits[i, held] = data.correct[held, chosen]
+            spent[i, held] = data.tokens[held, chosen]
+    return [
+        {
+            "lambda": lam,
+            "accuracy": float(hits[i].mean()),
+            "tokens": float(spent[i].mean()),
+            "tokens_se": float(spent[i].std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+        }
+        for i, lam in enumerate(LAMBDAS)
+    ]
 
 
-def choose_lambda(sweep: list[dict[str, float]], objective: str, cap: float, floor: float) -> dict[str, float]:
+def choose_lambda(
+    sweep: list[dict[str, float]], objective: str, cap: float, floor: float, confidence: float = 0.0
+) -> dict[str, float]:
     """match_accuracy: the fewest held-out tokens with accuracy >= ``floor`` (none: the most accurate);
-    within_tokens: the best held-out accuracy within ``cap`` mean tokens (none: the cheapest)."""
+    within_tokens: the best held-out accuracy whose mean tokens, plus ``confidence`` standard errors, are within
+    ``cap`` (none: the cheapest)."""
     reached = [s for s in sweep if s["accuracy"] >= floor - 1e-9]
-    within = [s for s in sweep if s["tokens"] <= cap]
+    within = [s for s in sweep if s["tokens"] + confidence * s.get("tokens_se", 0.0) <= cap]
     if objective == "match_accuracy" and reached:
         return min(reached, key=lambda s: (s["tokens"], -s["accuracy"]))
     if objective == "within_tokens" and within:
@@ -196,6 +211,8 @@ def check_config(cfg: RouterArgs) -> None:
         raise TrainingInputError("--folds must be 2 or more")
     if cfg.token_ratio <= 0:
         raise TrainingInputError("--token-ratio must be positive")
+    if cfg.token_confidence < 0:
+        raise TrainingInputError("--token-confidence must be 0 or more")
     if cfg.lambda_tokens is not None and cfg.lambda_tokens < 0:
         raise TrainingInputError("--lambda-tokens must be 0 or more")
     if cfg.l2 < 0:
@@ -240,7 +257,7 @@ def train_router(cfg: RouterArgs) -> Path:
     if cfg.lambda_tokens is not None:
         chosen = {"lambda": cfg.lambda_tokens}
     else:
-        chosen = choose_lambda(sweep, cfg.objective, cap, floor)
+        chosen = choose_lambda(sweep, cfg.objective, cap, floor, cfg.token_confidence)
     lam = float(chosen["lambda"])
     fitted = fit(data, np.arange(len(data.correct)), cfg.l2)
     routes = choose_arms(fitted.levels, data.correct, data.tokens, lam)
@@ -258,12 +275,21 @@ def train_router(cfg: RouterArgs) -> Path:
             "reference": {"arm": data.arms[ref].name, "accuracy": _r(ref_acc), "tokens": _r(ref_tokens, 1)},
             "objective": "lambda_tokens" if cfg.lambda_tokens is not None else cfg.objective,
             "token_ratio": cfg.token_ratio,
+            "token_confidence": cfg.token_confidence,
             "accuracy_margin": cfg.accuracy_margin,
             "fit": {"accuracy": _r(acc), "tokens": _r(tok, 1)},
-            "cross_validated": None if cv is None else {"accuracy": _r(cv["accuracy"]), "tokens": _r(cv["tokens"], 1)},
+            "cross_validated": None
+            if cv is None
+            else {"accuracy": _r(cv["accuracy"]), "tokens": _r(cv["tokens"], 1), "tokens_se": _r(cv["tokens_se"], 1)},
             "levels": level_table(data, fitted.levels, routes),
             "sweep": [
-                {"lambda": s["lambda"], "accuracy": _r(s["accuracy"]), "tokens": _r(s["tokens"], 1)} for s in sweep
+                {
+                    "lambda": s["lambda"],
+                    "accuracy": _r(s["accuracy"]),
+                    "tokens": _r(s["tokens"], 1),
+                    "tokens_se": _r(s["tokens_se"], 1),
+                }
+                for s in sweep
             ],
         },
     )

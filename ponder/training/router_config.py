@@ -50,6 +50,13 @@ class RouterArgs:
     token_ratio: float = field(
         default=0.25, metadata=arg("within_tokens: the share of the reference's mean tokens to stay within.")
     )
+    token_confidence: float = field(
+        default=1.645,
+        metadata=arg(
+            "within_tokens: standard errors of the cross-validated mean tokens added before comparing with the "
+            "share, so that the share holds on new problems (1.645: one-sided 95%; 0: the point estimate)."
+        ),
+    )
     accuracy_margin: float = field(
         default=0.0, metadata=arg("match_accuracy: accuracy (0-1) below the reference's that still counts as reached.")
     )

@@ -78,6 +78,7 @@ def chat_mix(cfg: SFTArgs) -> ChatMix:
         off_topic=cfg.off_topic_fraction,
         wide_system=cfg.wide_system_prompts,
         wide_questions=cfg.wide_questions,
+        instruction=cfg.instruction_fraction,
     )
 
 

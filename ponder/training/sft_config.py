@@ -62,6 +62,13 @@ class SFTInputs:
             "closers instead of the fixed training wordings."
         ),
     )
+    instruction_fraction: float = field(
+        default=0.0,
+        metadata=arg(
+            "Generated data: fraction of the natural questions followed by an instruction on how to answer ('Give "
+            "only the final number.', 'Show your work.')."
+        ),
+    )
     wide_system_prompts: bool = field(
         default=False,
         metadata=arg(

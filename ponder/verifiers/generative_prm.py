@@ -40,6 +40,11 @@ class GenerativePRM(BatchedStepVerifier):
     it gives that step and its separator: near 1 for a step it would write, near 0 for a wrong operand, a skipped
     term, a number copied wrong from the question, or a result off in one digit (Zhang et al. 2024, "Generative
     Verifiers"). ``score()`` aggregates the step scores (``aggregation``, default ``min``).
+
+    With ``scores_answer`` (the default) a finished solution's answer is read too, as one more item: the
+    probability of closing the think block after the last step, then the answer as written, then the end of the
+    turn. Every written step of a solution that stops a step early is right; what gives it away is that the model
+    would write another step rather than close.
     """
 
     kind = "prm"
@@ -54,6 +59,7 @@ class GenerativePRM(BatchedStepVerifier):
         max_batch_tokens: int = 16384,
         threads: int = DEFAULT_THREADS,
         question_cache_bytes: int = QUESTION_CACHE_BYTES,
+        scores_answer: bool = True,
     ) -> None:
         import torch
 
@@ -73,6 +79,8 @@ class GenerativePRM(BatchedStepVerifier):
         self.aggregation = check_aggregation(aggregation)
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(self.folder)
+        self.scores_answer = scores_answer
+        self.turn_end = turn_end(self.tokenizer)
         self.model = load_model(self.folder, "AutoModelForCausalLM", self.device, attn_implementation=TREE_ATTENTION)
         self.max_len = model_max_len(self.model, self.tokenizer)
         self.max_batch_tokens = max_batch_tokens
@@ -85,6 +93,14 @@ class GenerativePRM(BatchedStepVerifier):
         viewed = [{**m, "content": self._view(m["content"])} for m in problem_messages(problem)]
         return render_prompt(self.tokenizer, viewed) + self.think_tags[0]
 
+    def _piece(self, step: str) -> str:
+        """A step as the model reads it: in its view of the numbers, then the separator; the answer item (it opens
+        with the think close tag) with the end of the turn instead."""
+        close = self.think_tags[1]
+        if self.scores_answer and step.startswith(close):
+            return close + self._view(step[len(close) :]) + self.turn_end
+        return self._view(step) + self.separator
+
     def features(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
         """Input ids and, per step, the half-open token range [start, end) of the step and its separator."""
         return self.features_of([(problem, steps)])[0]
@@ -93,7 +109,6 @@ class GenerativePRM(BatchedStepVerifier):
         self, items: Sequence[tuple[Problem, Sequence[str]]]
     ) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """:meth:`features` of many items: each question rendered once, every text tokenized in one call."""
-        view = self._view
         prompts: dict[str, str] = {}
         texts, all_bounds = [], []
         for problem, steps in items:
@@ -103,7 +118,7 @@ class GenerativePRM(BatchedStepVerifier):
             text = prompts[key]
             bounds, cursor = [], len(text)
             for step in steps:
-                piece = view(step) + self.separator
+                piece = self._piece(step)
                 bounds.append((cursor, cursor + len(piece)))
                 cursor += len(piece)
                 text += piece
@@ -184,4 +199,22 @@ class GenerativePRM(BatchedStepVerifier):
                 out[i] = [math.exp(float(taken[a - 1 - first : b - 1 - first].sum())) for a, b in spans[i]]
 
     def __repr__(self) -> str:
-        return f"GenerativePRM(name={self.name!r}, folder={self.source!r}, number_order={self.number_order!r})"
+        return (
+            f"GenerativePRM(name={self.name!r}, folder={self.source!r}, number_order={self.number_order!r}, "
+            f"scores_answer={self.scores_answer!r})"
+        )
+
+
+_MARK = "\x00ANSWER\x00"
+
+
+def turn_end(tokenizer: object) -> str:
+    """What the chat template writes after an assistant turn's text (``<|end|>``; "" when it writes nothing after
+    it or has no template), found by rendering a turn around a marker."""
+    try:
+        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": _MARK}], tokenize=False
+        )
+    except Exception:  # a tokenizer without a usable chat template
+        return ""
+    return text.partition(_MARK)[2] if _MARK in text else ""

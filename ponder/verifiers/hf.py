@@ -14,7 +14,7 @@ from typing import Any
 
 from ponder.core import sidecar as core_sidecar
 from ponder.core.aggregate import aggregate
-from ponder.verifiers.base import split_steps
+from ponder.verifiers.base import split_completion, split_steps
 
 # Verifiers that read a request's answers as a prefix tree (TreeReader) pass a 4D attention mask, which
 # flash-attention kernels ignore: their language models are loaded with PyTorch's scaled-dot-product attention.
@@ -365,8 +365,14 @@ class BatchedStepVerifier:
         return [aggregate(scores, self.aggregation) for scores in per_step]
 
     def steps(self, answer: str) -> list[str]:
-        """The steps this verifier sees in a completion."""
-        return split_steps(answer, self.separator, self.think_tags)
+        """The steps this verifier sees in a completion; and where it ``scores_answer``, a finished think block's
+        answer as one more item, ``think_close + answer``."""
+        steps = split_steps(answer, self.separator, self.think_tags)
+        if getattr(self, "scores_answer", False):
+            reasoning, content, closed = split_completion(answer, self.think_tags)
+            if closed and reasoning.strip() and self.think_tags[1] in answer:
+                steps.append(self.think_tags[1] + content.strip())
+        return steps
 
     @property
     def batches_run(self) -> int:

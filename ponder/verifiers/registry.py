@@ -7,7 +7,9 @@ Grammar (one spec per ``--verifier``)::
                                         (Math-Shepherd), prm-qwen (Qwen2.5-Math-PRM)
     prm=models/prm:prm,agg=last,device=cpu   options after the kind: agg (PRM step aggregation), device, threads
                                         (torch threads of its forward passes, default 1), cache_mb (MiB of recent
-                                        questions' KV caches a generative PRM or token-pooled ORM keeps, default 64)
+                                        questions' KV caches a generative PRM or token-pooled ORM keeps, default 64),
+                                        answer=on|off (a generative PRM reads a finished solution's answer too:
+                                        default on)
     safety=policy.yaml                  a .yaml / .yml / .json file is a content policy (kind policy)
     rule=math_rule   calc=calculator   judge=llm_judge    the built-ins; a bare built-in name names itself
     mix=ensemble:prm*0.7+orm*0.3        weighted sum of loaded verifiers, each min-max normalised per batch
@@ -43,7 +45,7 @@ BUILTINS = ("math_rule", "calculator", "llm_judge")
 ENSEMBLES = ("ensemble", "ensemble-raw")
 KINDS = (*MODEL_KINDS, "policy", *BUILTINS, *ENSEMBLES)
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-OPTIONS = {"orm": ("device", "threads", "cache_mb"), "prm": ("agg", "device", "threads", "cache_mb")}
+OPTIONS = {"orm": ("device", "threads", "cache_mb"), "prm": ("agg", "device", "threads", "cache_mb", "answer")}
 _PRM_FORMAT = {"prm": None, "prm-step-tag": "step_tag", "prm-qwen": "qwen"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(?:\*\s*([^*+\s]+)\s*)?$")
@@ -158,6 +160,10 @@ def _parse_options(pieces: list[str], kind: str, raw: str) -> dict[str, str]:
             raise VerifierSpecError(
                 f"--verifier {raw!r}: cache_mb must be a whole number from 0 (keep none) to 65536, got {value!r}"
             )
+        if key == "answer" and value not in ("on", "off"):
+            raise VerifierSpecError(f"--verifier {raw!r}: answer must be on or off, got {value!r}")
+        if key == "answer" and kind not in ("prm", "prm-generative"):
+            raise VerifierSpecError(f"--verifier {raw!r}: answer applies to generative PRMs only")
         options[key] = value
     return options
 
@@ -290,9 +296,12 @@ def _load_model(spec: VerifierSpec, kind: str) -> Verifier:
             device=device,
             threads=threads,
             question_cache_bytes=QUESTION_CACHE_BYTES if cache is None else cache,
+            scores_answer=spec.options.get("answer", "on") == "on",
         )
     if cache is not None:
         raise VerifierLoadError(f"verifier {spec.name!r}: a classifier PRM keeps no questions; cache_mb does not apply")
+    if "answer" in spec.options:
+        raise VerifierLoadError(f"verifier {spec.name!r}: a classifier PRM reads no answer; answer= does not apply")
     from ponder.verifiers.prm import ProcessRewardModel
 
     return ProcessRewardModel(

@@ -161,3 +161,22 @@ def test_only_runs_the_named_runs_of_a_runs_file(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "o").glob("*.jsonl")) == ["b.n=1.jsonl", "b.n=2.jsonl"]
     assert main([*argv, "--only", "c", "--out", str(tmp_path / "o2")]) == 2
     assert "--only: no run or series named c" in capsys.readouterr().err
+
+
+def test_problems_are_asked_in_the_wording_named(tmp_path):
+    """The same problems and answers, asked in a held-out wording and with an instruction after it."""
+    argv = ["--base-url", "http://127.0.0.1:9/v1", "--model-name", "m", "--levels", "1,3", "--count", "2"]
+    argv += ["--warmup", "0", "--no-progress", "--no-plot"]
+    asked = {}
+    for wording in ("template", "held_out", "held_out_instruction"):
+        assert main([*argv, "--wording", wording, "--out", str(tmp_path / wording)]) == 0
+        asked[wording] = read_rows(tmp_path / wording / "default.jsonl")
+    template, held_out, instructed = asked["template"], asked["held_out"], asked["held_out_instruction"]
+    assert [r["question"] for r in template] == [p.question for p in generate_problems("test", 4, [1, 3])]
+    for plain, reworded, with_instruction in zip(template, held_out, instructed, strict=True):
+        assert plain["reference"] == reworded["reference"] == with_instruction["reference"]
+        assert reworded["question"] != plain["question"] and not reworded["question"].startswith("State the final")
+        assert with_instruction["question"].startswith(reworded["question"])
+        assert with_instruction["question"].endswith(
+            ("Reply with just the answer.", "Show the working.", "Keep it short.")
+        )

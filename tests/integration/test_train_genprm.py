@@ -34,8 +34,12 @@ def test_the_folder_says_it_is_a_generative_prm(genprm: Path) -> None:
     assert config["command"].startswith("ponder train genprm --output-dir") and config["steps"] == 3
 
 
-def _reference_step_probability(folder: Path, messages: list[dict], steps: list[str], index: int) -> float:
-    """The probability of step ``index`` computed the long way: two texts, two forward passes, a difference."""
+def _reference_step_probability(
+    folder: Path, messages: list[dict], steps: list[str], index: int, answer: str | None = None
+) -> float:
+    """The probability of step ``index`` computed the long way: two texts, two forward passes, a difference.
+
+    With ``answer``, the probability of closing the think block after the steps, the answer, and the turn's end."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,7 +47,10 @@ def _reference_step_probability(folder: Path, messages: list[dict], steps: list[
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     view = [{**m, "content": reverse_digits(m["content"])} for m in messages]
     head = render_prompt(tokenizer, view) + "<think>" + "".join(reverse_digits(s) + "\n" for s in steps[:index])
-    text = head + reverse_digits(steps[index]) + "\n"
+    if answer is None:
+        text = head + reverse_digits(steps[index]) + "\n"
+    else:
+        text = head + "</think>" + reverse_digits(answer) + "<|end|>"  # the chat template's end of a turn
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     n_head = len(tokenizer(head, add_special_tokens=False)["input_ids"])
     with torch.inference_mode():
@@ -61,10 +68,30 @@ async def test_a_step_scores_the_probability_of_the_step_as_written(genprm: Path
         for i, score in enumerate(scores):
             expected = _reference_step_probability(genprm, problem.prompt_messages(), steps, i)
             assert score == pytest.approx(expected, rel=1e-3)
+        answer = _reference_step_probability(genprm, problem.prompt_messages(), steps, len(steps), answer="1")
+        [with_answer] = await verifier.score_steps(problem.prompt_messages(), [[*steps, "</think>1"]])
+        assert with_answer[:-1] == pytest.approx(scores) and with_answer[-1] == pytest.approx(answer, rel=1e-3)
         whole = await verifier.score(problem.prompt_messages(), ["<think>" + "\n".join(steps) + "\n</think>1"])
-        assert whole == [pytest.approx(min(scores))]
+        assert whole == [pytest.approx(min([*scores, answer]))]
     finally:
         await verifier.aclose()
+
+
+async def test_the_bundled_prm_reads_the_answer_and_sees_a_solution_that_stops_early() -> None:
+    """Every written step of the first two is right; one stops before the last partial product, one closes with a
+    wrong answer. Only the answer item tells them from the complete solution; without it all three look alike."""
+    messages = [{"role": "user", "content": "Can you tell me the answer to 59 * 32? Reply with just the answer."}]
+    complete = "<think>59*2=118\n59*30=1770\n118+1770=1888\n</think>1888"
+    answers = ["<think>59*2=118\n</think>118", complete.replace("</think>1888", "</think>1887"), complete]
+    reading, blind = (GenerativePRM(models_dir() / "prm", device="cpu", scores_answer=on) for on in (True, False))
+    try:
+        early, wrong, right = await reading.score(messages, answers)
+        assert right > 0.9 and early < 0.05 and wrong < 0.05
+        assert min(await blind.score(messages, answers)) > 0.9
+        assert reading.steps(answers[0]) == ["59*2=118", "</think>118"] and blind.steps(answers[0]) == ["59*2=118"]
+    finally:
+        await reading.aclose()
+        await blind.aclose()
 
 
 async def test_served_by_name_as_a_step_verifier(genprm: Path) -> None:

@@ -9,10 +9,12 @@ import pytest
 
 from ponder.tasks import generate_problems, grade_output, parse_output, render_trace
 from ponder.tasks.phrasings import (
+    HELD_OUT_INSTRUCTIONS,
     HELD_OUT_OFF_TOPIC,
     HELD_OUT_QUESTIONS,
     HELD_OUT_SYSTEM,
     REFUSAL,
+    TRAILING_INSTRUCTIONS,
     TRAIN_OFF_TOPIC,
     TRAIN_QUESTIONS,
     TRAIN_SYSTEM,
@@ -24,7 +26,7 @@ from ponder.tasks.phrasings import (
     wide_system_prompt,
 )
 from ponder.training.chat_mix import ChatMix, extra_seeds, mixed_chats, refusal_turn
-from ponder.training.phrasing_eval import is_refusal, well_formed
+from ponder.training.phrasing_eval import arithmetic_sets, is_refusal, well_formed
 
 _NUMBER = re.compile(r"\d+")
 
@@ -33,6 +35,7 @@ def test_held_out_wordings_never_reach_training():
     assert not set(HELD_OUT_QUESTIONS) & set(TRAIN_QUESTIONS)
     assert not set(HELD_OUT_OFF_TOPIC) & set(TRAIN_OFF_TOPIC)
     assert not set(HELD_OUT_SYSTEM) & set(TRAIN_SYSTEM)
+    assert not set(HELD_OUT_INSTRUCTIONS) & set(TRAILING_INSTRUCTIONS)
 
 
 def test_wide_system_prompts_are_many_and_never_held_out():
@@ -63,6 +66,28 @@ def test_the_wide_mix_asks_half_its_natural_questions_in_composed_wordings():
     assert [c[-1] for c in wide] == [c[-1] for c in narrow]  # the same answers
     for chat, problem in zip(wide, problems, strict=False):
         assert parse_output(chat[-1]["content"]).answer == problem.answer
+
+
+def test_instructions_follow_the_asked_share_of_natural_questions_and_leave_the_rest_as_before():
+    problems = generate_problems("train", 400)
+    plain = mixed_chats(problems, "train", ChatMix(natural=0.5, wide_questions=True))
+    instructed = mixed_chats(problems, "train", ChatMix(natural=0.5, wide_questions=True, instruction=0.5))
+    changed = [(a, b) for a, b in zip(plain, instructed, strict=True) if a != b]
+    assert 60 < len(changed) < 140  # about half of the ~200 natural questions
+    for before, after in changed:
+        question, added = before[-2]["content"], after[-2]["content"]
+        assert added.startswith(question) and added[len(question) + 1 :] in TRAILING_INSTRUCTIONS
+        assert after[-1] == before[-1]  # the same answer
+    assert all(not c[-2]["content"].endswith(HELD_OUT_INSTRUCTIONS) for c in instructed)
+
+
+def test_the_phrasing_eval_asks_with_held_out_instructions():
+    sets = arithmetic_sets(20)
+    held_out, _ = sets["held_out_phrasings"]
+    instructed, system = sets["held_out_phrasings_with_instruction"]
+    assert system is None
+    for plain, asked in zip(held_out, instructed, strict=True):
+        assert asked.question[len(plain.question) + 1 :] in HELD_OUT_INSTRUCTIONS and asked.answer == plain.answer
 
 
 def test_the_wide_mix_opens_its_system_chats_with_composed_prompts():
@@ -146,6 +171,8 @@ def test_fractions_outside_zero_one_are_refused():
         ChatMix(off_topic=1.5).check()
     with pytest.raises(ValueError, match="--natural-fraction"):
         ChatMix(natural=-0.1).check()
+    with pytest.raises(ValueError, match="--instruction-fraction"):
+        ChatMix(instruction=2.0).check()
 
 
 def test_refusal_turn_is_a_closed_empty_think_block_then_the_refusal():

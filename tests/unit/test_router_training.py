@@ -200,3 +200,24 @@ def test_the_cli_trains_a_router_and_refuses_an_existing_file(tmp_path, capsys):
     assert load_router(out).verifier == "prm"
     assert ponder(argv) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_the_token_share_holds_with_a_margin_of_standard_errors(tmp_path):
+    # a cap of 260 tokens: the router that solves every problem spends 256 +- 18 held out, inside the cap as a point
+    # estimate but not with 1.645 standard errors on top, so the margin takes a cheaper one
+    point = train(tmp_path, objective="within_tokens", token_ratio=0.65, token_confidence=0.0)
+    margin = train(tmp_path, objective="within_tokens", token_ratio=0.65)
+    assert point["training"]["cross_validated"]["accuracy"] == 1.0
+    cv = margin["training"]["cross_validated"]
+    assert margin["training"]["token_confidence"] == 1.645 and cv["tokens_se"] > 0
+    assert (
+        cv["tokens"] + 1.645 * cv["tokens_se"]
+        <= 260
+        < point["training"]["cross_validated"]["tokens"] + 1.645 * cv["tokens_se"]
+    )
+    assert 0.5 < cv["accuracy"] < 1.0
+
+
+def test_a_negative_token_confidence_is_refused(tmp_path):
+    with pytest.raises(TrainingInputError, match="--token-confidence"):
+        train(tmp_path, objective="within_tokens", token_confidence=-1.0)

@@ -246,3 +246,18 @@ def test_bad_options_are_errors(options, field):
     with pytest.raises(ValidationError) as err:
         BeamSearch.from_request(options)
     assert err.value.errors()[0]["loc"] == (field,)
+
+
+async def test_a_verifier_that_reads_the_answer_gets_it_for_finished_paths_only():
+    """Partial paths are scored on their steps; a finished solution's answer comes last, after its steps, and
+    counts in its score (here it vetoes every answer but one)."""
+    from ponder.testing import RulePRM
+
+    prm = RulePRM({"good": 0.9, "bad": 0.1, "</think>0.0.0": 0.05}, default=0.3, scores_answer=True, steps_only=True)
+    engine = FakeEngine(tree(kinds={"0": "gggg", "2": "gggg"}))
+    result = await beam(beam_width=2, expansions=4).run(request(n=1), engine, prm, Budget(max_samples=8))
+    first, second, last = prm.calls
+    assert all(not s[-1].startswith("</think>") for s in first + second)
+    assert all(s[-1] == "</think>" + s[-2].split()[-1] for s in last)  # finished: steps, then the answer
+    assert result.choices[0].answer != "0.0.0" and result.choices[0].step_scores[-1] == 0.3
+    assert [c.score for c in result.trace.candidates if c.text.endswith("</think>0.0.0")] == [0.05]

@@ -359,3 +359,27 @@ async def test_an_engine_failure_leaves_no_scoring_behind():
         await bon(n_samples=2, score_early=True).run(request(), engine, Slow({}, default=0.0), Budget())
     await asyncio.sleep(0)
     assert started.is_set() and cancelled.is_set()
+
+
+@pytest.mark.parametrize("reads_answer", [True, False])
+async def test_a_verifier_that_reads_the_answer_gets_it_after_the_steps_and_can_veto_it(reads_answer):
+    # every written step is right in all three; one stops a step early, one closes with a wrong answer: only a
+    # verifier that reads the answer can tell them from the complete one
+    texts = [
+        "<think>2*3=6\n</think>6",
+        "<think>2*3=6\n2*40=80\n6+80=86\n</think>87",
+        "<think>2*3=6\n2*40=80\n6+80=86\n</think>86",
+    ]
+    verifier = RulePRM(
+        {"</think>6": 0.01, "</think>87": 0.02, "</think>86": 0.9}, default=0.95, scores_answer=reads_answer
+    )
+    engine = FakeEngine(lambda prompt, params, index: texts[index])
+    result = await bon().run(request(), engine, verifier, Budget(max_samples=3))
+    [call] = verifier.calls
+    steps = [["2*3=6"], ["2*3=6", "2*40=80", "6+80=86"], ["2*3=6", "2*40=80", "6+80=86"]]
+    if reads_answer:
+        assert call == [[*s, "</think>" + a] for s, a in zip(steps, ["6", "87", "86"], strict=True)]
+        assert result.choices[0].answer == "86" and result.choices[0].step_scores == [0.95, 0.95, 0.95, 0.9]
+    else:
+        assert call == steps
+        assert result.choices[0].answer == "6"  # every candidate ties at 0.95: the first one wins

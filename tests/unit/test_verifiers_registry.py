@@ -64,6 +64,9 @@ def test_parse_spec_grammar(tmp_path) -> None:
         ("orm=models/orm:orm,threads=two", "threads must be a whole number from 1 to 256, got 'two'"),
         ("prm=models/prm:prm,cache_mb=-1", r"cache_mb must be a whole number from 0 \(keep none\) to 65536, got '-1'"),
         ("orm=models/orm:orm,cache_mb=70000", "cache_mb must be a whole number from 0"),
+        ("prm=models/prm:prm,answer=maybe", "answer must be on or off, got 'maybe'"),
+        ("prm=models/prm:prm-step-tag,answer=on", "answer applies to generative PRMs only"),
+        ("orm=models/orm:orm,answer=on", "bad option 'answer=on' for kind orm"),
         ("j=llm_judge:fast", "the built-in llm_judge takes no kind or options"),
         ("mix=ensemble:", "an ensemble needs members, e.g. mix=ensemble:prm"),
         ("mix=ensemble:prm*0.7+", "bad ensemble term ''; expected NAME or NAME\\*WEIGHT"),
@@ -214,6 +217,15 @@ def test_cache_mb_bounds_the_questions_a_tree_reading_verifier_keeps(models_dir)
         load_verifier(f"prm={models_dir / 'prm'}:prm,cache_mb=8")
     with pytest.raises(VerifierLoadError, match="a sequence-classification ORM keeps no questions"):
         load_verifier(f"orm={models_dir / 'orm'}:orm,cache_mb=8")
+
+
+def test_a_generative_prm_reads_the_answer_unless_told_not_to(models_dir) -> None:
+    from ponder.core.sidecar import models_dir as bundled
+
+    assert load_verifier(f"p={bundled() / 'prm'}:prm-generative").scores_answer
+    assert not load_verifier(f"p={bundled() / 'prm'}:prm-generative,answer=off").scores_answer
+    with pytest.raises(VerifierLoadError, match="a classifier PRM reads no answer"):
+        load_verifier(f"prm={models_dir / 'prm'}:prm,answer=on")
 
 
 def test_check_specs_refuses_bad_flags_without_loading_weights(tmp_path, models_dir) -> None:
