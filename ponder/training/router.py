@@ -206,6 +206,16 @@ def _r(value: float, digits: int = 4) -> float:
     return round(float(value), digits)
 
 
+def _rounded(point: dict[str, float], with_lambda: bool = True) -> dict[str, float]:
+    """A cross-validated point of the lambda sweep as the policy file records it."""
+    rounded = {
+        "accuracy": _r(point["accuracy"]),
+        "tokens": _r(point["tokens"], 1),
+        "tokens_se": _r(point["tokens_se"], 1),
+    }
+    return {"lambda": point["lambda"], **rounded} if with_lambda else rounded
+
+
 def check_config(cfg: RouterArgs) -> None:
     if cfg.folds < 2:
         raise TrainingInputError("--folds must be 2 or more")
@@ -278,19 +288,9 @@ def train_router(cfg: RouterArgs) -> Path:
             "token_confidence": cfg.token_confidence,
             "accuracy_margin": cfg.accuracy_margin,
             "fit": {"accuracy": _r(acc), "tokens": _r(tok, 1)},
-            "cross_validated": None
-            if cv is None
-            else {"accuracy": _r(cv["accuracy"]), "tokens": _r(cv["tokens"], 1), "tokens_se": _r(cv["tokens_se"], 1)},
+            "cross_validated": None if cv is None else _rounded(cv, with_lambda=False),
             "levels": level_table(data, fitted.levels, routes),
-            "sweep": [
-                {
-                    "lambda": s["lambda"],
-                    "accuracy": _r(s["accuracy"]),
-                    "tokens": _r(s["tokens"], 1),
-                    "tokens_se": _r(s["tokens_se"], 1),
-                }
-                for s in sweep
-            ],
+            "sweep": [_rounded(point) for point in sweep],
         },
     )
     out = Path(cfg.output)
