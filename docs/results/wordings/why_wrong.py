@@ -9,6 +9,7 @@ Prints, per file, how many picks were wrong and how many of them are of each kin
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 from ponder.tasks import generate_problems, gold_steps
 
@@ -31,7 +32,7 @@ def kind(row: dict) -> str:
 
 
 for path in sys.argv[1:]:
-    rows = [json.loads(line) for line in open(path)]
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
     wrong = [r for r in rows if not r["correct"]]
     counts = Counter(kind(r) for r in wrong)
     print(f"{path}: {len(wrong)} wrong of {len(rows)}; " + "; ".join(f"{k}: {v}" for k, v in counts.most_common()))
