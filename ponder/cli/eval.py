@@ -51,6 +51,7 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ponder.engines.factory import ENGINE_KINDS
+    from ponder.tasks.phrasings import WORDINGS
 
     p = sub.add_parser(
         "eval",
@@ -75,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--offset", type=int, default=0, help="Skip this many problems of the split first.")
     g.add_argument(
         "--wording",
-        choices=("template", "held_out", "held_out_instruction"),
+        choices=WORDINGS,
         default="template",
         help="How the problems are asked: reasoning-gym's template, a question wording no bundled model was trained "
         "on ('What do you get for 12+7?'), or that wording with an instruction after it ('Keep it short.').",
@@ -230,7 +231,7 @@ def problems_from_args(args: argparse.Namespace) -> list:
         raise SpecError("--offset must be >= 0")
     try:
         problems = generate_problems(args.split, args.count * len(args.levels), args.levels, tasks, offset=args.offset)
-        return worded(problems, getattr(args, "wording", "template"))
+        return worded(problems, args.wording)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
 

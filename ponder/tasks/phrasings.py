@@ -127,9 +127,15 @@ TRAILING_INSTRUCTIONS = (
 HELD_OUT_INSTRUCTIONS = ("Reply with just the answer.", "Show the working.", "Keep it short.")
 
 
-def with_instruction(question: str, rng: random.Random, instructions: Sequence[str] = TRAILING_INSTRUCTIONS) -> str:
-    """``question`` followed by an instruction on how to answer, on the same line or the next."""
-    return question + rng.choice((" ", " ", "\n")) + rng.choice(instructions)
+def instructed(problem: Problem, rng: random.Random, instructions: Sequence[str] = TRAILING_INSTRUCTIONS) -> Problem:
+    """``problem`` with an instruction on how to answer after its question, on the same line or the next."""
+    question = problem.question + rng.choice((" ", " ", "\n")) + rng.choice(instructions)
+    return dataclasses.replace(problem, question=question)
+
+
+def rephrased(problems: Sequence[Problem], templates: Sequence[str], tag: str) -> list[Problem]:
+    """Each problem asked in one of ``templates``, drawn with a generator seeded by ``tag`` and its seed."""
+    return [rephrase(p, random.Random(f"{tag}:{p.seed}"), templates) for p in problems]
 
 
 WORDINGS = ("template", "held_out", "held_out_instruction")
@@ -142,15 +148,10 @@ def worded(problems: Sequence[Problem], wording: str, tag: str = "held_out") -> 
         raise ValueError(f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
     if wording == "template":
         return list(problems)
-    asked = [rephrase(p, random.Random(f"{tag}:{p.seed}"), HELD_OUT_QUESTIONS) for p in problems]
+    asked = rephrased(problems, HELD_OUT_QUESTIONS, tag)
     if wording == "held_out":
         return asked
-    return [
-        dataclasses.replace(
-            p, question=with_instruction(p.question, random.Random(f"instructed:{p.seed}"), HELD_OUT_INSTRUCTIONS)
-        )
-        for p in asked
-    ]
+    return [instructed(p, random.Random(f"instructed:{p.seed}"), HELD_OUT_INSTRUCTIONS) for p in asked]
 
 
 def wide_question(rng: random.Random) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -12,12 +11,12 @@ from ponder.tasks.phrasings import (
     TRAIN_OFF_TOPIC,
     TRAIN_QUESTIONS,
     TRAIN_SYSTEM,
+    instructed,
     off_topic_prompt,
     rephrase,
     two_term_problem,
     wide_question,
     wide_system_prompt,
-    with_instruction,
 )
 from ponder.tasks.traces import THINK_CLOSE, THINK_OPEN
 
@@ -72,13 +71,11 @@ def asked(
     if rng.random() >= natural:
         return problem
     if wide and rng.random() < 0.5:
-        worded = rephrase(problem, rng, (wide_question(rng),))
+        phrased = rephrase(problem, rng, (wide_question(rng),))
     else:
-        worded = rephrase(problem, rng, TRAIN_QUESTIONS)
+        phrased = rephrase(problem, rng, TRAIN_QUESTIONS)
     # no draw at 0, so a mix without instructions makes the chats it always made
-    if instruction and rng.random() < instruction:
-        return dataclasses.replace(worded, question=with_instruction(worded.question, rng))
-    return worded
+    return instructed(phrased, rng) if instruction and rng.random() < instruction else phrased
 
 
 def _system_prompt(rng: random.Random, mix: ChatMix) -> str:

@@ -21,7 +21,7 @@ from ponder.tasks.phrasings import (
     REFUSAL,
     TRAIN_QUESTIONS,
     off_topic_prompt,
-    rephrase,
+    rephrased,
     two_term_problem,
     worded,
 )
@@ -30,12 +30,6 @@ from ponder.training.chat_mix import extra_seeds
 from ponder.training.measure import _hf_generate, _vllm_generate
 
 EXAMPLES = (("What is 12+7?", "19"), ("What's 467 + 914?", "1381"), ("3*41?", "123"), ("Compute 25 * 4.", "100"))
-
-
-def _asked(problems: list[Problem], templates: tuple[str, ...] | None, tag: str) -> list[Problem]:
-    if templates is None:
-        return problems
-    return [rephrase(p, random.Random(f"{tag}:{p.seed}"), templates) for p in problems]
 
 
 def _sums(count: int) -> list[Problem]:
@@ -66,7 +60,7 @@ def arithmetic_sets(count: int) -> dict[str, tuple[list[Problem], str | None]]:
     held_out = worded(test, "held_out")
     return {
         "template": (test, None),
-        "trained_phrasings": (_asked(test, TRAIN_QUESTIONS, "trained"), None),
+        "trained_phrasings": (rephrased(test, TRAIN_QUESTIONS, "trained"), None),
         "held_out_phrasings": (held_out, None),
         "held_out_phrasings_with_system": (held_out, HELD_OUT_SYSTEM[0]),
         "held_out_phrasings_with_instruction": (worded(test, "held_out_instruction"), None),

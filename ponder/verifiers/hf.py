@@ -354,6 +354,7 @@ class BatchedStepVerifier:
     separator: str
     think_tags: tuple[str, str]
     aggregation: str
+    scores_answer: bool = False  # also reads a finished solution's answer, as one more item after its steps
 
     async def score_steps(self, problem: Any, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         """One score in [0, 1] per step per solution; steps are given without separators."""
@@ -368,7 +369,7 @@ class BatchedStepVerifier:
         """The steps this verifier sees in a completion; and where it ``scores_answer``, a finished think block's
         answer as one more item, ``think_close + answer``."""
         steps = split_steps(answer, self.separator, self.think_tags)
-        if getattr(self, "scores_answer", False):
+        if self.scores_answer:
             reasoning, content, closed = split_completion(answer, self.think_tags)
             if closed and reasoning.strip() and self.think_tags[1] in answer:
                 steps.append(self.think_tags[1] + content.strip())
