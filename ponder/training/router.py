@@ -124,9 +124,10 @@ def fit(data: RouterData, rows: np.ndarray, l2: float) -> Fitted:
     return Fitted(model, cuts, levels_of(p, cuts))
 
 
-def cross_validate(data: RouterData, cfg: RouterArgs) -> list[dict[str, float]]:
-    """Per lambda, the held-out accuracy and mean tokens of routers fitted on the other folds, and the standard error
-    of those mean tokens over the problems."""
+def cross_validate(data: RouterData, cfg: RouterArgs, cap: np.ndarray | None = None) -> list[dict[str, float]]:
+    """Per lambda, the held-out accuracy and mean tokens of routers fitted on the other folds, the standard error of
+    those mean tokens, and, given each problem's token cap, the standard error of the mean tokens over the cap on a
+    fresh set of ``cfg.holdout_problems`` problems (the folds' own estimate's error and that set's noise)."""
     n = len(data.correct)
     order = np.random.default_rng(cfg.seed).permutation(n)
     folds = np.array_split(order, cfg.folds)
@@ -142,25 +143,26 @@ def cross_validate(data: RouterData, cfg: RouterArgs) -> list[dict[str, float]]:
             chosen = np.array([routes[int(level)] for level in held_levels])
             hits[i, held] = data.correct[held, chosen]
             spent[i, held] = data.tokens[held, chosen]
-    return [
-        {
-            "lambda": lam,
-            "accuracy": float(hits[i].mean()),
-            "tokens": float(spent[i].mean()),
-            "tokens_se": float(spent[i].std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
-        }
-        for i, lam in enumerate(LAMBDAS)
-    ]
+    fresh = 1.0 / n + (1.0 / cfg.holdout_problems if cfg.holdout_problems else 0.0)
+    sweep = []
+    for i, lam in enumerate(LAMBDAS):
+        point = {"lambda": lam, "accuracy": float(hits[i].mean()), "tokens": float(spent[i].mean())}
+        point["tokens_se"] = float(spent[i].std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        if cap is not None:
+            # the share is of the reference's tokens on the same problems: their difference varies less than either
+            point["over_cap_se"] = float((spent[i] - cap).std(ddof=1) * np.sqrt(fresh)) if n > 1 else 0.0
+        sweep.append(point)
+    return sweep
 
 
 def choose_lambda(
     sweep: list[dict[str, float]], objective: str, cap: float, floor: float, confidence: float = 0.0
 ) -> dict[str, float]:
     """match_accuracy: the fewest held-out tokens with accuracy >= ``floor`` (none: the most accurate);
-    within_tokens: the best held-out accuracy whose mean tokens, plus ``confidence`` standard errors, are within
-    ``cap`` (none: the cheapest)."""
+    within_tokens: the best held-out accuracy whose mean tokens, plus ``confidence`` standard errors (of the tokens
+    over the cap where the sweep has them, else of the tokens), are within ``cap`` (none: the cheapest)."""
     reached = [s for s in sweep if s["accuracy"] >= floor - 1e-9]
-    within = [s for s in sweep if s["tokens"] + confidence * s.get("tokens_se", 0.0) <= cap]
+    within = [s for s in sweep if s["tokens"] + confidence * s.get("over_cap_se", s.get("tokens_se", 0.0)) <= cap]
     if objective == "match_accuracy" and reached:
         return min(reached, key=lambda s: (s["tokens"], -s["accuracy"]))
     if objective == "within_tokens" and within:
@@ -213,6 +215,8 @@ def _rounded(point: dict[str, float], with_lambda: bool = True) -> dict[str, flo
         "tokens": _r(point["tokens"], 1),
         "tokens_se": _r(point["tokens_se"], 1),
     }
+    if "over_cap_se" in point:
+        rounded["over_cap_se"] = _r(point["over_cap_se"], 1)
     return {"lambda": point["lambda"], **rounded} if with_lambda else rounded
 
 
@@ -223,6 +227,8 @@ def check_config(cfg: RouterArgs) -> None:
         raise TrainingInputError("--token-ratio must be positive")
     if cfg.token_confidence < 0:
         raise TrainingInputError("--token-confidence must be 0 or more")
+    if cfg.holdout_problems < 0:
+        raise TrainingInputError("--holdout-problems must be 0 or more")
     if cfg.lambda_tokens is not None and cfg.lambda_tokens < 0:
         raise TrainingInputError("--lambda-tokens must be 0 or more")
     if cfg.l2 < 0:
@@ -259,10 +265,11 @@ def train_router(cfg: RouterArgs) -> Path:
     check_config(cfg)
     data = load_data(cfg)
     ref = reference_arm(data, cfg.reference)
-    ref_acc, ref_tokens = float(data.correct[:, ref].mean()), float(data.tokens[:, ref].mean())
+    ref_acc, per_problem = float(data.correct[:, ref].mean()), data.tokens[:, ref].astype(float)
     if ref and not data.arms[ref].includes_probe:  # the reference ran alone, without a probe before it
-        ref_tokens -= float(data.tokens[:, 0].mean())
-    sweep = cross_validate(data, cfg)
+        per_problem = per_problem - data.tokens[:, 0]
+    ref_tokens = float(per_problem.mean())
+    sweep = cross_validate(data, cfg, cfg.token_ratio * per_problem)
     cap, floor = cfg.token_ratio * ref_tokens, ref_acc - cfg.accuracy_margin
     if cfg.lambda_tokens is not None:
         chosen = {"lambda": cfg.lambda_tokens}
@@ -286,6 +293,7 @@ def train_router(cfg: RouterArgs) -> Path:
             "objective": "lambda_tokens" if cfg.lambda_tokens is not None else cfg.objective,
             "token_ratio": cfg.token_ratio,
             "token_confidence": cfg.token_confidence,
+            "holdout_problems": cfg.holdout_problems,
             "accuracy_margin": cfg.accuracy_margin,
             "fit": {"accuracy": _r(acc), "tokens": _r(tok, 1)},
             "cross_validated": None if cv is None else _rounded(cv, with_lambda=False),

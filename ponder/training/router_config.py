@@ -53,8 +53,16 @@ class RouterArgs:
     token_confidence: float = field(
         default=1.645,
         metadata=arg(
-            "within_tokens: standard errors of the cross-validated mean tokens added before comparing with the "
-            "share, so that the share holds on new problems (1.645: one-sided 95%; 0: the point estimate)."
+            "within_tokens: standard errors of the cross-validated tokens over the share (each problem's share of "
+            "the reference's tokens) added before comparing, so that the share holds on new problems (1.645: "
+            "one-sided 95%; 0: the point estimate)."
+        ),
+    )
+    holdout_problems: int = field(
+        default=200,
+        metadata=arg(
+            "within_tokens: the size of the set of new problems the share is promised on; its own sampling noise "
+            "joins the standard error (0: the share holds on average over many new problems)."
         ),
     )
     accuracy_margin: float = field(

@@ -209,15 +209,41 @@ def test_the_token_share_holds_with_a_margin_of_standard_errors(tmp_path):
     margin = train(tmp_path, objective="within_tokens", token_ratio=0.65)
     assert point["training"]["cross_validated"]["accuracy"] == 1.0
     cv = margin["training"]["cross_validated"]
-    assert margin["training"]["token_confidence"] == 1.645 and cv["tokens_se"] > 0
+    assert margin["training"]["token_confidence"] == 1.645 and cv["over_cap_se"] > 0
     assert (
-        cv["tokens"] + 1.645 * cv["tokens_se"]
+        cv["tokens"] + 1.645 * cv["over_cap_se"]
         <= 260
-        < point["training"]["cross_validated"]["tokens"] + 1.645 * cv["tokens_se"]
+        < point["training"]["cross_validated"]["tokens"] + 1.645 * cv["over_cap_se"]
     )
     assert 0.5 < cv["accuracy"] < 1.0
 
 
-def test_a_negative_token_confidence_is_refused(tmp_path):
-    with pytest.raises(TrainingInputError, match="--token-confidence"):
-        train(tmp_path, objective="within_tokens", token_confidence=-1.0)
+@pytest.mark.parametrize(("holdout", "widening"), [(0, 1.0), (100, 2**0.5), (200, 1.5**0.5)])
+def test_the_margin_adds_the_noise_of_the_set_the_share_is_promised_on(tmp_path, holdout, widening):
+    # the reference (best-of-16) spends 400 on every problem, so the tokens over the cap vary as the tokens do; the
+    # folds' estimate is over the 100 logged problems, a fresh set of `holdout` adds its own sampling noise
+    router = train(tmp_path, objective="within_tokens", token_ratio=0.65, holdout_problems=holdout)
+    assert router["training"]["holdout_problems"] == holdout
+    for point in router["training"]["sweep"]:
+        assert point["over_cap_se"] == pytest.approx(widening * point["tokens_se"], abs=0.11)
+
+
+def test_the_margin_is_on_the_share_of_the_same_problems_reference(tmp_path):
+    # a reference that spends 4x more on the hard problems: a router that spends more where it does varies less
+    # against its share than its tokens do; one that spends the same everywhere varies against it all the same
+    logs = write_logs(tmp_path / "logs")
+    request = {"strategy": "best_of_n", "verifier": "prm", "budget": {"max_samples": 64}}
+    rows = [row("bon64", seed, True, 1600 if seed % 2 else 400, request) for seed in range(100)]
+    (logs / "bon64.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    router = train(tmp_path, logs=logs, objective="within_tokens", token_ratio=0.3, holdout_problems=0)
+    assert router["training"]["reference"] == {"arm": "bon64", "accuracy": 1.0, "tokens": 1000.0}
+    sweep = router["training"]["sweep"]
+    solves_all, probe_only = sweep[0], sweep[-1]  # lambda 0: best-of-16 where needed; the highest: the probe
+    assert solves_all["accuracy"] == 1.0 and solves_all["over_cap_se"] < 0.7 * solves_all["tokens_se"]
+    assert probe_only["tokens"] == 40.0 and probe_only["tokens_se"] == 0.0 and probe_only["over_cap_se"] > 15
+
+
+@pytest.mark.parametrize(("flag", "value"), [("token_confidence", -1.0), ("holdout_problems", -1)])
+def test_a_negative_margin_setting_is_refused(tmp_path, flag, value):
+    with pytest.raises(TrainingInputError, match="--" + flag.replace("_", "-")):
+        train(tmp_path, objective="within_tokens", **{flag: value})
