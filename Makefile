@@ -96,7 +96,7 @@ models: install
 
 # The learned router of reasoning_effort auto (docs/results/routing.md), trained on the bundled models' eval logs on
 # validation problems (600: 120 a level; on 200 it fit 4 points above its cross-validated accuracy); run after
-# `make models` (about 25 min on 2 quiet cores: 13 for the plain arms, 12 for the adaptive ones), then
+# `make models` (about 40 min on 2 cores: 25 for the plain arms, 12 for the adaptive ones), then
 # `make router-test` measures it on the 200 test problems.
 ROUTER_EVAL := --engine vllm --dtype float32 --max-model-len 512 --gpu-memory-utilization 0.1 --block-size 32 \
 	--no-progress
@@ -105,7 +105,7 @@ router: install
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/ponder eval $(ROUTER_EVAL) --count 120 --split validation \
 		--runs-file docs/results/routing.yaml --only probe,bon,dvts,beam,abon,advts,advts1 --out out/routing-validation
 	$(VENV)/bin/ponder train router --logs out/routing-validation --objective within_tokens --token-ratio 0.25 \
-		--output ponder/server/router.json --overwrite
+		--token-confidence 1.645 --holdout-problems 200 --output ponder/server/router.json --overwrite
 	$(VENV)/bin/ponder train router --logs out/routing-validation \
 		--output docs/results/routing/router-match-accuracy.json --overwrite
 

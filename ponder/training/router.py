@@ -24,7 +24,9 @@ from ponder.training.router_data import STOP_OPTION, RouterData, build_data, fin
 
 log = logging.getLogger("ponder.train")
 
-LAMBDAS = (0.0, *np.geomspace(1e-6, 1e-1, 51).tolist())
+# Steps of 2.3%: a level's route changes where two arms' accuracy minus lambda x tokens cross, and a coarser grid can
+# step over a whole route (at 26% steps it skipped the 32-sample arm of level 5 that lay between two grid points).
+LAMBDAS = (0.0, *np.geomspace(1e-6, 1e-1, 501).tolist())
 QUANTILES = (0.8, 0.6, 0.4, 0.2)  # level 1 is the fifth of the problems predicted easiest
 
 
@@ -208,6 +210,13 @@ def _r(value: float, digits: int = 4) -> float:
     return round(float(value), digits)
 
 
+def _distinct(sweep: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The sweep as recorded: the first lambda of each run of lambdas with the same held-out figures."""
+    points = [_rounded(point) for point in sweep]
+    same = ("accuracy", "tokens")
+    return [p for i, p in enumerate(points) if i == 0 or any(p[k] != points[i - 1][k] for k in same)]
+
+
 def _rounded(point: dict[str, float], with_lambda: bool = True) -> dict[str, float]:
     """A cross-validated point of the lambda sweep as the policy file records it."""
     rounded = {
@@ -298,7 +307,7 @@ def train_router(cfg: RouterArgs) -> Path:
             "fit": {"accuracy": _r(acc), "tokens": _r(tok, 1)},
             "cross_validated": None if cv is None else _rounded(cv, with_lambda=False),
             "levels": level_table(data, fitted.levels, routes),
-            "sweep": [_rounded(point) for point in sweep],
+            "sweep": _distinct(sweep),
         },
     )
     out = Path(cfg.output)
