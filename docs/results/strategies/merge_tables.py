@@ -21,13 +21,14 @@ BUDGETS = (1, 4, 16, 64)
 
 def merged(folders: list[Path], order: list[str]) -> dict:
     runs: dict[str, dict] = {}
-    summary: dict = {}
-    for folder in folders:
-        summary = json.loads((folder / "summary.json").read_text())
+    summaries = [json.loads((folder / "summary.json").read_text()) for folder in folders]
+    for summary in summaries:
         runs.update({r["name"]: r for r in summary["runs"]})
     rank = {name: i for i, name in enumerate(order)}
     ordered = sorted(runs.values(), key=lambda r: (rank.get(r["series"], len(rank)), r["name"]))
-    return {**summary, "runs": ordered}
+    # the first folder's header; every command, so that a re-measured run says where it came from
+    commands = list(dict.fromkeys(s["command"] for s in summaries))
+    return {**summaries[0], "command": "`, then `".join(commands), "runs": ordered}
 
 
 def _cell(run: dict | None) -> str:
