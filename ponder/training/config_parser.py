@@ -34,7 +34,10 @@ class ConfigParser(HfArgumentParser):
     @staticmethod
     def _parse_dataclass_field(parser: argparse.ArgumentParser, config_field: dataclasses.Field) -> None:
         flag = copy.copy(config_field)  # HfArgumentParser narrows `X | None` to `X` on the field it gets
-        flag.metadata = types.MappingProxyType({k: v for k, v in config_field.metadata.items() if k != TRAINER_KEY})
+        metadata = {k: v for k, v in config_field.metadata.items() if k != TRAINER_KEY}
+        if isinstance(metadata.get("help"), str):  # argparse %-formats help: "95%" would break --help
+            metadata["help"] = metadata["help"].replace("%", "%%")
+        flag.metadata = types.MappingProxyType(metadata)
         HfArgumentParser._parse_dataclass_field(parser, flag)
         if config_field.type is bool and config_field.default is False:
             name = config_field.name.replace("_", "-")

@@ -21,7 +21,7 @@ CONFIGS = (SFTArgs, RMArgs, PRMArgs)
 @dataclass
 class Demo:
     out: str = field(metadata=arg("Where to."))
-    steps: int = field(default=3, metadata=arg("How many.", trainer="max_steps"))
+    steps: int = field(default=3, metadata=arg("How many (95% of them).", trainer="max_steps"))
     rate: float = 0.5
     name: str | None = None
     flag: bool = False
@@ -50,9 +50,19 @@ def test_required_fields_and_choices_are_enforced():
 def test_help_comes_from_field_metadata(capsys):
     ConfigParser(Demo).print_help()
     text = capsys.readouterr().out
-    assert "Where to." in text and "How many. (default: 3)" in text and "--no-flag" in text
+    assert "Where to." in text and "How many (95% of them). (default: 3)" in text and "--no-flag" in text
     assert "Where to. (default" not in text  # a required flag has no default to show
     assert "trainer" not in text
+
+
+def test_every_trainer_prints_its_help(capsys):
+    from ponder.cli.main import main as ponder
+    from ponder.cli.train import TRAINERS
+
+    for name in TRAINERS:
+        with pytest.raises(SystemExit) as exit:
+            ponder(["train", name, "--help"])
+        assert exit.value.code == 0 and "--output" in capsys.readouterr().out, name
 
 
 def test_to_cli_flags_round_trips_and_omits_defaults():
