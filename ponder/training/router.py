@@ -126,7 +126,7 @@ def fit(data: RouterData, rows: np.ndarray, l2: float) -> Fitted:
     return Fitted(model, cuts, levels_of(p, cuts))
 
 
-def cross_validate(data: RouterData, cfg: RouterArgs, cap: np.ndarray | None = None) -> list[dict[str, float]]:
+def cross_validate(data: RouterData, cfg: RouterArgs, cap: np.ndarray) -> list[dict[str, float]]:
     """Per lambda, the held-out accuracy and mean tokens of routers fitted on the other folds, the standard error of
     those mean tokens, and, given each problem's token cap, the standard error of the mean tokens over the cap on a
     fresh set of ``cfg.holdout_problems`` problems (the folds' own estimate's error and that set's noise)."""
@@ -150,9 +150,8 @@ def cross_validate(data: RouterData, cfg: RouterArgs, cap: np.ndarray | None = N
     for i, lam in enumerate(LAMBDAS):
         point = {"lambda": lam, "accuracy": float(hits[i].mean()), "tokens": float(spent[i].mean())}
         point["tokens_se"] = float(spent[i].std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-        if cap is not None:
-            # the share is of the reference's tokens on the same problems: their difference varies less than either
-            point["over_cap_se"] = float((spent[i] - cap).std(ddof=1) * np.sqrt(fresh)) if n > 1 else 0.0
+        # the share is of the reference's tokens on the same problems: their difference varies less than either
+        point["over_cap_se"] = float((spent[i] - cap).std(ddof=1) * np.sqrt(fresh)) if n > 1 else 0.0
         sweep.append(point)
     return sweep
 
@@ -161,10 +160,10 @@ def choose_lambda(
     sweep: list[dict[str, float]], objective: str, cap: float, floor: float, confidence: float = 0.0
 ) -> dict[str, float]:
     """match_accuracy: the fewest held-out tokens with accuracy >= ``floor`` (none: the most accurate);
-    within_tokens: the best held-out accuracy whose mean tokens, plus ``confidence`` standard errors (of the tokens
-    over the cap where the sweep has them, else of the tokens), are within ``cap`` (none: the cheapest)."""
+    within_tokens: the best held-out accuracy whose mean tokens, plus ``confidence`` standard errors of the tokens
+    over the cap, are within ``cap`` (none: the cheapest)."""
     reached = [s for s in sweep if s["accuracy"] >= floor - 1e-9]
-    within = [s for s in sweep if s["tokens"] + confidence * s.get("over_cap_se", s.get("tokens_se", 0.0)) <= cap]
+    within = [s for s in sweep if s["tokens"] + confidence * s["over_cap_se"] <= cap]
     if objective == "match_accuracy" and reached:
         return min(reached, key=lambda s: (s["tokens"], -s["accuracy"]))
     if objective == "within_tokens" and within:
@@ -223,9 +222,8 @@ def _rounded(point: dict[str, float], with_lambda: bool = True) -> dict[str, flo
         "accuracy": _r(point["accuracy"]),
         "tokens": _r(point["tokens"], 1),
         "tokens_se": _r(point["tokens_se"], 1),
+        "over_cap_se": _r(point["over_cap_se"], 1),
     }
-    if "over_cap_se" in point:
-        rounded["over_cap_se"] = _r(point["over_cap_se"], 1)
     return {"lambda": point["lambda"], **rounded} if with_lambda else rounded
 
 
@@ -277,9 +275,9 @@ def train_router(cfg: RouterArgs) -> Path:
     ref_acc, per_problem = float(data.correct[:, ref].mean()), data.tokens[:, ref].astype(float)
     if ref and not data.arms[ref].includes_probe:  # the reference ran alone, without a probe before it
         per_problem = per_problem - data.tokens[:, 0]
-    ref_tokens = float(per_problem.mean())
-    sweep = cross_validate(data, cfg, cfg.token_ratio * per_problem)
-    cap, floor = cfg.token_ratio * ref_tokens, ref_acc - cfg.accuracy_margin
+    ref_tokens, shares = float(per_problem.mean()), cfg.token_ratio * per_problem
+    sweep = cross_validate(data, cfg, shares)
+    cap, floor = float(shares.mean()), ref_acc - cfg.accuracy_margin
     if cfg.lambda_tokens is not None:
         chosen = {"lambda": cfg.lambda_tokens}
     else:
